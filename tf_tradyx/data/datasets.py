@@ -1,0 +1,94 @@
+"""Named datasets through TensorFlow Datasets, with an offline-friendly failure mode.
+
+Why: TFDS is the standard way to get CIFAR-100, Flowers, Pets, Food, CUB... but on a machine with no
+network its download retries for a long time and ends in an opaque error. Here a prepared dataset loads
+as usual; an unprepared one is downloaded only after a quick reachability check, and otherwise fails
+at once with a message naming the offline alternatives.
+"""
+
+import socket
+
+# The downstream tasks of the TraDy paper (VWW has no TFDS builder) plus CIFAR.
+SUPPORTED_DATASETS = {
+    "cifar10": 10,
+    "cifar100": 100,
+    "oxford_flowers102": 102,
+    "oxford_iiit_pet": 37,
+    "food101": 101,
+    "caltech_birds2011": 200,
+}
+
+_PROBE_HOSTS = (("storage.googleapis.com", 443), ("www.cs.toronto.edu", 443))
+
+OFFLINE_HELP = (
+    "Offline alternatives: tf_tradyx.data.from_folder(path, split) reads the class-folder layout "
+    "root/<split>/<class>/*.jpg from a directory or a .tar.gz (CIFAR-10: "
+    "../shared/data/cifar10-jpeg.tar.gz); tf_tradyx.data.cifar10_sample(split) is a small CIFAR-10 "
+    "sample shipped with the package; or prepare the TFDS dataset on a connected machine and pass "
+    "its data_dir=.")
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset is not prepared locally and cannot be downloaded from here."""
+
+
+def num_classes(name):
+    """Number of classes of a supported dataset."""
+    if name not in SUPPORTED_DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; supported: {sorted(SUPPORTED_DATASETS)}.")
+    return SUPPORTED_DATASETS[name]
+
+
+def network_available(timeout=3.0, hosts=_PROBE_HOSTS):
+    """True when one of the dataset hosts accepts a TCP connection within `timeout` seconds."""
+    for host, port in hosts:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def load(name, split="train", *, data_dir=None, download=True, manual_dir=None,
+         download_config=None, shuffle_files=False, network_timeout=3.0):
+    """A `tf.data.Dataset` of (uint8 image, int64 label) from TFDS.
+
+    Args:
+      name: one of SUPPORTED_DATASETS (other TFDS image classification names work too).
+      split: a TFDS split string, e.g. "train", "test", "train[:10%]".
+      data_dir: TFDS data directory (where prepared datasets live).
+      download: allow downloading and preparing when the dataset is not prepared yet.
+      manual_dir: TFDS manual-download directory (for datasets whose files you fetch yourself).
+      download_config: a `tfds.download.DownloadConfig`, passed through (overrides manual_dir).
+      network_timeout: seconds for the reachability check before any download.
+
+    Raises:
+      ValueError: unknown dataset name.
+      DatasetUnavailableError: not prepared and no way to download it here.
+    """
+    import tensorflow_datasets as tfds  # Slow import; only users of TFDS pay it.
+
+    if name not in SUPPORTED_DATASETS and name not in tfds.list_builders():
+        raise ValueError(
+            f"Unknown dataset {name!r}. Supported: {sorted(SUPPORTED_DATASETS)} (or any TFDS image "
+            f"classification dataset). {OFFLINE_HELP}")
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        if not download:
+            raise DatasetUnavailableError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and download=False. "
+                + OFFLINE_HELP)
+        if download_config is None:
+            download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+        if manual_dir is None and not network_available(network_timeout):
+            raise DatasetUnavailableError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and there is no "
+                "network to download it. " + OFFLINE_HELP)
+        try:
+            builder.download_and_prepare(download_config=download_config)
+        except Exception as e:  # TFDS raises many types; all mean "could not get it".
+            raise DatasetUnavailableError(
+                f"Downloading TFDS dataset {name!r} failed ({type(e).__name__}: {e}). "
+                + OFFLINE_HELP) from e
+    return builder.as_dataset(split=split, as_supervised=True, shuffle_files=shuffle_files)

@@ -1,0 +1,109 @@
+"""Preprocessing shared by both methods: resizing, per-model normalization, CIFAR augmentation,
+batching, and the deterministic class-balanced pruning split.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+# Per-model input conventions. The tinyML networks were quantized with input scale 1/127.5 and
+# zero point 0 on the first conv, i.e. they expect pixel / 127.5 - 1.
+_TINYML = ("mbv2-w0.35", "mcunet-in1", "mcunet-5fps", "proxyless-w0.3")
+
+
+def resize(image, size):
+    """Bilinear resize of an image or batch to `size` (int or (h, w)); returns float32 in [0, 255]."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+
+
+def normalize(image, mean, std):
+    """(image / 255 - mean) / std, per channel; accepts uint8 or float in [0, 255]."""
+    image = tf.cast(image, tf.float32) / 255.0
+    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def scale_to_symmetric(image):
+    """pixel / 127.5 - 1: the [-1, 1] input of the tinyML networks."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def normalization(model_name, dataset="cifar10"):
+    """The normalization function a model of the zoo expects (image uint8 -> float32)."""
+    if model_name in _TINYML:
+        return scale_to_symmetric
+    if model_name in ("resnet20", "vgg16_bn"):
+        mean, std = (CIFAR100_MEAN, CIFAR100_STD) if dataset == "cifar100" else (CIFAR10_MEAN, CIFAR10_STD)
+        return lambda image: normalize(image, mean, std)
+    raise ValueError(
+        f"No normalization known for model {model_name!r}; known: {['resnet20', 'vgg16_bn', *_TINYML]}.")
+
+
+def cifar_augment(image, seed=None):
+    """The standard CIFAR augmentation: 4-pixel zero pad, random crop back, random horizontal flip.
+
+    `seed` is a (2,) int tensor for the stateless ops; without it, the stateful ops use the global seed.
+    """
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+    if seed is None:
+        image = tf.image.random_crop(padded, shape)
+        return tf.image.random_flip_left_right(image)
+    seed = tf.convert_to_tensor(seed)
+    image = tf.image.stateless_random_crop(padded, shape, seed=seed)
+    return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+
+
+def prepare(ds, batch_size, *, preprocess=None, augment=None, shuffle_buffer=0, seed=None,
+            drop_remainder=False, cache=False):
+    """(image, label) dataset -> batched, prefetched (preprocess(augment(image)), label).
+
+    `augment` runs before `preprocess` on the uint8 image, as a per-example function; `cache=True`
+    caches the decoded images in memory before augmentation (worth it for small datasets).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if cache:
+        ds = ds.cache()
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if preprocess is not None:
+        ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_subset(ds, per_class=10, num_classes=None):
+    """The first `per_class` examples of each class, in dataset order: the pruning split.
+
+    Deterministic for a deterministic `ds`. Stops reading as soon as every class is full when
+    `num_classes` is known (given, or from `ds.class_names`). Returns a dataset of (image, label).
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}.")
+    if num_classes is None and hasattr(ds, "class_names"):
+        num_classes = len(ds.class_names)
+    counts, images, labels = {}, [], []
+    for image, label in ds.as_numpy_iterator():
+        label = int(np.asarray(label).reshape(()))
+        if counts.get(label, 0) < per_class:
+            counts[label] = counts.get(label, 0) + 1
+            images.append(image)
+            labels.append(label)
+            if num_classes and len(counts) == num_classes and all(
+                    c == per_class for c in counts.values()):
+                break
+    if not images:
+        raise ValueError("balanced_subset got an empty dataset.")
+    short = {c: n for c, n in counts.items() if n < per_class}
+    if num_classes is not None and len(counts) < num_classes:
+        missing = sorted(set(range(num_classes)) - set(counts))
+        raise ValueError(f"Classes {missing} have no examples; cannot take {per_class} per class.")
+    if short:
+        raise ValueError(f"Classes with fewer than {per_class} examples: {short}.")
+    return tf.data.Dataset.from_tensor_slices((np.stack(images), np.asarray(labels, np.int64)))

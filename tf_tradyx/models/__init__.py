@@ -1,0 +1,1 @@
+"""The networks both methods are evaluated on."""

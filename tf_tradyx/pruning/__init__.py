@@ -1,0 +1,1 @@
+"""Pruning at initialization: PX and its baselines."""
