@@ -1,1 +1,41 @@
-"""Pruning at initialization: PX and its baselines."""
+"""Pruning at initialization for Keras 3: PX and its baselines, masks that survive `fit`.
+
+    masked = wrap(model)
+    report = PXPruner(rounds=100).prune(masked, sparsity=0.982, data=prune_ds)
+    masked.compile(...); masked.fit(...)
+    plain = strip(masked)
+"""
+
+from tf_tradyx.pruning.baselines import (GraSPPruner, IterSNIPPruner, MagnitudePruner, RandomPruner,
+                                         SNIPPruner, SynFlowPruner)
+from tf_tradyx.pruning.masking import MaskedLayer, PrunableLayer, masked_layers, strip, wrap
+from tf_tradyx.pruning.paths import PathNetwork, UnsupportedLayerError
+from tf_tradyx.pruning.pruner import Pruner
+from tf_tradyx.pruning.px import PXPruner
+from tf_tradyx.pruning.report import PruningReport, plot_layer_density, report
+from tf_tradyx.pruning.sanity import reinitialize, shuffle_masks
+from tf_tradyx.pruning.schedules import DensitySchedule, ExponentialSchedule, LinearSchedule
+
+PRUNERS = {
+    "px": PXPruner, "synflow": SynFlowPruner, "snip": SNIPPruner, "grasp": GraSPPruner,
+    "itersnip": IterSNIPPruner, "magnitude": MagnitudePruner, "random": RandomPruner,
+}
+
+
+def get_pruner(method, **kwargs):
+    """A pruner by name: px, synflow, snip, grasp, itersnip, magnitude, random."""
+    if method not in PRUNERS:
+        raise ValueError(f"Unknown pruning method {method!r}; choose from {sorted(PRUNERS)}.")
+    return PRUNERS[method](**kwargs)
+
+
+def prune_at_init(model, method="px", sparsity=0.9, data=None, rounds=None, skip=(), **kwargs):
+    """One call: wrap `model`, prune it with `method` to `sparsity`, return the masked model.
+
+    The report is attached as `masked.pruning_report`. Extra keyword arguments go to the pruner
+    (scope, min_density, schedule, seed, verbose, ...).
+    """
+    pruner = get_pruner(method, rounds=rounds, **kwargs)
+    masked = wrap(model, skip=skip)
+    masked.pruning_report = pruner.prune(masked, sparsity=sparsity, data=data)
+    return masked

@@ -1,0 +1,187 @@
+"""PX correctness: brute-force path enumeration, conservation, numerics on real networks."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_tradyx as tx
+from tests import path_reference as ref
+
+RNG = np.random.default_rng(7)
+
+
+def _set_masks(masked, masks):
+    for w in tx.pruning.masked_layers(masked):
+        if w.layer.name in masks:
+            w.masks[0].assign(masks[w.layer.name].astype(np.float32))
+            w.apply_masks()
+
+
+def _random_mask(shape, density=0.7):
+    return (RNG.random(shape) < density).astype(np.float64)
+
+
+def _mlp_case():
+    sizes = [3, 6, 5, 2]
+    inputs = keras.Input((3,))
+    h = keras.layers.Dense(6, activation="relu", name="d1")(inputs)
+    h = keras.layers.Dense(5, name="d2")(h)
+    h = keras.layers.ReLU(name="relu2")(h)
+    out = keras.layers.Dense(2, name="d3")(h)
+    model = keras.Model(inputs, out)
+    net = ref.UnitNet()
+    net.add_tensor("x", 3)
+    params, names = {}, ["d1", "d2", "d3"]
+    prev = "x"
+    for i, name in enumerate(names):
+        ref.dense(net, prev, name, sizes[i], sizes[i + 1], name)
+        net.bias[name] = (name, list(range(sizes[i + 1])))
+        if name != "d3":
+            net.relu.add(name)
+        w = RNG.normal(size=(sizes[i], sizes[i + 1]))
+        b = RNG.normal(scale=0.3, size=sizes[i + 1])
+        params[name], params[(name, "b")] = w, b
+        model.get_layer(name).set_weights([w.astype(np.float32), b.astype(np.float32)])
+        prev = name
+    x = RNG.normal(size=(20, 3))
+    return model, net, params, x, x
+
+
+def _cnn_case():
+    h, w = 4, 4
+    inputs = keras.Input((h, w, 2))
+    c1 = keras.layers.Conv2D(3, 3, padding="same", name="conv1")(inputs)
+    b = keras.layers.BatchNormalization(name="bn")(c1)
+    r = keras.layers.ReLU(name="relu1")(b)
+    c2 = keras.layers.Conv2D(2, 3, padding="same", use_bias=False, name="conv2")(r)
+    a = keras.layers.Add(name="add")([c2, inputs])
+    r2 = keras.layers.ReLU(name="relu2")(a)
+    g = keras.layers.GlobalAveragePooling2D(name="gap")(r2)
+    out = keras.layers.Dense(3, name="fc")(g)
+    model = keras.Model(inputs, out)
+
+    params = {
+        "conv1": RNG.normal(size=(3, 3, 2, 3)), ("conv1", "b"): RNG.normal(scale=0.3, size=3),
+        "conv2": RNG.normal(size=(3, 3, 3, 2)),
+        "fc": RNG.normal(size=(2, 3)), ("fc", "b"): RNG.normal(scale=0.3, size=3),
+        ("bn", "bn"): (RNG.uniform(0.5, 1.5, 3), RNG.normal(scale=0.2, size=3),
+                       RNG.normal(scale=0.2, size=3), RNG.uniform(0.5, 2.0, 3), 1e-3),
+    }
+    model.get_layer("conv1").set_weights([params["conv1"], params[("conv1", "b")]])
+    model.get_layer("conv2").set_weights([params["conv2"]])
+    model.get_layer("fc").set_weights([params["fc"], params[("fc", "b")]])
+    g_, b_, m_, v_, _ = params[("bn", "bn")]
+    model.get_layer("bn").set_weights([g_, b_, m_, v_])
+
+    net = ref.UnitNet()
+    net.add_tensor("x", h * w * 2)
+    ref.conv_same(net, "x", "c1", h, w, 2, 3, 3, "conv1")
+    net.bias["c1"] = ("conv1", [u % 3 for u in range(h * w * 3)])
+    ref.channelwise(net, "c1", "bn", h * w * 3, 3, lambda ch: ("bn", "bn", ch))
+    net.relu.add("bn")
+    ref.conv_same(net, "bn", "c2", h, w, 3, 2, 3, "conv2")
+    net.add_tensor("add", h * w * 2)
+    for u in range(h * w * 2):
+        net.connect("c2", u, "add", u, ("c", 1.0))
+        net.connect("x", u, "add", u, ("c", 1.0))
+    net.relu.add("add")
+    ref.global_avg(net, "add", "gap", h * w, 2)
+    ref.dense(net, "gap", "fc", 2, 3, "fc")
+    net.bias["fc"] = ("fc", [0, 1, 2])
+    x = RNG.normal(size=(3, h, w, 2))
+    return model, net, params, x.reshape(3, -1), x
+
+
+@pytest.mark.parametrize("case", [_mlp_case, _cnn_case])
+def test_px_scores_equal_brute_force_path_enumeration(case):
+    model, net, params, x_flat, x = case()
+    kernels = [n for n in ("d1", "d2", "d3", "conv1", "conv2", "fc") if n in params]
+    masks = {n: _random_mask(params[n].shape) for n in kernels}
+    masked = tx.pruning.wrap(model)
+    _set_masks(masked, masks)
+    expected, z1 = ref.px_scores(net, x_flat, params, masks)
+    got = tx.pruning.PXPruner(verbose=False).score(masked, (x.astype(np.float32), np.zeros(len(x))))
+    assert z1.min() > 0
+    for n in kernels:
+        np.testing.assert_allclose(got[f"{n}/kernel"], expected[n], rtol=2e-5, atol=0,
+                                   err_msg=n)
+        assert np.all(got[f"{n}/kernel"][masks[n] == 0] == 0)  # Masked weights score 0.
+        assert np.count_nonzero(got[f"{n}/kernel"]) > 0
+
+
+def _chain(depth=4, width=12):
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for i in range(depth):
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"c{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5, name="fc")(x))
+
+
+def test_chain_layer_scores_sum_to_the_same_value():
+    masked = tx.pruning.wrap(_chain())
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
+    scores = tx.pruning.PXPruner(verbose=False).score(masked, (x, np.zeros(16)))
+    sums = np.array([s.sum() for s in scores.values()])
+    np.testing.assert_allclose(sums, sums[0], rtol=1e-9)
+    # Still true with a mask: conservation holds for the masked network.
+    w = tx.pruning.masked_layers(masked)[2]
+    w.masks[0].assign(_random_mask(w.masks[0].shape, 0.3).astype(np.float32))
+    sums = np.array([s.sum() for s in
+                     tx.pruning.PXPruner(verbose=False).score(masked, (x, np.zeros(16))).values()])
+    np.testing.assert_allclose(sums, sums[0], rtol=1e-9)
+
+
+def test_no_layer_is_emptied_at_extreme_sparsity_and_density_is_exact():
+    masked = tx.pruning.wrap(_chain(width=32))
+    x = np.random.default_rng(1).normal(size=(10, 8, 8, 3)).astype(np.float32)
+    total = sum(w.masks[0].shape.num_elements() for w in tx.pruning.masked_layers(masked))
+    report = tx.pruning.PXPruner(rounds=100, verbose=False).prune(masked, 0.999, (x, np.zeros(10)))
+    assert all(row["kept"] > 0 for row in report.rows), str(report)
+    schedule = tx.pruning.ExponentialSchedule().densities(0.001, 100)
+    assert [h["kept"] for h in report.meta["history"]] == [round(d * total) for d in schedule]
+    assert report.kept == round(0.001 * total)
+
+
+def test_masked_weights_never_revive_and_score_zero():
+    masked = tx.pruning.wrap(_chain())
+    x = np.random.default_rng(2).normal(size=(8, 8, 8, 3)).astype(np.float32)
+    pruner = tx.pruning.PXPruner(rounds=3, verbose=False)
+    pruner.prune(masked, 0.5, (x, np.zeros(8)))
+    before = [np.asarray(w.masks[0]) for w in tx.pruning.masked_layers(masked)]
+    scores = pruner.score(masked, (x, np.zeros(8)))
+    for b, s in zip(before, scores.values()):
+        assert np.all(s[b == 0] == 0)
+    pruner.prune(masked, 0.8, (x, np.zeros(8)))
+    for b, w in zip(before, tx.pruning.masked_layers(masked)):
+        after = np.asarray(w.masks[0])
+        assert np.all(after[b == 0] == 0)
+        assert np.all(np.asarray(w.layer.kernel)[after == 0] == 0)
+
+
+def _prune_batch(n_per_class=2):
+    ds = tx.data.balanced_subset(tx.data.cifar10_sample("train"), n_per_class)
+    norm = tx.data.normalization("resnet20")
+    x, y = zip(*[(norm(a).numpy(), b) for a, b in ds.as_numpy_iterator()])
+    return np.stack(x), np.array(y)
+
+
+@pytest.mark.parametrize("builder", [tx.models.resnet20, lambda: tx.models.vgg16_bn(100)])
+def test_real_networks_scores_finite_nonzero_and_float64_ranking_holds(builder):
+    keras.utils.set_random_seed(3)
+    masked = tx.pruning.wrap(builder())
+    data = _prune_batch(1)
+    scores = tx.pruning.PXPruner(verbose=False).score(masked, data)
+    flat = np.concatenate([s.ravel() for s in scores.values()])
+    theta = np.concatenate([np.asarray(w.layer.kernel).ravel()
+                            for w in tx.pruning.masked_layers(masked)])
+    assert np.all(np.isfinite(flat))
+    # Every weight scores > 0 except one that is exactly 0 (VGG's initializer draws one at seed 3).
+    np.testing.assert_array_equal(flat == 0, theta == 0)
+    # The magnitudes are far outside float32's range: a float32 computation would overflow or
+    # flush to zero and tie; the float64 path keeps every score distinct from zero.
+    assert flat.max() > np.finfo(np.float32).max
+    assert flat.max() / flat.min() < np.finfo(np.float64).max

@@ -1,0 +1,165 @@
+"""The standard pruning-at-initialization baselines, as the Synaptic-Flow framework defines them.
+
+All rank globally and remove the lowest scores (METHODS.md 2.4).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_tradyx.pruning import paths
+from tf_tradyx.pruning.pruner import Pruner
+
+
+class RandomPruner(Pruner):
+    """I.i.d. standard-normal scores (seeded): the random baseline."""
+
+    needs_data = False
+
+    def _scores(self, session):
+        rng = np.random.default_rng([self.seed, session.round])
+        return [rng.standard_normal(e.variable.shape) for e in session.entries]
+
+
+class MagnitudePruner(Pruner):
+    """|theta|."""
+
+    needs_data = False
+
+    def _scores(self, session):
+        return [np.abs(np.asarray(e.variable)) for e in session.entries]
+
+
+class SynFlowPruner(Pruner):
+    """SynFlow (Tanaka et al. 2020): |theta * dR/dtheta|, R = 1^T f(1; |theta|), data-free.
+
+    All parameters made positive (kernels, biases and BN statistics, as Synaptic-Flow's linearize),
+    inference-mode BN, all-ones input; 100 rounds with the exponential schedule. Float64.
+    """
+
+    default_rounds = 100
+    needs_data = False
+
+    def _scores(self, session):
+        if "synflow" not in session.cache:
+            net = paths.PathNetwork(session.model)
+            entries = session.entries
+            ones_shape = (1,) + tuple(session.model.input_shape[1:])
+            if any(d is None for d in ones_shape):
+                raise ValueError("SynFlow needs a model with a fully defined input shape.")
+
+            @tf.function
+            def synflow():
+                k = [tf.abs(tf.cast(tf.convert_to_tensor(e.variable), paths.DTYPE) *
+                            tf.cast(tf.convert_to_tensor(e.mask), paths.DTYPE)) for e in entries]
+                with tf.GradientTape() as tape:
+                    tape.watch(k)
+                    out = net.run(tf.ones(ones_shape, paths.DTYPE), "synflow",
+                                  kernels={id(e.variable): w for e, w in zip(entries, k)})
+                    total = tf.reduce_sum(out)
+                grads = tape.gradient(total, k, unconnected_gradients="zero")
+                return [tf.abs(w * g) for w, g in zip(k, grads)]
+
+            session.cache["synflow"] = synflow
+        return [s.numpy() for s in session.cache["synflow"]()]
+
+
+def _loss_fn(model, loss):
+    if loss is not None:
+        return keras.losses.get(loss)
+    last = model.layers[-1]
+    inner = getattr(last, "layer", last)
+    from_logits = not (getattr(inner, "activation", None) is keras.activations.softmax or
+                       isinstance(inner, keras.layers.Softmax))
+
+    def fn(y, logits):
+        if len(y.shape) == len(logits.shape) and y.shape[-1] == logits.shape[-1]:
+            return keras.losses.categorical_crossentropy(y, logits, from_logits=from_logits)
+        return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=from_logits)
+    return lambda y, out: tf.reduce_mean(fn(y, out))
+
+
+class SNIPPruner(Pruner):
+    """SNIP (Lee et al. 2019): |theta * dL/dtheta| on the pruning data, normalized; one shot.
+
+    Args:
+      loss: a Keras loss; default cross-entropy (from logits unless the model ends in softmax).
+    """
+
+    needs_labels = True
+
+    def __init__(self, rounds=None, loss=None, **kwargs):
+        super().__init__(rounds=rounds, **kwargs)
+        self.loss = loss
+
+    def _gradients(self, session):
+        if "snip" not in session.cache:
+            model, variables = session.model, [e.variable for e in session.entries]
+            loss_fn = _loss_fn(model, self.loss)
+
+            @tf.function(reduce_retracing=True)
+            def grads(x, y):
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y, model(x, training=False))
+                return tape.gradient(loss, variables, unconnected_gradients="zero")
+
+            session.cache["snip"] = grads
+        per_batch = [session.cache["snip"](x, y) for x, y in session.batches]
+        return [sum(g[i].numpy() for g in per_batch) for i in range(len(session.entries))]
+
+    def _scores(self, session):
+        grads = self._gradients(session)
+        scores = [np.abs(np.asarray(e.variable) * g) for e, g in zip(session.entries, grads)]
+        norm = sum(float(s.sum()) for s in scores)
+        return [s / norm for s in scores] if norm > 0 else scores
+
+
+class IterSNIPPruner(SNIPPruner):
+    """Iterative SNIP: SNIP re-scored on the masked network every round (exponential schedule)."""
+
+    default_rounds = 100
+
+
+class GraSPPruner(Pruner):
+    """GraSP (Wang et al. 2020): theta * (H g), temperature 200 on the logits; lowest removed.
+
+    g = sum over batches of dL/dtheta (held fixed); H g by double backward.
+    """
+
+    needs_labels = True
+
+    def __init__(self, rounds=None, loss=None, temperature=200.0, **kwargs):
+        super().__init__(rounds=rounds, **kwargs)
+        self.loss = loss
+        self.temperature = float(temperature)
+
+    def hessian_gradient_product(self, session):
+        """(H g) per entry, with g the summed (stopped) gradient, as numpy arrays."""
+        model, variables = session.model, [e.variable for e in session.entries]
+        loss_fn = _loss_fn(model, self.loss)
+        temp = self.temperature
+
+        @tf.function(reduce_retracing=True)
+        def grads(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=False) / temp)
+            return tape.gradient(loss, variables, unconnected_gradients="zero")
+
+        @tf.function(reduce_retracing=True)
+        def hvp(x, y, stopped):
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    loss = loss_fn(y, model(x, training=False) / temp)
+                g = inner.gradient(loss, variables, unconnected_gradients="zero")
+                dot = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, stopped)])
+            return outer.gradient(dot, variables, unconnected_gradients="zero")
+
+        stopped = [tf.add_n(list(gs)) for gs in zip(*[grads(x, y) for x, y in session.batches])]
+        hg = [hvp(x, y, stopped) for x, y in session.batches]
+        return [sum(h[i].numpy() for h in hg) for i in range(len(variables))]
+
+    def _scores(self, session):
+        hg = self.hessian_gradient_product(session)
+        scores = [np.asarray(e.variable) * h for e, h in zip(session.entries, hg)]
+        norm = abs(sum(float(s.sum()) for s in scores)) + 1e-10
+        return [s / norm for s in scores]

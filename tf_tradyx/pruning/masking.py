@@ -1,0 +1,218 @@
+"""Masks on prunable kernels: the `MaskedLayer` wrapper, `wrap` and `strip`.
+
+Why a wrapper that masks in the forward pass: the layer computes with `kernel * mask`, so the
+gradient of a pruned weight is exactly zero, and since pruning also writes zeros into the kernel,
+no optimizer (momentum, Adam, decoupled weight decay) can move it: zero gradient, zero state, zero
+value. The mask is a non-trainable variable created in `build`, so it is saved with the model.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from keras.src.models.functional import Functional
+
+
+class PrunableLayer:
+    """Mixin for a user's own layer: declare which variables are prunable kernels.
+
+    `get_prunable_weights()` returns the kernel variables (attributes of the layer). Path-based
+    scorers (PX, SynFlow) also need `linear_call(inputs, kernels)`: the layer's output with the
+    given kernels, no bias and no activation.
+    """
+
+    def get_prunable_weights(self):
+        raise NotImplementedError("Return the list of prunable kernel variables of this layer.")
+
+
+_BUILTIN_KERNELS = (
+    (layers.SeparableConv1D, ("depthwise_kernel", "pointwise_kernel")),
+    (layers.SeparableConv2D, ("depthwise_kernel", "pointwise_kernel")),
+    (layers.DepthwiseConv1D, ("kernel",)),
+    (layers.DepthwiseConv2D, ("kernel",)),
+    (layers.Conv1D, ("kernel",)),
+    (layers.Conv2D, ("kernel",)),
+    (layers.Conv3D, ("kernel",)),
+    (layers.Dense, ("kernel",)),
+)
+
+
+def is_prunable(layer):
+    """True for Conv/DepthwiseConv/SeparableConv/Dense layers and `PrunableLayer`s."""
+    if isinstance(layer, PrunableLayer):
+        return True
+    return any(type(layer) is cls or isinstance(layer, cls) for cls, _ in _BUILTIN_KERNELS) and not \
+        isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose))
+
+
+def prunable_variables(layer):
+    """The prunable kernel variables of a built layer, in a fixed order."""
+    if isinstance(layer, PrunableLayer):
+        return list(layer.get_prunable_weights())
+    if getattr(layer, "lora_enabled", False):
+        raise ValueError(f"Layer {layer.name!r} has LoRA enabled; pruning its kernel is not supported.")
+    for cls, names in _BUILTIN_KERNELS:
+        if isinstance(layer, cls):
+            return [getattr(layer, n) for n in names]
+    raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) has no prunable kernel.")
+
+
+def _attribute_of(layer, variable):
+    """The instance attribute that holds `variable` (e.g. "_kernel" for Dense and Conv)."""
+    for name, value in vars(layer).items():
+        if value is variable:
+            return name
+    raise ValueError(f"Layer {layer.name!r} does not keep its prunable variable {variable.path!r} "
+                     "in an attribute; PrunableLayer.get_prunable_weights must return attributes.")
+
+
+@keras.saving.register_keras_serializable(package="tf_tradyx")
+class MaskedLayer(layers.Wrapper):
+    """Multiplies each prunable kernel of the wrapped layer by a 0/1 mask in the forward pass."""
+
+    def __init__(self, layer, **kwargs):
+        if not is_prunable(layer):
+            raise ValueError(f"Cannot mask layer {layer.name!r} ({type(layer).__name__}): it has no "
+                             "prunable kernel. Maskable: Conv1D/2D/3D, DepthwiseConv, SeparableConv, "
+                             "Dense, or a layer implementing tf_tradyx.pruning.PrunableLayer.")
+        kwargs.setdefault("name", f"masked_{layer.name}")
+        super().__init__(layer, **kwargs)
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.kernels = prunable_variables(self.layer)
+        self._attributes = [_attribute_of(self.layer, v) for v in self.kernels]
+        self.masks = [
+            self.add_weight(name=f"{attr.lstrip('_')}_mask", shape=v.shape, initializer="ones",
+                            trainable=False, dtype=v.dtype)
+            for attr, v in zip(self._attributes, self.kernels)]
+        self.built = True
+
+    @property
+    def kernel_names(self):
+        """Readable names of the masked kernels, "<layer>/<kernel attribute>"."""
+        return [f"{self.layer.name}/{a.lstrip('_')}" for a in self._attributes]
+
+    def call(self, inputs, training=None):
+        saved = []
+        for attr, var, mask in zip(self._attributes, self.kernels, self.masks):
+            masked = tf.convert_to_tensor(var) * tf.convert_to_tensor(mask)
+            saved.append((attr, getattr(self.layer, attr)))
+            # object.__setattr__ bypasses Keras' variable tracking: this is a temporary tensor.
+            object.__setattr__(self.layer, attr, tf.cast(masked, self.layer.compute_dtype))
+        try:
+            if getattr(self.layer, "_call_has_training_arg", False):
+                return self.layer.call(inputs, training=training)
+            return self.layer.call(inputs)
+        finally:
+            for attr, value in saved:
+                object.__setattr__(self.layer, attr, value)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def apply_masks(self):
+        """Writes zeros into the kernels where the masks are 0."""
+        for var, mask in zip(self.kernels, self.masks):
+            var.assign(var * mask)
+
+
+def check_cloneable(model):
+    if isinstance(model, keras.Sequential) or type(model) is Functional or (
+            isinstance(model, Functional) and type(model).__init__ is Functional.__init__):
+        return
+    raise TypeError(
+        f"{type(model).__name__} is a subclassed Keras model; its layers cannot be cloned with masks. "
+        "Build it with the Functional or Sequential API, or put tf_tradyx.pruning.MaskedLayer "
+        "around its prunable layers yourself.")
+
+
+def _pairs(original, clone):
+    """(original layer, cloned layer) pairs, recursing into nested models."""
+    for a, b in zip(original.layers, clone.layers):
+        if isinstance(a, keras.Model) and isinstance(b, keras.Model):
+            yield from _pairs(a, b)
+        else:
+            yield a, b
+
+
+def _skipped(layer, skip):
+    for s in skip:
+        if isinstance(s, str) and layer.name == s:
+            return True
+        if isinstance(s, type) and isinstance(layer, s):
+            return True
+    return False
+
+
+def wrap(model, skip=()):
+    """A clone of `model` with a `MaskedLayer` (all-ones mask) around every prunable layer.
+
+    Args:
+      model: a Functional or Sequential Keras model (nested ones too). It is not modified.
+      skip: layer names or layer classes to leave unmasked (never pruned).
+
+    Returns:
+      The masked model, with the original weights copied in.
+    """
+    check_cloneable(model)
+    if not model.built:
+        raise ValueError("The model is not built; call it on data or give it an Input first.")
+    skip = tuple(skip) if isinstance(skip, (list, tuple, set)) else (skip,)
+    names = {l.name for l in flatten_layers(model)}
+    unknown = [s for s in skip if isinstance(s, str) and s not in names]
+    if unknown:
+        raise ValueError(f"skip names layers that are not in the model: {unknown}.")
+    if any(isinstance(l, MaskedLayer) for l in flatten_layers(model)):
+        raise ValueError("The model already has masks; wrap it only once.")
+
+    def clone_layer(layer):
+        fresh = layer.__class__.from_config(layer.get_config())
+        if is_prunable(layer) and not _skipped(layer, skip):
+            return MaskedLayer(fresh)
+        return fresh
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    for original, cloned in _pairs(model, clone):
+        target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
+        target.set_weights(original.get_weights())
+    if not any(isinstance(l, MaskedLayer) for l in flatten_layers(clone)):
+        raise ValueError("The model has no prunable layer (Conv, DepthwiseConv, SeparableConv, "
+                         "Dense) outside `skip`.")
+    return clone
+
+
+def flatten_layers(model):
+    """All layers of a model, nested models expanded, in graph order."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(flatten_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def masked_layers(model):
+    """The `MaskedLayer`s of a model, in graph order."""
+    return [l for l in flatten_layers(model) if isinstance(l, MaskedLayer)]
+
+
+def strip(model):
+    """An ordinary Keras model: every MaskedLayer replaced by its layer with kernel * mask baked in."""
+    check_cloneable(model)
+
+    def clone_layer(layer):
+        inner = layer.layer if isinstance(layer, MaskedLayer) else layer
+        return inner.__class__.from_config(inner.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    for original, cloned in _pairs(model, clone):
+        if isinstance(original, MaskedLayer):
+            baked = {id(v): np.asarray(v) * np.asarray(m) for v, m in zip(original.kernels, original.masks)}
+            cloned.set_weights([baked.get(id(v), None) if id(v) in baked else np.asarray(v)
+                                for v in original.layer.weights])
+        else:
+            cloned.set_weights(original.get_weights())
+    return clone

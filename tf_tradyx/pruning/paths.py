@@ -1,0 +1,336 @@
+"""Auxiliary path networks of a Keras model, run by interpreting its layer graph.
+
+PX and SynFlow score weights with modified copies of the network (unit weights, squared weights,
+absolute weights, identity activations, recorded ReLU gates). Instead of cloning the model per
+round or patching layers, `PathNetwork` walks the Functional graph once per pass and computes each
+layer's modified version from the layer's own configuration and variables. The model is never
+modified; passes run in float64 because a unit-weight network grows by every layer's fan-in.
+
+Modes of `PathNetwork.run`:
+  "real"     the masked network itself on data (training=False); records the gates.
+  "z1"       PX data term: unit weights (times masks), input x^2, every ReLU-family activation
+             replaced by its recorded 0/1 gate (squared slope for leaky ReLUs), BN scale 1,
+             max pooling picks the positions the real network picked.
+  "z2"       PX path term: weights theta^2 (times masks), identity activations, BN scale squared,
+             max pooling replaced by average pooling (a data-free stand-in), biases dropped.
+  "synflow"  SynFlow: |theta| (times masks), |bias|, BN with absolute parameters in inference mode,
+             the real activations and pooling.
+Average pooling, residual adds, concatenation, flattening, padding and dropout are linear (or the
+identity at inference) and run unchanged in every mode. A softmax on the model output is ignored
+in the auxiliary modes (paths end at the logits).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from tf_tradyx.pruning import masking
+
+DTYPE = tf.float64
+
+_LINEAR_LAYERS = (
+    layers.Add, layers.Average, layers.Concatenate, layers.Flatten, layers.Reshape, layers.Permute,
+    layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D, layers.GlobalAveragePooling3D,
+    layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D,
+    layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D,
+    layers.Cropping1D, layers.Cropping2D, layers.Cropping3D,
+    layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D,
+    layers.GaussianDropout, layers.GaussianNoise, layers.AlphaDropout, layers.Identity,
+)
+_LINEAR_OPS = ("Add", "Concatenate", "Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze")
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer the path-based scorers cannot treat exactly."""
+
+
+def _unsupported(op, why):
+    return UnsupportedLayerError(
+        f"Layer {op.name!r} ({type(op).__name__}) is not supported by path-based scoring (PX, "
+        f"SynFlow): {why}. Supported: Conv/DepthwiseConv/SeparableConv/Dense, BatchNormalization, "
+        "ReLU/ReLU6/LeakyReLU (as layers or fused), average and max pooling, Add, Concatenate, "
+        "Flatten, padding, dropout, Rescaling. Use a data-driven scorer (SNIP, GraSP) for this "
+        "model, or pass the layer in skip= only if it sits outside every input-output path.")
+
+
+# ----- activations -------------------------------------------------------------------------------
+
+def activation_spec(fn):
+    """("linear",), ("relu", negative_slope, max_value), ("softmax",), or None if unsupported."""
+    if fn is None or fn is keras.activations.linear:
+        return ("linear",)
+    if fn is keras.activations.relu:
+        return ("relu", 0.0, math.inf)
+    if fn is keras.activations.relu6:
+        return ("relu", 0.0, 6.0)
+    if fn is keras.activations.leaky_relu:
+        return ("relu", 0.2, math.inf)
+    if fn is keras.activations.softmax:
+        return ("softmax",)
+    return None
+
+
+def _layer_activation_spec(op):
+    if isinstance(op, layers.ReLU):
+        if float(op.threshold) != 0.0:
+            return None
+        max_value = math.inf if op.max_value is None else float(op.max_value)
+        return ("relu", float(op.negative_slope), max_value)
+    if isinstance(op, layers.LeakyReLU):
+        return ("relu", float(op.negative_slope), math.inf)
+    if isinstance(op, layers.Activation):
+        return activation_spec(op.activation)
+    if isinstance(op, layers.Softmax):
+        return ("softmax",)
+    return None
+
+
+def _squared_gate(y, spec):
+    """(d act / d pre)^2 read off the activation output y (the sign and saturation of y tell)."""
+    _, slope, max_value = spec
+    one, zero = tf.ones_like(y), tf.zeros_like(y)
+    active = tf.where(y < max_value, one, zero) if math.isfinite(max_value) else one
+    gate = tf.where(y > 0, active, tf.where(y < 0, slope * one, zero))
+    return tf.cast(gate * gate, DTYPE)
+
+
+# ----- weighted layers ---------------------------------------------------------------------------
+
+def linear_call(layer, x, kernels):
+    """The layer's output with the given kernels: no bias, no activation."""
+    if isinstance(layer, masking.PrunableLayer):
+        if not hasattr(layer, "linear_call"):
+            raise UnsupportedLayerError(
+                f"Layer {layer.name!r} implements PrunableLayer but not linear_call(inputs, "
+                "kernels), which path-based scoring needs.")
+        return layer.linear_call(x, kernels)
+    if isinstance(layer, layers.Dense):
+        return ops.matmul(x, kernels[0])
+    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
+        return ops.separable_conv(x, kernels[0], kernels[1], strides=layer.strides,
+                                  padding=layer.padding, dilation_rate=layer.dilation_rate,
+                                  data_format=layer.data_format)
+    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+        return ops.depthwise_conv(x, kernels[0], strides=layer.strides, padding=layer.padding,
+                                  dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+    if layer.padding == "causal":
+        raise _unsupported(layer, "causal padding")
+    return layer.convolution_op(x, kernels[0])
+
+
+def _channel_shape(layer, rank):
+    """Broadcast shape of a per-channel vector for an output of this rank."""
+    axis = -1
+    if getattr(layer, "data_format", "channels_last") == "channels_first" and rank > 2:
+        axis = 1
+    if isinstance(layer, layers.BatchNormalization):
+        axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+    shape = [1] * rank
+    shape[axis] = -1
+    return shape
+
+
+def _bn_scale_shift(bn):
+    """Inference-mode y = scale * x + shift of a BatchNormalization layer, in float64."""
+    var = tf.cast(tf.convert_to_tensor(bn.moving_variance), DTYPE)
+    mean = tf.cast(tf.convert_to_tensor(bn.moving_mean), DTYPE)
+    gamma = tf.cast(tf.convert_to_tensor(bn.gamma), DTYPE) if bn.scale else tf.ones_like(var)
+    beta = tf.cast(tf.convert_to_tensor(bn.beta), DTYPE) if bn.center else tf.zeros_like(var)
+    return gamma, beta, mean, var
+
+
+# ----- the interpreter ---------------------------------------------------------------------------
+
+def _functional(model):
+    if isinstance(model, keras.Sequential):
+        if getattr(model, "_functional", None) is None:
+            raise ValueError(f"Sequential model {model.name!r} is not built with an input shape.")
+        return model._functional
+    return model
+
+
+class PathNetwork:
+    """Runs the auxiliary networks of one Keras model (see the module docstring)."""
+
+    def __init__(self, model):
+        masking.check_cloneable(model)
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError("Path-based scoring supports models with one input and one output.")
+        self.model = model
+        self._output_ops = {id(model.outputs[0]._keras_history.operation)}
+        self._check(model)
+
+    # Validation walks the graph once so that errors name the first unsupported layer up front.
+    def _check(self, model):
+        for op in _functional(model).operations:
+            if isinstance(op, layers.InputLayer):
+                continue
+            if isinstance(op, keras.Model):
+                self._check(op)
+                continue
+            inner = op.layer if isinstance(op, masking.MaskedLayer) else op
+            if masking.is_prunable(inner):
+                if activation_spec(getattr(inner, "activation", None)) is None:
+                    raise _unsupported(op, f"activation {inner.activation.__name__!r}")
+                if activation_spec(getattr(inner, "activation", None)) == ("softmax",) and \
+                        id(op) not in self._output_ops:
+                    raise _unsupported(op, "softmax inside the network")
+                continue
+            if isinstance(op, (layers.BatchNormalization, layers.Rescaling, layers.MaxPooling2D)):
+                if isinstance(op, layers.MaxPooling2D) and op.data_format != "channels_last":
+                    raise _unsupported(op, "channels_first max pooling")
+                continue
+            if isinstance(op, _LINEAR_LAYERS):
+                continue
+            if not isinstance(op, layers.Layer) and type(op).__name__ in _LINEAR_OPS:
+                continue
+            if isinstance(op, (layers.ReLU, layers.LeakyReLU, layers.Activation, layers.Softmax)):
+                spec = _layer_activation_spec(op)
+                if spec is None:
+                    raise _unsupported(op, "not a ReLU-family activation")
+                if spec == ("softmax",) and id(op) not in self._output_ops:
+                    raise _unsupported(op, "softmax inside the network")
+                continue
+            raise _unsupported(op, "unknown layer type")
+
+    def weighted_layers(self):
+        """Every layer with a kernel (masked or not), in graph order."""
+        return [l for l in masking.flatten_layers(self.model)
+                if isinstance(l, masking.MaskedLayer) or masking.is_prunable(l)]
+
+    def run(self, x, mode, kernels=None, gates=None):
+        """Runs one pass. `kernels`: {id(kernel variable): tensor} overriding the mode's default
+        kernel (used to take gradients); `gates`: list filled by "real", consumed by "z1"."""
+        state = {"mode": mode, "kernels": kernels or {}, "gates": gates, "next_gate": 0}
+        if mode == "z1" and gates is None:
+            raise ValueError("mode 'z1' needs the gates recorded by a 'real' pass.")
+        return self._run_model(self.model, x, state)
+
+    def _run_model(self, model, x, state):
+        def call(op, *args, **kwargs):
+            return self._call(op, args, kwargs, state)
+        return _functional(model)._run_through_graph(x, operation_fn=lambda op: op, call_fn=call)
+
+    # ---- one operation ----
+    def _call(self, op, args, kwargs, state):
+        mode = state["mode"]
+        if isinstance(op, keras.Model):
+            return self._run_model(op, args[0], state)
+        if mode == "real":
+            if "training" in getattr(op, "_call_context_args", {}):
+                kwargs["training"] = False
+            if isinstance(op, layers.MaxPooling2D):
+                return self._real_max_pool(op, args[0], state)
+            y = op(*args, **kwargs)
+            spec = self._activation_of(op)
+            if spec is not None and spec[0] == "relu":
+                state["gates"].append(_squared_gate(y, spec))
+            return y
+
+        kwargs.pop("training", None)
+        kwargs.pop("mask", None)
+        if isinstance(op, masking.MaskedLayer) or masking.is_prunable(op):
+            return self._weighted(op, args[0], state)
+        if isinstance(op, layers.BatchNormalization):
+            return self._batch_norm(op, args[0], mode)
+        if isinstance(op, layers.Rescaling):
+            return self._rescaling(op, args[0], mode)
+        if isinstance(op, layers.MaxPooling2D):
+            return self._max_pool(op, args[0], state)
+        spec = _layer_activation_spec(op)
+        if spec is not None:
+            return self._activation(args[0], spec, state, op.call)
+        if isinstance(op, (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D,
+                           layers.SpatialDropout3D, layers.GaussianDropout, layers.GaussianNoise,
+                           layers.AlphaDropout)):
+            return args[0]
+        return op.call(*args, **kwargs)
+
+    def _activation_of(self, op):
+        inner = op.layer if isinstance(op, masking.MaskedLayer) else op
+        if masking.is_prunable(inner):
+            return activation_spec(getattr(inner, "activation", None))
+        return _layer_activation_spec(op)
+
+    def _activation(self, y, spec, state, real_fn):
+        if spec[0] == "linear" or spec[0] == "softmax":
+            return y  # Softmax only at the output: paths end at the logits.
+        mode = state["mode"]
+        if mode == "z1":
+            gate = state["gates"][state["next_gate"]]
+            state["next_gate"] += 1
+            return y * gate
+        if mode == "z2":
+            return y
+        return real_fn(y)  # synflow: the real activation.
+
+    def _kernel(self, layer, var, mask, state):
+        override = state["kernels"].get(id(var))
+        if override is not None:
+            return override
+        theta = tf.cast(tf.convert_to_tensor(var), DTYPE)
+        m = tf.cast(tf.convert_to_tensor(mask), DTYPE) if mask is not None else None
+        mode = state["mode"]
+        if mode == "z1":
+            return m if m is not None else tf.ones_like(theta)
+        base = theta * m if m is not None else theta
+        return base * base if mode == "z2" else tf.abs(base)
+
+    def _weighted(self, op, x, state):
+        if isinstance(op, masking.MaskedLayer):
+            layer, pairs = op.layer, list(zip(op.kernels, op.masks))
+        else:
+            layer = op
+            pairs = [(v, None) for v in masking.prunable_variables(op)]
+        kernels = [self._kernel(layer, v, m, state) for v, m in pairs]
+        y = linear_call(layer, tf.cast(x, DTYPE), kernels)
+        mode = state["mode"]
+        if mode == "synflow" and getattr(layer, "use_bias", False) and layer.bias is not None:
+            bias = tf.abs(tf.cast(tf.convert_to_tensor(layer.bias), DTYPE))
+            y = y + tf.reshape(bias, _channel_shape(layer, len(y.shape)))
+        spec = activation_spec(getattr(layer, "activation", None))
+        return self._activation(y, spec, state, layer.activation)
+
+    def _batch_norm(self, bn, x, mode):
+        gamma, beta, mean, var = _bn_scale_shift(bn)
+        shape = _channel_shape(bn, len(x.shape))
+        if mode == "z1":
+            return x
+        if mode == "z2":
+            scale = gamma / tf.sqrt(var + bn.epsilon)
+            return x * tf.reshape(scale * scale, shape)
+        scale = tf.abs(gamma) / tf.sqrt(tf.abs(var) + bn.epsilon)
+        return (x - tf.reshape(tf.abs(mean), shape)) * tf.reshape(scale, shape) + \
+            tf.reshape(tf.abs(beta), shape)
+
+    def _rescaling(self, op, x, mode):
+        scale = tf.cast(op.scale, DTYPE)
+        if mode == "z1":
+            return x
+        if mode == "z2":
+            return x * scale * scale
+        return x * tf.abs(scale) + tf.abs(tf.cast(op.offset, DTYPE))
+
+    @staticmethod
+    def _pool_args(op):
+        return [1, *op.pool_size, 1], [1, *op.strides, 1], op.padding.upper()
+
+    def _real_max_pool(self, op, x, state):
+        ksize, strides, padding = self._pool_args(op)
+        y, argmax = tf.nn.max_pool_with_argmax(x, ksize, strides, padding,
+                                               include_batch_in_index=True)
+        state["gates"].append(argmax)
+        return y
+
+    def _max_pool(self, op, x, state):
+        ksize, strides, padding = self._pool_args(op)
+        mode = state["mode"]
+        if mode == "z1":
+            argmax = state["gates"][state["next_gate"]]
+            state["next_gate"] += 1
+            return tf.reshape(tf.gather(tf.reshape(x, [-1]), argmax), tf.shape(argmax))
+        if mode == "z2":
+            return tf.nn.avg_pool2d(x, ksize, strides, padding)
+        return tf.nn.max_pool2d(x, ksize, strides, padding)

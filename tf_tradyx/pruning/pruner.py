@@ -1,0 +1,200 @@
+"""The `Pruner` base class: scoring passes, the round schedule, exact global ranking, safety.
+
+A pruner never leaves a model half-modified: masks and kernels are snapshot before pruning and
+restored if anything fails (bad data, non-finite scores, an interrupt).
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_tradyx.pruning import masking, ranking, report as report_lib, schedules
+
+
+class Entry:
+    """One prunable kernel of a masked model: its wrapper, variable and mask."""
+
+    def __init__(self, wrapper, index):
+        self.wrapper = wrapper
+        self.variable = wrapper.kernels[index]
+        self.mask = wrapper.masks[index]
+        self.name = wrapper.kernel_names[index]
+
+    @property
+    def size(self):
+        return int(np.prod(self.variable.shape))
+
+
+class Session:
+    """What one prune/score call needs across rounds: entries, data batches, compiled passes."""
+
+    def __init__(self, pruner, model, data):
+        self.pruner = pruner
+        self.model = model
+        self.entries = pruner.entries(model)
+        self.batches = _batches(model, data, pruner.needs_data, pruner.needs_labels)
+        self.round = 0
+        self.cache = {}
+
+
+def _as_tensor(x):
+    return tf.convert_to_tensor(x)
+
+
+def _batches(model, data, needs_data, needs_labels, batch_size=256):
+    """Normalizes `data` into a list of (x, y-or-None) batches that fit the model input."""
+    if data is None:
+        if needs_data:
+            raise ValueError("This pruner scores with data: pass data= (a tf.data.Dataset of "
+                             "(image, label), or a tuple (x, y) of arrays), e.g. "
+                             "tf_tradyx.data.balanced_subset(train_ds, per_class=10).")
+        return []
+    input_shape = tuple(model.input_shape[1:])
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        x_spec = spec[0] if isinstance(spec, tuple) else spec
+        if x_spec.shape.rank == len(input_shape):  # Unbatched.
+            data = data.batch(batch_size)
+        items = list(data)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+        items = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    else:
+        x = np.asarray(data)
+        items = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    batches = []
+    for item in items:
+        x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
+        x = tf.cast(_as_tensor(x), model.inputs[0].dtype)
+        shape = tuple(x.shape[1:])
+        if len(shape) != len(input_shape) or any(
+                a is not None and a != b for a, b in zip(input_shape, shape)):
+            raise ValueError(f"Data of shape {tuple(x.shape)} does not fit the model input "
+                             f"(batch, {', '.join(map(str, input_shape))}); preprocess it to the "
+                             "model's input size first (e.g. tf_tradyx.models.preprocess).")
+        if needs_labels and y is None:
+            raise ValueError("This pruner needs labels: pass data as (x, y) pairs.")
+        batches.append((x, None if y is None else _as_tensor(y)))
+    if not batches:
+        raise ValueError("The pruning data is empty.")
+    return batches
+
+
+def _matches(layer, skip):
+    return any((isinstance(s, str) and layer.name == s) or (isinstance(s, type) and isinstance(layer, s))
+               for s in skip)
+
+
+class Pruner:
+    """Base class of all pruners. Subclasses implement `_scores(session)`.
+
+    Args:
+      rounds: pruning rounds; the density follows `schedule` from 1 to the target.
+      schedule: "exponential" (default), "linear", or a DensitySchedule.
+      scope: "global" (one ranking over all layers) or "local" (per-layer ranking).
+      min_density: each layer keeps at least this fraction of its weights.
+      skip: layer names or classes whose kernels are not ranked (their masks stay as they are).
+      seed: seed for random scores and tie-free randomness.
+      verbose: show a Progbar over the rounds.
+    """
+
+    default_rounds = 1
+    needs_data = True
+    needs_labels = False
+
+    def __init__(self, rounds=None, schedule="exponential", scope="global", min_density=0.0,
+                 skip=(), seed=0, verbose=True):
+        rounds = self.default_rounds if rounds is None else rounds
+        if not isinstance(rounds, (int, np.integer)) or rounds < 1:
+            raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
+        if scope not in ("global", "local"):
+            raise ValueError(f"scope must be 'global' or 'local', got {scope!r}.")
+        if not 0.0 <= min_density <= 1.0:
+            raise ValueError(f"min_density must be in [0, 1], got {min_density!r}.")
+        self.rounds = int(rounds)
+        self.schedule = schedules.get(schedule)
+        self.scope = scope
+        self.min_density = float(min_density)
+        self.skip = tuple(skip) if isinstance(skip, (list, tuple, set)) else (skip,)
+        self.seed = seed
+        self.verbose = verbose
+
+    @property
+    def name(self):
+        return type(self).__name__.replace("Pruner", "").lower()
+
+    def get_config(self):
+        return {"rounds": self.rounds, "schedule": type(self.schedule).__name__, "scope": self.scope,
+                "min_density": self.min_density, "seed": self.seed}
+
+    def entries(self, model):
+        wrappers = masking.masked_layers(model)
+        if not wrappers:
+            raise ValueError("The model has no masks: call tf_tradyx.pruning.wrap(model) first and "
+                             "prune the model it returns.")
+        return [Entry(w, i) for w in wrappers if not _matches(w.layer, self.skip)
+                for i in range(len(w.kernels))]
+
+    # ----- scoring -----
+    def _scores(self, session):
+        """List of score arrays (numpy, one per entry, same shape as the kernel)."""
+        raise NotImplementedError
+
+    def _checked_scores(self, session):
+        scores = [np.asarray(s, np.float64).reshape(e.variable.shape)
+                  for s, e in zip(self._scores(session), session.entries)]
+        for s, e in zip(scores, session.entries):
+            if not np.all(np.isfinite(s)):
+                raise FloatingPointError(
+                    f"{self.name} produced non-finite scores for {e.name}; the model's weights or "
+                    "data may hold inf/NaN, or the network is too deep for this scorer.")
+        return scores
+
+    def score(self, model, data=None):
+        """{kernel name: score array} from one scoring pass on the current masks."""
+        session = Session(self, model, data)
+        return {e.name: s for e, s in zip(session.entries, self._checked_scores(session))}
+
+    # ----- pruning -----
+    def prune(self, model, sparsity, data=None):
+        """Prunes `model` (from `wrap`) in place to `sparsity`; returns a PruningReport."""
+        if not isinstance(sparsity, (float, int, np.floating)) or not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r} (0.9 keeps 10 % of "
+                             "the weights).")
+        start = time.time()
+        session = Session(self, model, data)
+        entries = session.entries
+        total = sum(e.size for e in entries)
+        snapshot = [(np.asarray(e.mask), np.asarray(e.variable)) for e in entries]
+        current = sum(int((np.asarray(e.mask) > 0).sum()) for e in entries) / total
+        if 1.0 - sparsity > current + 1e-12:
+            raise ValueError(f"The model is already at sparsity {1 - current:.4f}, beyond the "
+                             f"requested {sparsity}; pruned weights cannot come back.")
+        densities = self.schedule.densities(1.0 - float(sparsity), self.rounds, start=current)
+        progbar = keras.utils.Progbar(self.rounds, verbose=1 if self.verbose else 0,
+                                      stateful_metrics=["density"], unit_name="round")
+        history = []
+        try:
+            for r, density in enumerate(densities, start=1):
+                session.round = r
+                scores = self._checked_scores(session)
+                alive = [np.asarray(e.mask) > 0 for e in entries]
+                keep = ranking.select(scores, alive, density, self.scope, self.min_density)
+                for e, k in zip(entries, keep):
+                    e.mask.assign(k.astype(e.mask.dtype))
+                    e.variable.assign(np.asarray(e.variable) * k)
+                kept = int(sum(k.sum() for k in keep))
+                history.append({"round": r, "target_density": density, "kept": kept})
+                progbar.update(r, values=[("density", kept / total)])
+        except BaseException:
+            for e, (mask, value) in zip(entries, snapshot):
+                e.mask.assign(mask)
+                e.variable.assign(value)
+            raise
+        result = report_lib.report(model)
+        result.meta.update({"method": self.name, "target_sparsity": float(sparsity),
+                            "rounds": self.rounds, "scope": self.scope,
+                            "seconds": round(time.time() - start, 3), "history": history})
+        return result

@@ -1,0 +1,104 @@
+"""Per-layer pruning report: what was kept where, printable, as a dict, and as a plot."""
+
+import json
+
+import numpy as np
+
+from tf_tradyx.pruning import masking
+
+
+def _connected_outputs(mask, depthwise):
+    """Fraction of output channels with at least one kept incoming weight.
+
+    Conv/Dense kernels end with the output axis; depthwise kernels (kh, kw, in, multiplier) have
+    in * multiplier output channels.
+    """
+    mask = np.asarray(mask) > 0
+    width = mask.shape[-2] * mask.shape[-1] if depthwise else mask.shape[-1]
+    return float(mask.reshape(-1, width).any(axis=0).mean())
+
+
+def _is_depthwise(layer, kernel_name):
+    return kernel_name.endswith("depthwise_kernel") or type(layer).__name__.startswith("Depthwise")
+
+
+class PruningReport:
+    """Rows (one per masked kernel) and totals; `str()` prints a table, `as_dict()` is JSON-ready."""
+
+    def __init__(self, rows, meta=None):
+        self.rows = rows
+        self.meta = dict(meta or {})
+
+    @property
+    def total(self):
+        return sum(r["weights"] for r in self.rows)
+
+    @property
+    def kept(self):
+        return sum(r["kept"] for r in self.rows)
+
+    @property
+    def density(self):
+        return self.kept / self.total if self.total else 1.0
+
+    def as_dict(self):
+        return {"layers": self.rows,
+                "totals": {"weights": self.total, "kept": self.kept, "density": self.density,
+                           "sparsity": 1.0 - self.density},
+                **self.meta}
+
+    def to_json(self, path):
+        with open(path, "w") as f:
+            json.dump(self.as_dict(), f, indent=1)
+
+    def __str__(self):
+        head = f"{'layer':<34} {'shape':<18} {'weights':>9} {'kept':>9} {'density':>8} {'out conn':>8}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(f"{r['name'][:34]:<34} {'x'.join(map(str, r['shape'])):<18} "
+                         f"{r['weights']:>9,} {r['kept']:>9,} {r['density']:>8.4f} "
+                         f"{r['connected_outputs']:>8.3f}")
+        lines.append("-" * len(head))
+        lines.append(f"{'total':<34} {'':<18} {self.total:>9,} {self.kept:>9,} {self.density:>8.4f}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def report(model):
+    """The current per-layer state of the masks of a wrapped model."""
+    rows = []
+    for wrapper in masking.masked_layers(model):
+        for name, mask in zip(wrapper.kernel_names, wrapper.masks):
+            m = np.asarray(mask)
+            rows.append({"name": name, "shape": list(m.shape), "weights": int(m.size),
+                         "kept": int((m > 0).sum()), "density": float((m > 0).mean()),
+                         "connected_outputs": _connected_outputs(m, _is_depthwise(wrapper.layer, name))})
+    return PruningReport(rows)
+
+
+def plot_layer_density(result, path, title=None):
+    """Writes a bar chart of per-layer density to `path` (PNG). Needs matplotlib (extra "plots")."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("plot_layer_density needs matplotlib: pip install 'tf_tradyx[plots]'.") from e
+    rows = result.rows if isinstance(result, PruningReport) else result["layers"]
+    names = [r["name"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(rows)), 4))
+    ax.bar(range(len(rows)), [r["density"] for r in rows], color="tab:blue", label="density")
+    ax.plot(range(len(rows)), [r["connected_outputs"] for r in rows], "o", color="tab:orange",
+            label="connected outputs")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction kept")
+    meta = result.meta if isinstance(result, PruningReport) else result
+    ax.set_title(title or f"{meta.get('method', '')} at sparsity {meta.get('target_sparsity', '')}")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
