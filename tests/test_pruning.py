@@ -270,8 +270,8 @@ def test_grasp_hessian_gradient_product_matches_finite_differences():
     flat_fd = np.concatenate([f.ravel() for f in fd])
     flat_hg = np.concatenate([h.ravel() for h in hg])
     cos = flat_fd @ flat_hg / np.linalg.norm(flat_fd) / np.linalg.norm(flat_hg)
-    assert cos > 0.999, cos
-    np.testing.assert_allclose(np.linalg.norm(flat_hg), np.linalg.norm(flat_fd), rtol=0.01)
+    assert cos > 0.995, cos  # FD noise: ReLU and max-pool kinks; a wrong H g gives < 0.5.
+    np.testing.assert_allclose(np.linalg.norm(flat_hg), np.linalg.norm(flat_fd), rtol=0.03)
     scores = pruner.score(masked, (x, y))
     assert any((s < 0).any() for s in scores.values())  # GraSP scores are signed.
 
@@ -427,3 +427,19 @@ def test_prune_at_init_one_call():
                                       verbose=False)
     assert masked.pruning_report.density == pytest.approx(0.1, abs=1 / masked.pruning_report.total)
     assert masked.pruning_report.meta["method"] == "px"
+
+
+def test_synflow_profile_matches_synaptic_flow_on_resnet20():
+    """Per-layer densities vs the Synaptic-Flow implementation's (tests/testdata, 5 seeds)."""
+    import json
+    import os
+    path = os.path.join(os.path.dirname(__file__), "testdata", "synaptic_flow_synflow_resnet20.json")
+    with open(path) as f:
+        reference = json.load(f)["profiles"]
+    for sparsity in ("0.8926", "0.982"):
+        keras.utils.set_random_seed(0)
+        masked = tx.pruning.wrap(tx.models.resnet20())
+        report = tx.pruning.SynFlowPruner(rounds=100, verbose=False).prune(masked, float(sparsity))
+        ours = np.array([r["density"] for r in report.rows])
+        theirs = np.array(reference[sparsity]["mean"])
+        assert np.max(np.abs(ours - theirs)) < 0.05, (sparsity, np.round(ours - theirs, 3))

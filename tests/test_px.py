@@ -181,6 +181,14 @@ def test_real_networks_scores_finite_nonzero_and_float64_ranking_holds(builder):
     assert np.all(np.isfinite(flat))
     # Every weight scores > 0 except one that is exactly 0 (VGG's initializer draws one at seed 3).
     np.testing.assert_array_equal(flat == 0, theta == 0)
+    # The production data term (scaled float32) ranks like the all-float64 computation.
+    exact = tx.pruning.PXPruner(verbose=False, exact_data_term=True).score(masked, data)
+    flat_exact = np.concatenate([s.ravel() for s in exact.values()])
+    np.testing.assert_allclose(flat, flat_exact, rtol=1e-6)
+    k = len(flat) // 100
+    top = set(np.argsort(-flat, kind="stable")[:k])
+    top_exact = set(np.argsort(-flat_exact, kind="stable")[:k])
+    assert len(top & top_exact) >= k - 2  # Only exact near-ties at the boundary may swap.
     # The magnitudes are far outside float32's range: a float32 computation would overflow or
     # flush to zero and tie; the float64 path keeps every score distinct from zero.
     assert flat.max() > np.finfo(np.float32).max

@@ -15,6 +15,11 @@ Modes of `PathNetwork.run`:
              max pooling replaced by average pooling (a data-free stand-in), biases dropped.
   "synflow"  SynFlow: |theta| (times masks), |bias|, BN with absolute parameters in inference mode,
              the real activations and pooling.
+The "z1" pass also runs in a scaled float32 form ("z1_scaled"): every tensor is carried as a
+float32 mantissa and a float64 log-scale, renormalized after each weighted layer, with multi-input
+ops brought to a common scale first. z1 has no negative terms (unit weights, 0/1 gates, x^2), so
+this keeps float32's relative precision at any depth instead of overflowing.
+
 Average pooling, residual adds, concatenation, flattening, padding and dropout are linear (or the
 identity at inference) and run unchanged in every mode. A softmax on the model output is ignored
 in the auxiliary modes (paths end at the logits).
@@ -87,13 +92,16 @@ def _layer_activation_spec(op):
     return None
 
 
-def _squared_gate(y, spec):
+def _squared_gate(y, spec, dtype):
     """(d act / d pre)^2 read off the activation output y (the sign and saturation of y tell)."""
     _, slope, max_value = spec
+    if slope == 0.0:
+        active = y > 0 if not math.isfinite(max_value) else tf.logical_and(y > 0, y < max_value)
+        return tf.cast(active, dtype)
     one, zero = tf.ones_like(y), tf.zeros_like(y)
     active = tf.where(y < max_value, one, zero) if math.isfinite(max_value) else one
     gate = tf.where(y > 0, active, tf.where(y < 0, slope * one, zero))
-    return tf.cast(gate * gate, DTYPE)
+    return tf.cast(gate * gate, dtype)
 
 
 # ----- weighted layers ---------------------------------------------------------------------------
@@ -202,18 +210,56 @@ class PathNetwork:
 
     def run(self, x, mode, kernels=None, gates=None):
         """Runs one pass. `kernels`: {id(kernel variable): tensor} overriding the mode's default
-        kernel (used to take gradients); `gates`: list filled by "real", consumed by "z1"."""
+        kernel (used to take gradients); `gates`: list filled by "real", consumed by "z1" and
+        "z1_scaled". "z1_scaled" returns (float32 mantissa, float64 log-scale): z1 = m * exp(s)."""
         state = {"mode": mode, "kernels": kernels or {}, "gates": gates, "next_gate": 0}
-        if mode == "z1" and gates is None:
-            raise ValueError("mode 'z1' needs the gates recorded by a 'real' pass.")
+        if mode in ("z1", "z1_scaled") and gates is None:
+            raise ValueError(f"mode {mode!r} needs the gates recorded by a 'real' pass.")
+        if mode == "z1_scaled":
+            state["mode"] = "z1"
+            state["dtype"] = tf.float32
+            state["scales"] = {}
+            x = tf.cast(x, tf.float32)
+            peak = tf.reduce_max(x)
+            peak = tf.where(peak > 0, peak, tf.ones_like(peak))
+            x = x / peak
+            state["scales"][id(x)] = (x, tf.math.log(tf.cast(peak, DTYPE)))
+            y = self._run_model(self.model, x, state)
+            return y, state["scales"][id(y)][1]
+        state["dtype"] = DTYPE
         return self._run_model(self.model, x, state)
 
     def _run_model(self, model, x, state):
         def call(op, *args, **kwargs):
+            if "scales" in state and not isinstance(op, keras.Model):
+                return self._scaled_call(op, args, kwargs, state)
             return self._call(op, args, kwargs, state)
         return _functional(model)._run_through_graph(x, operation_fn=lambda op: op, call_fn=call)
 
     # ---- one operation ----
+    def _scaled_call(self, op, args, kwargs, state):
+        """z1 in float32: brings the inputs to one scale, renormalizes weighted outputs."""
+        scales = state["scales"]
+        flat = tf.nest.flatten(args)
+        tensors = [t for t in flat if tf.is_tensor(t) and id(t) in scales]
+        in_scales = [scales[id(t)][1] for t in tensors]
+        if len(in_scales) > 1:
+            common = tf.reduce_max(tf.stack(in_scales))
+            factors = {id(t): tf.cast(tf.exp(s - common), tf.float32) for t, s in zip(tensors, in_scales)}
+            flat = [t * factors[id(t)] if tf.is_tensor(t) and id(t) in factors else t for t in flat]
+            args = tf.nest.pack_sequence_as(args, flat)
+            scale = common
+        else:
+            scale = in_scales[0]
+        y = self._call(op, args, kwargs, state)
+        if isinstance(op, masking.MaskedLayer) or masking.is_prunable(op):
+            peak = tf.reduce_max(y)
+            peak = tf.where(peak > 0, peak, tf.ones_like(peak))
+            y = y / peak
+            scale = scale + tf.math.log(tf.cast(peak, DTYPE))
+        scales[id(y)] = (y, scale)
+        return y
+
     def _call(self, op, args, kwargs, state):
         mode = state["mode"]
         if isinstance(op, keras.Model):
@@ -226,7 +272,7 @@ class PathNetwork:
             y = op(*args, **kwargs)
             spec = self._activation_of(op)
             if spec is not None and spec[0] == "relu":
-                state["gates"].append(_squared_gate(y, spec))
+                state["gates"].append(_squared_gate(y, spec, tf.float32))
             return y
 
         kwargs.pop("training", None)
@@ -261,7 +307,7 @@ class PathNetwork:
         if mode == "z1":
             gate = state["gates"][state["next_gate"]]
             state["next_gate"] += 1
-            return y * gate
+            return y * tf.cast(gate, y.dtype)
         if mode == "z2":
             return y
         return real_fn(y)  # synflow: the real activation.
@@ -270,8 +316,9 @@ class PathNetwork:
         override = state["kernels"].get(id(var))
         if override is not None:
             return override
-        theta = tf.cast(tf.convert_to_tensor(var), DTYPE)
-        m = tf.cast(tf.convert_to_tensor(mask), DTYPE) if mask is not None else None
+        dtype = state["dtype"]
+        theta = tf.cast(tf.convert_to_tensor(var), dtype)
+        m = tf.cast(tf.convert_to_tensor(mask), dtype) if mask is not None else None
         mode = state["mode"]
         if mode == "z1":
             return m if m is not None else tf.ones_like(theta)
@@ -285,7 +332,7 @@ class PathNetwork:
             layer = op
             pairs = [(v, None) for v in masking.prunable_variables(op)]
         kernels = [self._kernel(layer, v, m, state) for v, m in pairs]
-        y = linear_call(layer, tf.cast(x, DTYPE), kernels)
+        y = linear_call(layer, tf.cast(x, state["dtype"]), kernels)
         mode = state["mode"]
         if mode == "synflow" and getattr(layer, "use_bias", False) and layer.bias is not None:
             bias = tf.abs(tf.cast(tf.convert_to_tensor(layer.bias), DTYPE))
