@@ -1,0 +1,37 @@
+"""Shared helpers for the benchmark scripts: output files and the CIFAR-10 source."""
+
+import json
+import os
+import platform
+
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+SHARED_CIFAR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                            "data", "cifar10-jpeg.tar.gz")
+SHARED_CIFAR_SHA256 = "5613ef7672478fbdd04ff9ba40b7635b4a6c51f1513bfd71b1fb3adfdfd45253"
+
+
+def cifar10(split):
+    """The full CIFAR-10 JPEG archive when ../shared has it, else the bundled sample."""
+    import tf_tradyx as tx
+    if os.path.exists(SHARED_CIFAR):
+        return tx.data.from_folder(SHARED_CIFAR, split, sha256=SHARED_CIFAR_SHA256), "shared archive"
+    return tx.data.cifar10_sample(split), "bundled sample"
+
+
+def write_json(name, payload):
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, name)
+    payload = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **payload}
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+    return path
+
+
+def table(rows, columns):
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(r[c]).rjust(w) for c, w in zip(columns, widths)) for r in rows]
+    return "\n".join(lines)
