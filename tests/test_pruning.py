@@ -443,3 +443,74 @@ def test_synflow_profile_matches_synaptic_flow_on_resnet20():
         ours = np.array([r["density"] for r in report.rows])
         theirs = np.array(reference[sparsity]["mean"])
         assert np.max(np.abs(ours - theirs)) < 0.05, (sparsity, np.round(ours - theirs, 3))
+
+
+@keras.saving.register_keras_serializable(package="tf_tradyx_tests")
+class ScaledDense(keras.layers.Layer, tx.pruning.PrunableLayer):
+    """A user's own layer: y = relu(2 * x @ W) with a declared prunable kernel."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = keras.activations.relu
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(input_shape[-1], self.units),
+                                 initializer="glorot_normal")
+
+    def call(self, x):
+        return self.activation(self.linear_call(x, [self.w]))
+
+    def linear_call(self, x, kernels):
+        return 2.0 * keras.ops.matmul(x, kernels[0])
+
+    def get_prunable_weights(self):
+        return [self.w]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_a_users_prunable_layer_is_masked_and_scored():
+    inputs = keras.Input((6,))
+    h = ScaledDense(5, name="mine")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+    masked = tx.pruning.wrap(model)
+    names = [n for w in tx.pruning.masked_layers(masked) for n in w.kernel_names]
+    assert names == ["mine/w", "out/kernel"]
+    x = np.random.default_rng(0).normal(size=(10, 6)).astype(np.float32)
+    scores = tx.pruning.PXPruner(verbose=False).score(masked, (x, np.zeros(10)))
+    # By hand for this 2-layer net; the factor 2 inside the user's linear map is not a weight, so
+    # it stays unsquared in both auxiliary networks (like average pooling):
+    #   z1_k = sum_n sum_j gate_nj * 2 * sum_i x_ni^2,   S(w2_jk) = z1_k * (2 sum_i w1_ij^2) * w2_jk^2.
+    w1 = np.asarray(masked.get_layer("masked_mine").layer.w, np.float64)
+    w2 = np.asarray(masked.get_layer("masked_out").layer.kernel, np.float64)
+    gate = (2 * x.astype(np.float64) @ w1 > 0).astype(float)
+    z1 = np.einsum("ni,ij,nj->j", x.astype(np.float64) ** 2, 2 * np.ones_like(w1), gate) @ np.ones_like(w2)
+    expected_w2 = (2 * w1 ** 2).sum(0)[:, None] * w2 ** 2 * z1[None, :]
+    np.testing.assert_allclose(scores["out/kernel"], expected_w2, rtol=1e-6)
+    tx.pruning.PXPruner(rounds=3, verbose=False).prune(masked, 0.5, (x, np.zeros(10)))
+    mine = masked.get_layer("masked_mine")
+    assert np.all(np.asarray(mine.layer.w)[np.asarray(mine.masks[0]) == 0] == 0)
+    assert "ScaledDense" in type(tx.pruning.strip(masked).get_layer("mine")).__name__
+
+
+def test_conv1d_models_are_pruned():
+    inputs = keras.Input((16, 2))
+    x = keras.layers.Conv1D(4, 3, padding="same", activation="relu", name="c")(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    masked = tx.pruning.wrap(model)
+    data = (np.random.default_rng(0).normal(size=(6, 16, 2)).astype(np.float32), np.zeros(6))
+    report = tx.pruning.PXPruner(rounds=4, verbose=False).prune(masked, 0.75, data)
+    assert report.kept == round(0.25 * (3 * 2 * 4 + 4 * 2))
+
+
+@pytest.mark.parametrize("method", ["px", "synflow", "snip", "grasp", "magnitude", "random"])
+def test_scoring_leaves_weights_and_bn_statistics_untouched(method):
+    masked = tx.pruning.wrap(_small_cnn())
+    x, y = _data()
+    before = [np.asarray(v).copy() for v in masked.weights]
+    tx.pruning.get_pruner(method, verbose=False).score(masked, (x, y))
+    for v, b in zip(masked.weights, before):
+        np.testing.assert_array_equal(np.asarray(v), b, err_msg=v.path)

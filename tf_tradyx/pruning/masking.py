@@ -19,7 +19,9 @@ class PrunableLayer:
 
     `get_prunable_weights()` returns the kernel variables (attributes of the layer). Path-based
     scorers (PX, SynFlow) also need `linear_call(inputs, kernels)`: the layer's output with the
-    given kernels, no bias and no activation.
+    given kernels, no bias and no activation; the layer's `call` must then equal
+    `self.activation(linear_call(...) + bias)`, with `activation` a Keras activation (relu, relu6,
+    leaky_relu or linear; no attribute means linear).
     """
 
     def get_prunable_weights(self):
@@ -108,9 +110,6 @@ class MaskedLayer(layers.Wrapper):
         finally:
             for attr, value in saved:
                 object.__setattr__(self.layer, attr, value)
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
 
     def apply_masks(self):
         """Writes zeros into the kernels where the masks are 0."""

@@ -337,8 +337,8 @@ class PathNetwork:
         if mode == "synflow" and getattr(layer, "use_bias", False) and layer.bias is not None:
             bias = tf.abs(tf.cast(tf.convert_to_tensor(layer.bias), DTYPE))
             y = y + tf.reshape(bias, _channel_shape(layer, len(y.shape)))
-        spec = activation_spec(getattr(layer, "activation", None))
-        return self._activation(y, spec, state, layer.activation)
+        activation = getattr(layer, "activation", None)
+        return self._activation(y, activation_spec(activation), state, activation)
 
     def _batch_norm(self, bn, x, mode):
         gamma, beta, mean, var = _bn_scale_shift(bn)
