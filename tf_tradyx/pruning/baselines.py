@@ -133,8 +133,9 @@ class GraSPPruner(Pruner):
         self.loss = loss
         self.temperature = float(temperature)
 
-    def hessian_gradient_product(self, session):
-        """(H g) per entry, with g the summed (stopped) gradient, as numpy arrays."""
+    def _compiled(self, session):
+        if "grasp" in session.cache:
+            return session.cache["grasp"]
         model, variables = session.model, [e.variable for e in session.entries]
         loss_fn = _loss_fn(model, self.loss)
         temp = self.temperature
@@ -154,9 +155,15 @@ class GraSPPruner(Pruner):
                 dot = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, stopped)])
             return outer.gradient(dot, variables, unconnected_gradients="zero")
 
+        session.cache["grasp"] = (grads, hvp)
+        return grads, hvp
+
+    def hessian_gradient_product(self, session):
+        """(H g) per entry, with g the summed (stopped) gradient, as numpy arrays."""
+        grads, hvp = self._compiled(session)
         stopped = [tf.add_n(list(gs)) for gs in zip(*[grads(x, y) for x, y in session.batches])]
         hg = [hvp(x, y, stopped) for x, y in session.batches]
-        return [sum(h[i].numpy() for h in hg) for i in range(len(variables))]
+        return [sum(h[i].numpy() for h in hg) for i in range(len(session.entries))]
 
     def _scores(self, session):
         hg = self.hessian_gradient_product(session)
