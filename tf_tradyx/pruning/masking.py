@@ -42,10 +42,7 @@ _BUILTIN_KERNELS = (
 
 def is_prunable(layer):
     """True for Conv/DepthwiseConv/SeparableConv/Dense layers and `PrunableLayer`s."""
-    if isinstance(layer, PrunableLayer):
-        return True
-    return any(type(layer) is cls or isinstance(layer, cls) for cls, _ in _BUILTIN_KERNELS) and not \
-        isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose))
+    return isinstance(layer, (PrunableLayer, *(cls for cls, _ in _BUILTIN_KERNELS)))
 
 
 def prunable_variables(layer):
@@ -84,21 +81,21 @@ class MaskedLayer(layers.Wrapper):
     def build(self, input_shape=None):
         super().build(input_shape)
         self.kernels = prunable_variables(self.layer)
-        self._attributes = [_attribute_of(self.layer, v) for v in self.kernels]
+        self.kernel_attributes = [_attribute_of(self.layer, v) for v in self.kernels]
         self.masks = [
             self.add_weight(name=f"{attr.lstrip('_')}_mask", shape=v.shape, initializer="ones",
                             trainable=False, dtype=v.dtype)
-            for attr, v in zip(self._attributes, self.kernels)]
+            for attr, v in zip(self.kernel_attributes, self.kernels)]
         self.built = True
 
     @property
     def kernel_names(self):
         """Readable names of the masked kernels, "<layer>/<kernel attribute>"."""
-        return [f"{self.layer.name}/{a.lstrip('_')}" for a in self._attributes]
+        return [f"{self.layer.name}/{a.lstrip('_')}" for a in self.kernel_attributes]
 
     def call(self, inputs, training=None):
         saved = []
-        for attr, var, mask in zip(self._attributes, self.kernels, self.masks):
+        for attr, var, mask in zip(self.kernel_attributes, self.kernels, self.masks):
             masked = tf.convert_to_tensor(var) * tf.convert_to_tensor(mask)
             saved.append((attr, getattr(self.layer, attr)))
             # object.__setattr__ bypasses Keras' variable tracking: this is a temporary tensor.

@@ -9,14 +9,22 @@ import numpy as np
 from tf_tradyx.pruning import masking
 
 
-def _fresh_values(layer, variable, seed):
-    initializer = None
-    for attr in ("kernel_initializer", "depthwise_initializer", "pointwise_initializer"):
-        candidate = getattr(layer, attr, None)
-        if candidate is not None and (attr == "kernel_initializer" or attr.split("_")[0] in variable.path):
-            initializer = candidate
+def _fresh_values(layer, attribute, variable, seed):
+    """New values for a kernel from its layer's initializer (seeded).
+
+    Depthwise kernels use `depthwise_initializer`, separable ones their own; a user's layer without
+    a known initializer gets a normal draw with the kernel's current standard deviation.
+    """
+    name = {"depthwise_kernel": "depthwise_initializer",
+            "pointwise_kernel": "pointwise_initializer"}.get(attribute.lstrip("_"))
+    if name is None:
+        name = "depthwise_initializer" if isinstance(
+            layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)) else "kernel_initializer"
+    initializer = getattr(layer, name, None)
     if initializer is None:
-        initializer = keras.initializers.HeNormal()
+        values = np.asarray(variable)
+        std = float(values[values != 0].std()) if np.any(values != 0) else 0.05
+        initializer = keras.initializers.RandomNormal(stddev=std)
     config = initializer.get_config()
     if "seed" in config:
         config["seed"] = int(seed)
@@ -33,7 +41,7 @@ def shuffle_masks(model, seed=0):
         for j, (var, mask) in enumerate(zip(wrapper.kernels, wrapper.masks)):
             old = np.asarray(mask)
             new = rng.permutation(old.ravel()).reshape(old.shape)
-            fresh = _fresh_values(wrapper.layer, var, seed * 1000 + i * 10 + j)
+            fresh = _fresh_values(wrapper.layer, wrapper.kernel_attributes[j], var, seed * 1000 + i * 10 + j)
             value = np.where(old > 0, np.asarray(var), fresh) * new
             mask.assign(new)
             var.assign(value)
@@ -44,5 +52,6 @@ def reinitialize(model, seed=0):
     """Draws every masked kernel anew from its initializer, keeping the masks."""
     for i, wrapper in enumerate(masking.masked_layers(model)):
         for j, (var, mask) in enumerate(zip(wrapper.kernels, wrapper.masks)):
-            var.assign(_fresh_values(wrapper.layer, var, seed * 1000 + i * 10 + j) * np.asarray(mask))
+            fresh = _fresh_values(wrapper.layer, wrapper.kernel_attributes[j], var, seed * 1000 + i * 10 + j)
+            var.assign(fresh * np.asarray(mask))
     return model
