@@ -96,8 +96,9 @@ def plot_layer_density(result, path, title=None):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction kept")
     meta = result.meta if isinstance(result, PruningReport) else result
-    ax.set_title(title or f"{meta.get('method', '')} at sparsity {meta.get('target_sparsity', '')}")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or f"{meta.get('method', '')} at sparsity {meta.get('target_sparsity', '')}",
+                 loc="left")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
