@@ -50,15 +50,9 @@ class SynFlowPruner(Pruner):
 
             @tf.function
             def synflow():
-                k = [tf.abs(tf.cast(tf.convert_to_tensor(e.variable), paths.DTYPE) *
-                            tf.cast(tf.convert_to_tensor(e.mask), paths.DTYPE)) for e in entries]
-                with tf.GradientTape() as tape:
-                    tape.watch(k)
-                    out = net.run(tf.ones(ones_shape, paths.DTYPE), "synflow",
-                                  kernels={id(e.variable): w for e, w in zip(entries, k)})
-                    total = tf.reduce_sum(out)
-                grads = tape.gradient(total, k, unconnected_gradients="zero")
-                return [tf.abs(w * g) for w, g in zip(k, grads)]
+                scores = paths.kernel_gradient_scores(net, entries, "synflow", tf.abs,
+                                                      tf.reduce_sum, ones_shape)
+                return [tf.abs(s) for s in scores]
 
             session.cache["synflow"] = synflow
         return [s.numpy() for s in session.cache["synflow"]()]

@@ -381,3 +381,20 @@ class PathNetwork:
         if mode == "z2":
             return tf.nn.avg_pool2d(x, ksize, strides, padding)
         return tf.nn.max_pool2d(x, ksize, strides, padding)
+
+
+def kernel_gradient_scores(net, entries, mode, transform, objective, input_shape):
+    """k * dR/dk for every entry's kernel k = transform(theta * mask) in float64, where
+    R = objective(output of `net` in `mode` on an all-ones input of `input_shape`).
+
+    The shared core of PX's path term (transform = square) and SynFlow (transform = abs).
+    """
+    kernels = [transform(tf.cast(tf.convert_to_tensor(e.variable), DTYPE) *
+                         tf.cast(tf.convert_to_tensor(e.mask), DTYPE)) for e in entries]
+    with tf.GradientTape() as tape:
+        tape.watch(kernels)
+        out = net.run(tf.ones(input_shape, DTYPE), mode,
+                      kernels={id(e.variable): k for e, k in zip(entries, kernels)})
+        total = objective(out)
+    grads = tape.gradient(total, kernels, unconnected_gradients="zero")
+    return [k * g for k, g in zip(kernels, grads)]

@@ -54,15 +54,9 @@ class PXPruner(Pruner):
 
         @tf.function
         def path_term(cotangent):
-            w2 = [tf.square(tf.cast(tf.convert_to_tensor(e.variable), paths.DTYPE) *
-                            tf.cast(tf.convert_to_tensor(e.mask), paths.DTYPE)) for e in entries]
-            with tf.GradientTape() as tape:
-                tape.watch(w2)
-                z2 = net.run(tf.ones(ones_shape, paths.DTYPE), "z2",
-                             kernels={id(e.variable): w for e, w in zip(entries, w2)})
-                total = tf.reduce_sum(cotangent * z2[0])
-            grads = tape.gradient(total, w2, unconnected_gradients="zero")
-            return [w * g for w, g in zip(w2, grads)]
+            return paths.kernel_gradient_scores(
+                net, entries, "z2", tf.square, lambda z2: tf.reduce_sum(cotangent * z2[0]),
+                ones_shape)
 
         session.cache["px"] = (data_term, path_term)
         return session.cache["px"]
