@@ -32,6 +32,9 @@ flags.DEFINE_integer("max_train", None, "Use only the first N training images (q
 flags.DEFINE_integer("seed", 0, "Seed for weights, pruning and data order.")
 flags.DEFINE_string("out", "out/prune_at_init", "Output directory for report.json (and a plot).")
 flags.DEFINE_bool("plot", True, "Write a per-layer density PNG when matplotlib is installed.")
+flags.register_validator("sparsity", lambda s: 0.0 <= s < 1.0,
+                         message="--sparsity must be in [0, 1) (0.9 keeps 10 % of the weights).")
+flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
 
 
 def _datasets(tx):

@@ -231,3 +231,52 @@ def test_load_through_tfds_returns_image_label_pairs(tmp_path, monkeypatch):
     image, label = items[0]
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     assert 0 <= int(label) < 10
+
+
+def test_load_passes_manual_dir_and_data_dir_through(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+    seen = {}
+
+    class FakeBuilder:
+        data_dir = str(tmp_path)
+
+        def is_prepared(self):
+            return False
+
+        def download_and_prepare(self, download_config=None):
+            seen["manual_dir"] = download_config.manual_dir
+
+        def as_dataset(self, split, as_supervised, shuffle_files):
+            seen.update(split=split, as_supervised=as_supervised)
+            return tf.data.Dataset.from_tensor_slices((np.zeros((2, 4, 4, 3), np.uint8), [0, 1]))
+
+    def fake_builder(name, data_dir=None):
+        seen.update(name=name, data_dir=data_dir)
+        return FakeBuilder()
+
+    monkeypatch.setattr(tfds, "builder", fake_builder)
+    # With manual_dir there is no network probe: the files are local.
+    monkeypatch.setattr(datasets, "network_available", lambda timeout=3.0: pytest.fail("probed"))
+    ds = tx.data.load("caltech_birds2011", "train[:10%]", data_dir="/data/tfds",
+                      manual_dir="/data/manual")
+    assert seen == {"name": "caltech_birds2011", "data_dir": "/data/tfds",
+                    "manual_dir": "/data/manual", "split": "train[:10%]", "as_supervised": True}
+    assert len(list(ds)) == 2
+
+
+def test_load_wraps_download_failures(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    class FailingBuilder:
+        data_dir = str(tmp_path)
+
+        def is_prepared(self):
+            return False
+
+        def download_and_prepare(self, download_config=None):
+            raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: FailingBuilder())
+    monkeypatch.setattr(datasets, "network_available", lambda timeout=3.0: True)
+    with pytest.raises(datasets.DatasetUnavailableError, match="connection reset.*from_folder"):
+        tx.data.load("food101")

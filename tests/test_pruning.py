@@ -528,3 +528,36 @@ def test_reinitialize_draws_from_each_layers_initializer():
     dw = np.asarray(small.get_layer("masked_dw").kernels[0])  # glorot_uniform on (3, 3, 8, 1)
     limit = np.sqrt(6 / (9 * 8 + 9 * 1))  # Keras fans: fan_in 72, fan_out 9.
     assert np.abs(dw).max() <= limit and np.abs(dw).max() > 0.5 * limit
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=5),
+       density=st.floats(0.0, 1.0), min_density=st.sampled_from([0.0, 0.05, 0.2]),
+       ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_select_properties(sizes, density, min_density, ties, seed):
+    """Exact count, never revives, respects min_density, deterministic, keeps the best."""
+    rng = np.random.default_rng(seed)
+    scores = [np.round(rng.random(n), 1) if ties else rng.random(n) for n in sizes]
+    alive = [rng.random(n) < 0.8 for n in sizes]
+    total, alive_count = sum(sizes), sum(int(a.sum()) for a in alive)
+    k = int(round(density * total))
+    forced = sum(min(int(np.ceil(min_density * n)), int(a.sum())) for n, a in zip(sizes, alive))
+    if k > alive_count or forced > k:
+        with pytest.raises(ValueError):
+            ranking.select(scores, alive, density, min_density=min_density)
+        return
+    keep = ranking.select(scores, alive, density, min_density=min_density)
+    assert sum(int(m.sum()) for m in keep) == k
+    for m, a, n in zip(keep, alive, sizes):
+        assert not np.any(m & ~a)
+        assert m.sum() >= min(int(np.ceil(min_density * n)), int(a.sum()))
+    again = ranking.select(scores, alive, density, min_density=min_density)
+    assert all(np.array_equal(a, b) for a, b in zip(keep, again))
+    if min_density == 0.0 and 0 < k < alive_count:
+        flat_s = np.concatenate(scores)
+        flat_k = np.concatenate(keep)
+        flat_a = np.concatenate(alive)
+        assert flat_s[flat_k].min() >= flat_s[flat_a & ~flat_k].max()
