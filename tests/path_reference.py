@@ -17,6 +17,7 @@ class UnitNet:
         self.order = []
         self.edges = {}  # dst tensor -> list of (src tensor, src unit, dst unit, factor)
         self.relu = set()
+        self.leaky = {}  # tensor -> negative slope (a leaky ReLU in the real network)
         self.bias = {}  # tensor -> (layer, per-unit channel list)
         self.bn = {}  # tensor -> (layer, per-unit channel list) applied as affine in real mode
 
@@ -68,6 +69,8 @@ def real_forward(net, x, params):
         for src, su, du, f in net.edges[t]:
             if f[0] == "w":
                 out[:, du] += params[f[1]][f[2]] * vals[src][:, su]
+            elif f[0] == "a":  # Affine: scale * x + offset (Rescaling).
+                out[:, du] += f[1] * vals[src][:, su] + f[2]
             elif f[0] == "bn":
                 g, b, m, v, eps = params[(f[1], "bn")]
                 out[:, du] += (vals[src][:, su] - m[f[2]]) * g[f[2]] / np.sqrt(v[f[2]] + eps) + b[f[2]]
@@ -78,6 +81,8 @@ def real_forward(net, x, params):
             out += params[(layer, "b")][channels]
         if t in net.relu:
             out = np.maximum(out, 0)
+        if t in net.leaky:
+            out = np.where(out > 0, out, net.leaky[t] * out)
         vals[t] = out
     return vals
 
@@ -89,6 +94,9 @@ def px_scores(net, x, params, masks):
         masked_params[layer] = params[layer] * m  # Gates of the real *masked* network.
     vals = real_forward(net, x, masked_params)
     gates = {t: (vals[t] > 0).astype(float) for t in net.relu}
+    # A leaky ReLU's squared derivative: 1 where active, slope^2 where negative.
+    gates.update({t: np.where(vals[t] > 0, 1.0, np.where(vals[t] < 0, a * a, 0.0))
+                  for t, a in net.leaky.items()})
     incoming = {t: {} for t in net.order}
     for dst in net.order:
         for src, su, du, f in net.edges[dst]:
@@ -107,7 +115,7 @@ def px_scores(net, x, params, masks):
     def z1_factor(f):
         if f[0] == "w":
             return masks[f[1]][f[2]]
-        return 1.0 if f[0] == "bn" else f[1]
+        return 1.0 if f[0] in ("bn", "a") else f[1]
 
     def z2_factor(f):
         if f[0] == "w":
@@ -117,6 +125,8 @@ def px_scores(net, x, params, masks):
             g, _, _, var, eps = params[(f[1], "bn")]
             s = g[f[2]] / np.sqrt(var[f[2]] + eps)
             return s * s
+        if f[0] == "a":
+            return f[1] * f[1]
         return f[1]
 
     n_out = net.sizes[out_t]

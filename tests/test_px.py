@@ -95,10 +95,75 @@ def _cnn_case():
     return model, net, params, x.reshape(3, -1), x
 
 
-@pytest.mark.parametrize("case", [_mlp_case, _cnn_case])
+def _branch_case():
+    """Two Dense branches (LeakyReLU layer, fused ReLU) concatenated, dropout, softmax output."""
+    inputs = keras.Input((3,))
+    a = keras.layers.LeakyReLU(negative_slope=0.1, name="leaky")(keras.layers.Dense(3, name="da")(inputs))
+    b = keras.layers.Dense(2, activation="relu", name="db")(inputs)
+    h = keras.layers.Dropout(0.5)(keras.layers.Concatenate()([a, b]))
+    out = keras.layers.Dense(3, activation="softmax", name="do")(h)
+    model = keras.Model(inputs, out)
+    net = ref.UnitNet()
+    net.add_tensor("x", 3)
+    params = {}
+    for name, n_in, n_out in (("da", 3, 3), ("db", 3, 2), ("do", 5, 3)):
+        params[name] = RNG.normal(size=(n_in, n_out))
+        params[(name, "b")] = RNG.normal(scale=0.3, size=n_out)
+        model.get_layer(name).set_weights([params[name], params[(name, "b")]])
+    ref.dense(net, "x", "da", 3, 3, "da")
+    net.bias["da"] = ("da", [0, 1, 2])
+    net.leaky["da"] = 0.1
+    ref.dense(net, "x", "db", 3, 2, "db")
+    net.bias["db"] = ("db", [0, 1])
+    net.relu.add("db")
+    net.add_tensor("cat", 5)
+    for u in range(3):
+        net.connect("da", u, "cat", u, ("c", 1.0))
+    for u in range(2):
+        net.connect("db", u, "cat", 3 + u, ("c", 1.0))
+    ref.dense(net, "cat", "do", 5, 3, "do")  # Softmax ignored: paths end at the logits.
+    x = RNG.normal(size=(12, 3))
+    return model, net, params, x, x
+
+
+def _pool_case():
+    """Rescaling input, 1x1 conv with ReLU, 2x2 average pooling, Flatten, Dense."""
+    inputs = keras.Input((4, 4, 1))
+    r = keras.layers.Rescaling(0.5, offset=0.1, name="rescale")(inputs)
+    c = keras.layers.Conv2D(2, 1, activation="relu", name="c")(r)
+    p = keras.layers.AveragePooling2D(2, name="avg")(c)
+    out = keras.layers.Dense(2, name="fc")(keras.layers.Flatten()(p))
+    model = keras.Model(inputs, out)
+    params = {"c": RNG.normal(size=(1, 1, 1, 2)), ("c", "b"): RNG.normal(scale=0.3, size=2),
+              "fc": RNG.normal(size=(8, 2)), ("fc", "b"): RNG.normal(scale=0.3, size=2)}
+    model.get_layer("c").set_weights([params["c"], params[("c", "b")]])
+    model.get_layer("fc").set_weights([params["fc"], params[("fc", "b")]])
+    net = ref.UnitNet()
+    net.add_tensor("x", 16)
+    net.add_tensor("r", 16)
+    for u in range(16):
+        net.connect("x", u, "r", u, ("a", 0.5, 0.1))
+    net.add_tensor("c", 32)
+    for u, co in itertools.product(range(16), range(2)):
+        net.connect("r", u, "c", u * 2 + co, ("w", "c", (0, 0, 0, co)))
+    net.bias["c"] = ("c", [u % 2 for u in range(32)])
+    net.relu.add("c")
+    net.add_tensor("avg", 8)
+    for i, j, ch in itertools.product(range(2), range(2), range(2)):
+        for di, dj in itertools.product(range(2), range(2)):
+            src = ((2 * i + di) * 4 + (2 * j + dj)) * 2 + ch
+            net.connect("c", src, "avg", (i * 2 + j) * 2 + ch, ("c", 0.25))
+    ref.dense(net, "avg", "fc", 8, 2, "fc")
+    net.bias["fc"] = ("fc", [0, 1])
+    x = RNG.normal(size=(6, 4, 4, 1))
+    return model, net, params, x.reshape(6, -1), x
+
+
+@pytest.mark.parametrize("case", [_mlp_case, _cnn_case, _branch_case, _pool_case])
 def test_px_scores_equal_brute_force_path_enumeration(case):
     model, net, params, x_flat, x = case()
-    kernels = [n for n in ("d1", "d2", "d3", "conv1", "conv2", "fc") if n in params]
+    kernels = [n for n in ("d1", "d2", "d3", "conv1", "conv2", "fc", "da", "db", "do", "c")
+               if n in params]
     masks = {n: _random_mask(params[n].shape) for n in kernels}
     masked = tx.pruning.wrap(model)
     _set_masks(masked, masks)
@@ -192,3 +257,23 @@ def test_real_networks_scores_finite_nonzero_and_float64_ranking_holds(builder):
     # The magnitudes are far outside float32's range: a float32 computation would overflow or
     # flush to zero and tie; the float64 path keeps every score distinct from zero.
     assert flat.max() > np.finfo(np.float32).max
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (lambda: keras.layers.Conv1D(3, 3, strides=2, padding="same"), (2, 9, 2)),
+    (lambda: keras.layers.Conv2D(3, 3, strides=2, padding="valid", dilation_rate=1), (2, 7, 7, 2)),
+    (lambda: keras.layers.Conv2D(4, 3, padding="same", groups=2), (2, 6, 6, 4)),
+    (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same"), (2, 6, 6, 3)),
+    (lambda: keras.layers.SeparableConv2D(4, 3, strides=2, padding="same"), (2, 8, 8, 3)),
+    (lambda: keras.layers.Dense(5), (2, 4, 3)),
+])
+def test_linear_call_is_the_layer_without_bias(layer, shape):
+    """The path networks rebuild each layer's linear map; it must be the layer's own."""
+    from tf_tradyx.pruning import masking, paths
+    layer = layer()
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    y = layer(x).numpy()
+    bias = np.asarray(layer.bias)
+    kernels = [tf.convert_to_tensor(v) for v in masking.prunable_variables(layer)]
+    got = paths.linear_call(layer, tf.constant(x), kernels).numpy()
+    np.testing.assert_allclose(got + bias, y, rtol=1e-5, atol=1e-5)
