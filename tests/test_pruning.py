@@ -561,3 +561,21 @@ def test_select_properties(sizes, density, min_density, ties, seed):
         flat_k = np.concatenate(keep)
         flat_a = np.concatenate(alive)
         assert flat_s[flat_k].min() >= flat_s[flat_a & ~flat_k].max()
+
+
+def test_schedules_serialize_and_continue_from_a_pruned_model():
+    exp = tx.pruning.ExponentialSchedule()
+    np.testing.assert_allclose(exp.densities(0.01, 2), [0.1, 0.01])
+    np.testing.assert_allclose(exp.densities(0.01, 2, start=0.1), [np.sqrt(0.001), 0.01])
+    np.testing.assert_allclose(tx.pruning.LinearSchedule().densities(0.2, 4), [0.8, 0.6, 0.4, 0.2])
+    for schedule in (exp, tx.pruning.LinearSchedule()):
+        restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+        assert type(restored) is type(schedule)
+    with pytest.raises(ValueError, match="Unknown schedule"):
+        tx.pruning.PXPruner(schedule="cosine")
+    masked = tx.pruning.wrap(_small_cnn())
+    tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.8)
+    report = tx.pruning.MagnitudePruner(rounds=2, verbose=False).prune(masked, 0.9)
+    assert report.kept == round(0.1 * report.total)
+    with pytest.raises(ValueError, match="already at sparsity"):
+        tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)

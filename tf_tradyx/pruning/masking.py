@@ -6,6 +6,8 @@ no optimizer (momentum, Adam, decoupled weight decay) can move it: zero gradient
 value. The mask is a non-trainable variable created in `build`, so it is saved with the model.
 """
 
+import abc
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -14,7 +16,7 @@ from keras import layers
 from keras.src.models.functional import Functional
 
 
-class PrunableLayer:
+class PrunableLayer(abc.ABC):
     """Mixin for a user's own layer: declare which variables are prunable kernels.
 
     `get_prunable_weights()` returns the kernel variables (attributes of the layer). Path-based
@@ -24,8 +26,9 @@ class PrunableLayer:
     leaky_relu or linear; no attribute means linear).
     """
 
+    @abc.abstractmethod
     def get_prunable_weights(self):
-        raise NotImplementedError("Return the list of prunable kernel variables of this layer.")
+        """The list of prunable kernel variables of this layer."""
 
 
 _BUILTIN_KERNELS = (

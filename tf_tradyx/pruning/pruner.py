@@ -4,6 +4,7 @@ A pruner never leaves a model half-modified: masks and kernels are snapshot befo
 restored if anything fails (bad data, non-finite scores, an interrupt).
 """
 
+import abc
 import time
 
 import keras
@@ -87,7 +88,7 @@ def _matches(layer, skip):
                for s in skip)
 
 
-class Pruner:
+class Pruner(abc.ABC):
     """Base class of all pruners. Subclasses implement `_scores(session)`.
 
     Args:
@@ -138,9 +139,9 @@ class Pruner:
                 for i in range(len(w.kernels))]
 
     # ----- scoring -----
+    @abc.abstractmethod
     def _scores(self, session):
         """List of score arrays (numpy, one per entry, same shape as the kernel)."""
-        raise NotImplementedError
 
     def _checked_scores(self, session):
         scores = [np.asarray(s, np.float64).reshape(e.variable.shape)

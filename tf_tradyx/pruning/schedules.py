@@ -1,14 +1,17 @@
 """Density schedules for iterative pruning: the density to reach after each round."""
 
+import abc
+
 import keras
 
 
 @keras.saving.register_keras_serializable(package="tf_tradyx")
-class DensitySchedule:
+class DensitySchedule(abc.ABC):
     """Base class: `densities(final_density, rounds, start=1.0)` -> per-round target densities."""
 
+    @abc.abstractmethod
     def densities(self, final_density, rounds, start=1.0):
-        raise NotImplementedError
+        """Per-round target densities, the last one equal to final_density."""
 
     def get_config(self):
         return {}
