@@ -136,7 +136,8 @@ def _pairs(original, clone):
             yield a, b
 
 
-def _skipped(layer, skip):
+def matches_skip(layer, skip):
+    """True when `layer` is named in `skip` (names or layer classes)."""
     for s in skip:
         if isinstance(s, str) and layer.name == s:
             return True
@@ -168,7 +169,7 @@ def wrap(model, skip=()):
 
     def clone_layer(layer):
         fresh = layer.__class__.from_config(layer.get_config())
-        if is_prunable(layer) and not _skipped(layer, skip):
+        if is_prunable(layer) and not matches_skip(layer, skip):
             return MaskedLayer(fresh)
         return fresh
 

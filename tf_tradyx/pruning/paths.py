@@ -203,11 +203,6 @@ class PathNetwork:
                 continue
             raise _unsupported(op, "unknown layer type")
 
-    def weighted_layers(self):
-        """Every layer with a kernel (masked or not), in graph order."""
-        return [l for l in masking.flatten_layers(self.model)
-                if isinstance(l, masking.MaskedLayer) or masking.is_prunable(l)]
-
     def run(self, x, mode, kernels=None, gates=None):
         """Runs one pass. `kernels`: {id(kernel variable): tensor} overriding the mode's default
         kernel (used to take gradients); `gates`: list filled by "real", consumed by "z1" and

@@ -40,10 +40,6 @@ class Session:
         self.cache = {}
 
 
-def _as_tensor(x):
-    return tf.convert_to_tensor(x)
-
-
 def _batches(model, data, needs_data, needs_labels, batch_size=256):
     """Normalizes `data` into a list of (x, y-or-None) batches that fit the model input."""
     if data is None:
@@ -68,7 +64,7 @@ def _batches(model, data, needs_data, needs_labels, batch_size=256):
     batches = []
     for item in items:
         x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
-        x = tf.cast(_as_tensor(x), model.inputs[0].dtype)
+        x = tf.cast(tf.convert_to_tensor(x), model.inputs[0].dtype)
         shape = tuple(x.shape[1:])
         if len(shape) != len(input_shape) or any(
                 a is not None and a != b for a, b in zip(input_shape, shape)):
@@ -77,15 +73,10 @@ def _batches(model, data, needs_data, needs_labels, batch_size=256):
                              "model's input size first (e.g. tf_tradyx.models.preprocess).")
         if needs_labels and y is None:
             raise ValueError("This pruner needs labels: pass data as (x, y) pairs.")
-        batches.append((x, None if y is None else _as_tensor(y)))
+        batches.append((x, None if y is None else tf.convert_to_tensor(y)))
     if not batches:
         raise ValueError("The pruning data is empty.")
     return batches
-
-
-def _matches(layer, skip):
-    return any((isinstance(s, str) and layer.name == s) or (isinstance(s, type) and isinstance(layer, s))
-               for s in skip)
 
 
 class Pruner(abc.ABC):
@@ -135,7 +126,7 @@ class Pruner(abc.ABC):
         if not wrappers:
             raise ValueError("The model has no masks: call tf_tradyx.pruning.wrap(model) first and "
                              "prune the model it returns.")
-        return [Entry(w, i) for w in wrappers if not _matches(w.layer, self.skip)
+        return [Entry(w, i) for w in wrappers if not masking.matches_skip(w.layer, self.skip)
                 for i in range(len(w.kernels))]
 
     # ----- scoring -----
