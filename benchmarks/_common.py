@@ -20,6 +20,17 @@ def cifar10(split):
     return tx.data.cifar10_sample(split), "bundled sample"
 
 
+def pruning_batch(per_class=10):
+    """The pruning split for ResNet-20: the first `per_class` CIFAR-10 training images of each
+    class, normalized, as numpy arrays (x, y); and the data source."""
+    import tf_tradyx as tx
+    train, source = cifar10("train")
+    norm = tx.data.normalization("resnet20")
+    subset = tx.data.balanced_subset(train, per_class, 10)
+    x, y = zip(*[(norm(a).numpy(), b) for a, b in subset.as_numpy_iterator()])
+    return (np.stack(x), np.array(y)), source
+
+
 def write_json(name, payload):
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, name)

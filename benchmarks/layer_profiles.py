@@ -30,11 +30,7 @@ def main(argv):
 
     import tf_tradyx as tx
 
-    train, source = _common.cifar10("train")
-    norm = tx.data.normalization("resnet20")
-    subset = tx.data.balanced_subset(train, 10, 10)
-    x, y = zip(*[(norm(a).numpy(), b) for a, b in subset.as_numpy_iterator()])
-    data = (np.stack(x), np.array(y))
+    data, source = _common.pruning_batch()
     with open(REFERENCE) as f:
         reference = json.load(f)["profiles"]
     results = {}
