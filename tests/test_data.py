@@ -280,3 +280,14 @@ def test_load_wraps_download_failures(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "network_available", lambda timeout=3.0: True)
     with pytest.raises(datasets.DatasetUnavailableError, match="connection reset.*from_folder"):
         tx.data.load("food101")
+
+
+def test_archive_cache_is_shared_with_and_without_checksum(tmp_path):
+    arch = tmp_path / "small.tar.gz"
+    _make_tar(arch, SMALL)
+    cache = tmp_path / "cache"
+    tx.data.from_folder(str(arch), "train", cache_dir=str(cache))
+    tx.data.from_folder(str(arch), "train", sha256=archive.sha256_of(arch), cache_dir=str(cache))
+    assert len(os.listdir(cache / "extracted")) == 1
+    with pytest.raises(archive.ArchiveError, match="sha256"):
+        tx.data.from_folder(str(arch), "train", sha256="1" * 64, cache_dir=str(cache))

@@ -34,9 +34,8 @@ def sha256_of(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def _cache_key(path, sha256):
-    if sha256:
-        return sha256[:16]
+def _cache_key(path):
+    """Identity of an archive file: its absolute path, size and modification time."""
     st = os.stat(path)
     ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()
     return hashlib.sha256(ident).hexdigest()[:16]
@@ -57,21 +56,33 @@ def extract(path, sha256=None, cache_dir=None):
             base = base[: -len(suffix)]
             break
     root = cache_root(cache_dir)
-    final = os.path.join(root, "extracted", f"{base}-{_cache_key(path, sha256)}")
+    final = os.path.join(root, "extracted", f"{base}-{_cache_key(path)}")
+    marker = os.path.join(final, ".sha256")
     if os.path.isdir(final):
+        if sha256 is None:
+            return final
+        if os.path.exists(marker):
+            with open(marker) as f:
+                if f.read().strip() == sha256.lower():
+                    return final
+    actual = sha256_of(path) if sha256 is not None else None
+    if sha256 is not None and actual != sha256.lower():
+        raise ArchiveError(
+            f"Archive {path!r} has sha256 {actual}, expected {sha256}. The file is corrupt or a "
+            "different version: download or copy it again.")
+    if os.path.isdir(final):  # Extracted earlier without a checksum; now verified.
+        with open(marker, "w") as f:
+            f.write(actual)
         return final
-    if sha256 is not None:
-        actual = sha256_of(path)
-        if actual != sha256.lower():
-            raise ArchiveError(
-                f"Archive {path!r} has sha256 {actual}, expected {sha256}. The file is corrupt or a "
-                "different version: download or copy it again.")
     os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{base}-partial-", dir=os.path.dirname(final))
     try:
         try:
             with tarfile.open(path, "r:*") as tar:
                 tar.extractall(tmp, filter="data")
+            if actual is not None:
+                with open(os.path.join(tmp, ".sha256"), "w") as f:
+                    f.write(actual)
         except (tarfile.TarError, EOFError, OSError, ValueError) as e:
             raise ArchiveError(
                 f"Could not extract {path!r} ({type(e).__name__}: {e}). The archive is truncated or "
