@@ -160,7 +160,8 @@ class Pruner(abc.ABC):
         entries = session.entries
         total = sum(e.size for e in entries)
         snapshot = [(np.asarray(e.mask), np.asarray(e.variable)) for e in entries]
-        current = sum(int((np.asarray(e.mask) > 0).sum()) for e in entries) / total
+        alive = [mask > 0 for mask, _ in snapshot]
+        current = sum(int(a.sum()) for a in alive) / total
         if 1.0 - sparsity > current + 1e-12:
             raise ValueError(f"The model is already at sparsity {1 - current:.4f}, beyond the "
                              f"requested {sparsity}; pruned weights cannot come back.")
@@ -172,11 +173,11 @@ class Pruner(abc.ABC):
             for r, density in enumerate(densities, start=1):
                 session.round = r
                 scores = self._checked_scores(session)
-                alive = [np.asarray(e.mask) > 0 for e in entries]
                 keep = ranking.select(scores, alive, density, self.scope, self.min_density)
                 for e, k in zip(entries, keep):
                     e.mask.assign(k.astype(e.mask.dtype))
                     e.variable.assign(np.asarray(e.variable) * k)
+                alive = keep
                 kept = int(sum(k.sum() for k in keep))
                 history.append({"round": r, "target_density": density, "kept": kept})
                 progbar.update(r, values=[("density", kept / total)])
