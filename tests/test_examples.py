@@ -34,3 +34,35 @@ def test_prune_at_init_script_rejects_bad_sparsity(tmp_path):
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode != 0
     assert "--sparsity must be in [0, 1)" in result.stderr
+
+
+def _finetune(tmp_path, *flags):
+    out = tmp_path / "ft"
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "finetune_under_budget.py"),
+           "--dataset=cifar10_sample", "--model=mbv2-w0.35", "--max_train=128", "--max_test=64",
+           "--batch_size=32", "--epochs=2", f"--out={out}", *flags]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return result, out
+
+
+def test_finetune_under_budget_script_tradi(tmp_path):
+    result, out = _finetune(tmp_path, "--budget=109KiB", "--strategy=tradi", "--rank_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["budget_units"] == 27904  # 109 KiB of float32
+    units = res["history"]["sparse_update/units"]
+    assert len(units) == 2 and all(0 < u <= 27904 for u in units)
+    assert res["efficiency"]["activation_sparsity"] > 0.95
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert set(res["layers"]) <= set(ranking["rgn"]) and len(ranking["rgn"]) == 51
+    assert 0.0 <= res["test_accuracy"] <= 1.0
+
+
+def test_finetune_under_budget_script_su_uses_paper_scheme_and_rejects_bad_budget(tmp_path):
+    result, out = _finetune(tmp_path, "--strategy=su", "--epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["efficiency"]["units"] == 28282
+    result, _ = _finetune(tmp_path, "--budget=12 parsecs")
+    assert result.returncode != 0 and "Cannot read the budget" in result.stderr

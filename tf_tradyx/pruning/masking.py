@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras.src.models.functional import Functional
+from tf_tradyx._model_utils import check_cloneable, flatten_layers, layer_pairs
 
 
 class PrunableLayer(abc.ABC):
@@ -117,25 +117,6 @@ class MaskedLayer(layers.Wrapper):
             var.assign(var * mask)
 
 
-def check_cloneable(model):
-    if isinstance(model, keras.Sequential) or type(model) is Functional or (
-            isinstance(model, Functional) and type(model).__init__ is Functional.__init__):
-        return
-    raise TypeError(
-        f"{type(model).__name__} is a subclassed Keras model; its layers cannot be cloned with masks. "
-        "Build it with the Functional or Sequential API, or put tf_tradyx.pruning.MaskedLayer "
-        "around its prunable layers yourself.")
-
-
-def _pairs(original, clone):
-    """(original layer, cloned layer) pairs, recursing into nested models."""
-    for a, b in zip(original.layers, clone.layers):
-        if isinstance(a, keras.Model) and isinstance(b, keras.Model):
-            yield from _pairs(a, b)
-        else:
-            yield a, b
-
-
 def matches_skip(layer, skip):
     """True when `layer` is named in `skip` (names or layer classes)."""
     for s in skip:
@@ -174,24 +155,13 @@ def wrap(model, skip=()):
         return fresh
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    for original, cloned in _pairs(model, clone):
+    for original, cloned in layer_pairs(model, clone):
         target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
         target.set_weights(original.get_weights())
     if not any(isinstance(l, MaskedLayer) for l in flatten_layers(clone)):
         raise ValueError("The model has no prunable layer (Conv, DepthwiseConv, SeparableConv, "
                          "Dense) outside `skip`.")
     return clone
-
-
-def flatten_layers(model):
-    """All layers of a model, nested models expanded, in graph order."""
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out.extend(flatten_layers(layer))
-        else:
-            out.append(layer)
-    return out
 
 
 def masked_layers(model):
@@ -208,7 +178,7 @@ def strip(model):
         return inner.__class__.from_config(inner.get_config())
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    for original, cloned in _pairs(model, clone):
+    for original, cloned in layer_pairs(model, clone):
         if isinstance(original, MaskedLayer):
             baked = {id(v): np.asarray(v) * np.asarray(m) for v, m in zip(original.kernels, original.masks)}
             cloned.set_weights([baked.get(id(v), None) if id(v) in baked else np.asarray(v)

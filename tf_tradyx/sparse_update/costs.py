@@ -1,0 +1,276 @@
+"""What updating one input channel costs: the memory units and FLOPs of METHODS.md 1.1.
+
+Why input channels: the weight derivative of input channel c needs only the slice c of the layer's
+input, so dropping a channel saves both its weight gradient and its stored activation map. Per
+sample (batch 1, the model's own input size):
+
+    units(l, c) = C'_l * D_l^2 + H_l * W_l        (weights of the channel + its input map)
+    flops(l, c) = D_l^2 * C'_l * H'_l * W'_l      (multiply-adds of its weight derivative)
+
+C' is the output-channel count (the depth multiplier for a depthwise conv), H * W the map that
+enters the layer before an explicit ZeroPadding2D that only serves it. Dense layers are 1x1 convs
+(H * W = 1 for a flat input). Biases and the classifier head are not counted.
+"""
+
+import dataclasses
+import math
+import re
+
+import keras
+import numpy as np
+from keras import layers
+
+from tf_tradyx import _model_utils
+
+BYTES_PER_UNIT = 4  # float32
+
+SELECTABLE_TYPES = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
+_PASS_THROUGH = (layers.Activation, layers.Softmax, layers.ReLU, layers.Dropout, layers.Flatten,
+                 layers.Reshape, layers.Identity)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+    """The per-channel costs of one selectable layer."""
+    name: str
+    kind: str                 # "conv", "depthwise" or "dense"
+    in_channels: int
+    out_channels: int         # C' (per input channel for depthwise: the depth multiplier)
+    kernel_size: tuple
+    in_hw: int                # H * W of the map entering the layer (before its own padding)
+    out_hw: int               # H' * W'
+
+    @property
+    def weight_units(self):
+        """C' * D^2: kernel elements per input channel."""
+        return self.out_channels * int(np.prod(self.kernel_size))
+
+    @property
+    def units_per_channel(self):
+        """space(l, c) = C' D^2 + H W."""
+        return self.weight_units + self.in_hw
+
+    @property
+    def flops_per_channel(self):
+        """time(l, c) = D^2 C' H' W'."""
+        return self.weight_units * self.out_hw
+
+    @property
+    def full_units(self):
+        return self.units_per_channel * self.in_channels
+
+    @property
+    def full_flops(self):
+        return self.flops_per_channel * self.in_channels
+
+    def as_dict(self):
+        d = dataclasses.asdict(self)
+        d.update(kernel_size=list(self.kernel_size), weight_units=self.weight_units,
+                 units_per_channel=self.units_per_channel, flops_per_channel=self.flops_per_channel)
+        return d
+
+
+class CostTable:
+    """Per-layer costs of a model, in graph order; indexable by layer name."""
+
+    def __init__(self, rows, classifier=None):
+        self.rows = list(rows)
+        self.classifier = classifier
+        self._by_name = {r.name: r for r in self.rows}
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, name):
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not a selectable layer of this model; selectable: "
+                           f"{self.names}") from None
+
+    def __contains__(self, name):
+        return name in self._by_name
+
+    @property
+    def names(self):
+        return [r.name for r in self.rows]
+
+    @property
+    def full_units(self):
+        """Units of full fine-tuning: every selectable weight plus every input map."""
+        return sum(r.full_units for r in self.rows)
+
+    @property
+    def full_flops(self):
+        return sum(r.full_flops for r in self.rows)
+
+    @property
+    def total_weight_units(self):
+        return sum(r.weight_units * r.in_channels for r in self.rows)
+
+    @property
+    def total_activation_units(self):
+        return sum(r.in_hw * r.in_channels for r in self.rows)
+
+    def units(self, selection):
+        """Units of a selection {layer name: channel indices} (or {name: count})."""
+        return sum(self[n].units_per_channel * _count(c) for n, c in selection.items())
+
+    def min_channel_units(self, names=None):
+        names = self.names if names is None else names
+        return min(self[n].units_per_channel for n in names)
+
+    def as_dicts(self):
+        return [r.as_dict() for r in self.rows]
+
+    def __repr__(self):
+        head = f"{'layer':<28}{'kind':<10}{'C':>6}{'C_out':>7}{'HW':>7}{'units/ch':>10}{'flops/ch':>12}"
+        lines = [head] + [
+            f"{r.name:<28}{r.kind:<10}{r.in_channels:>6}{r.out_channels:>7}{r.in_hw:>7}"
+            f"{r.units_per_channel:>10,}{r.flops_per_channel:>12,}" for r in self.rows]
+        lines.append(f"full fine-tuning: {self.full_units:,} units over {len(self.rows)} layers "
+                     f"(classifier {self.classifier!r} not counted)")
+        return "\n".join(lines)
+
+
+def _count(channels):
+    return int(channels) if np.isscalar(channels) else len(channels)
+
+
+def _inner(layer):
+    return getattr(layer, "layer", layer) if getattr(layer, "_tradyx_wrapper", False) else layer
+
+
+def is_selectable(layer):
+    """Conv2D (groups=1, dilation 1), DepthwiseConv2D (dilation 1) and Dense, channels_last."""
+    layer = _inner(layer)
+    if not isinstance(layer, SELECTABLE_TYPES):
+        return False
+    if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
+        if type(layer).__name__ in ("Conv2DTranspose", "SeparableConv2D"):
+            return False
+        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
+            return False
+        if isinstance(layer, layers.Conv2D) and not isinstance(layer, layers.DepthwiseConv2D) \
+                and getattr(layer, "groups", 1) != 1:
+            return False
+    return True
+
+
+def find_classifier(model):
+    """The layer that produces the model's output (walking back through weightless layers)."""
+    if len(model.outputs) != 1:
+        raise ValueError("cost_table needs a single-output model; pass classifier= to name the head.")
+    layer = _producer(model.outputs[0])
+    while layer is not None and not layer.weights and isinstance(layer, _PASS_THROUGH):
+        layer = _producer(layer.input)
+    return layer.name if layer is not None and layer.weights else None
+
+
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history is not None else None
+
+
+def _input_hw(layer):
+    """H * W of the map entering `layer`, before a ZeroPadding2D that serves only this layer."""
+    tensor = layer.input
+    source = _producer(tensor)
+    if isinstance(source, layers.ZeroPadding2D) and len(source._outbound_nodes) == 1:
+        tensor = source.input
+    shape = tuple(tensor.shape)
+    return _static(shape[1:-1], layer)
+
+
+def _static(dims, layer):
+    if any(d is None for d in dims):
+        raise ValueError(f"Layer {layer.name!r} sees an input of unknown size {dims}; costs are per "
+                         "sample at a fixed input size. Build the model on keras.Input((H, W, C)).")
+    return int(math.prod(dims)) if dims else 1
+
+
+def layer_cost(layer):
+    """The `LayerCost` of one built, selectable layer inside a Functional model."""
+    inner = _inner(layer)
+    if not is_selectable(inner):
+        raise ValueError(f"Layer {inner.name!r} ({type(inner).__name__}) is not selectable: supported "
+                         "are Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last, dilation 1.")
+    in_channels = int(layer.input.shape[-1])
+    out_hw = _static(tuple(layer.output.shape)[1:-1], inner)
+    if isinstance(inner, layers.DepthwiseConv2D):
+        kind, c_out = "depthwise", int(inner.depth_multiplier)
+    elif isinstance(inner, layers.Conv2D):
+        kind, c_out = "conv", int(inner.filters)
+    else:
+        kind, c_out = "dense", int(inner.units)
+    kernel = tuple(int(k) for k in inner.kernel_size) if kind != "dense" else (1, 1)
+    return LayerCost(name=inner.name, kind=kind, in_channels=in_channels, out_channels=c_out,
+                     kernel_size=kernel, in_hw=_input_hw(layer), out_hw=out_hw)
+
+
+def cost_table(model, classifier="auto"):
+    """Per-layer costs of every selectable layer of `model` except the classifier.
+
+    Args:
+      model: a built Functional or Sequential model with a fixed input size (a wrapped model too).
+      classifier: the head's layer name, "auto" (the layer producing the output), or None.
+    """
+    _model_utils.check_cloneable(model)
+    if not model.built or not getattr(model, "inputs", None):
+        raise ValueError("cost_table needs a built model with an Input (keras.Input((H, W, C))).")
+    if classifier == "auto":
+        classifier = find_classifier(model)
+    names = {_inner(l).name for l in _model_utils.flatten_layers(model)}
+    if classifier is not None and classifier not in names:
+        raise ValueError(f"classifier {classifier!r} is not a layer of the model.")
+    rows = []
+    for layer in _model_utils.flatten_layers(model):
+        inner = _inner(layer)
+        if inner.name == classifier or not is_selectable(inner):
+            continue
+        if len(layer._inbound_nodes) != 1:
+            raise ValueError(f"Layer {inner.name!r} is called {len(layer._inbound_nodes)} times; "
+                             "shared layers are not supported.")
+        rows.append(layer_cost(layer))
+    if not rows:
+        raise ValueError("The model has no selectable layer (Conv2D, DepthwiseConv2D, Dense) besides "
+                         "the classifier.")
+    return CostTable(rows, classifier=classifier)
+
+
+_BYTES = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(b|kb|kib|mb|mib|units?)?\s*$", re.I)
+_FACTORS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2}
+
+
+def units_from_bytes(nbytes, bytes_per_element=BYTES_PER_UNIT):
+    """Memory units that fit in `nbytes` (one unit = one stored element)."""
+    if not isinstance(nbytes, (int, float, np.integer, np.floating)) or isinstance(nbytes, bool) \
+            or not np.isfinite(nbytes) or nbytes <= 0:
+        raise ValueError(f"nbytes must be a positive number, got {nbytes!r}.")
+    if bytes_per_element <= 0:
+        raise ValueError(f"bytes_per_element must be positive, got {bytes_per_element!r}.")
+    return int(nbytes // bytes_per_element)
+
+
+def parse_budget(value, bytes_per_element=BYTES_PER_UNIT):
+    """A budget in units from an int/float (units) or a string: "27946", "109KiB", "111784B", "2MB"."""
+    if isinstance(value, bool):
+        raise ValueError(f"A budget must be a number of units or a size string, got {value!r}.")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value) or value != int(value):
+            raise ValueError(f"A budget in units must be a whole number, got {value!r}.")
+        return int(value)
+    if isinstance(value, str):
+        m = _BYTES.match(value)
+        if m:
+            number, unit = float(m.group(1)), (m.group(2) or "units").lower()
+            if unit.startswith("unit"):
+                return parse_budget(number)
+            return units_from_bytes(number * _FACTORS[unit], bytes_per_element)
+    raise ValueError(f"Cannot read the budget {value!r}: give units (27946) or bytes with a suffix "
+                     "(111784B, 109KiB, 0.1MB).")

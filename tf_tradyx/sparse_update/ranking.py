@@ -1,0 +1,268 @@
+"""Layer preselection by Reweighted Gradient Norm (RGN), computed once per architecture.
+
+    RGN(l, c) = || dL/dW_l[:, c] ||_2 / units(l, c),     RGN(l) = sum_c RGN(l, c)
+
+`rank_layers` fine-tunes a copy of the model with full gradients for a few epochs and accumulates
+RGN(l) over every step (METHODS.md 1.3). The paper finds the ranking to be a property of the
+architecture, so a `LayerRanking` is saved as JSON keyed by layer name and reused across datasets
+and budgets; `top_k(coverage=0.97)` gives the smallest set of layers holding 97 % of the total.
+"""
+
+import contextlib
+import json
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_tradyx import _model_utils
+from tf_tradyx.sparse_update import costs as costs_lib
+from tf_tradyx.sparse_update import strategies
+from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+
+
+def channel_norms(gradient, kind):
+    """|| g[:, c] ||_2 for each input channel c of a kernel gradient (numpy or tensor)."""
+    g = np.asarray(gradient, np.float64)
+    if kind == "dense":
+        return np.sqrt((g ** 2).sum(axis=1))
+    return np.sqrt((g ** 2).sum(axis=(0, 1, 3)))
+
+
+def _channel_norms_tf(g, kind):
+    axes = [1] if kind == "dense" else [0, 1, 3]
+    return tf.sqrt(tf.reduce_sum(tf.square(g), axis=axes))
+
+
+def as_dataset(data, batch_size=32):
+    """A dataset of (x, y) batches from a dataset or an (x, y) tuple of arrays."""
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
+    raise TypeError(f"data must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple, got "
+                    f"{type(data).__name__}.")
+
+
+def _xy(batch):
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise ValueError("data must yield (x, y) batches (optionally with sample weights).")
+    return batch[0], batch[1]
+
+
+@contextlib.contextmanager
+def dense_gradients(model):
+    """Within this block (eager calls only), wrapped layers compute their ordinary full gradient."""
+    wrappers = [l for l in _model_utils.flatten_layers(model) if isinstance(l, ChannelSparseUpdate)]
+    for w in wrappers:
+        w._dense_gradient = True
+    try:
+        yield
+    finally:
+        for w in wrappers:
+            w._dense_gradient = False
+
+
+def full_kernel_gradients(model, data, layer_names, batches=4, loss=None):
+    """{layer name: kernel gradient summed over `batches` batches}, computed in inference mode."""
+    loss_fn = strategies.loss_function(model, loss)
+    kernels = {}
+    for layer in _model_utils.flatten_layers(model):
+        inner = getattr(layer, "layer", layer) if isinstance(layer, ChannelSparseUpdate) else layer
+        if inner.name in layer_names:
+            kernels[inner.name] = inner.kernel
+    missing = [n for n in layer_names if n not in kernels]
+    if missing:
+        raise ValueError(f"Layers {missing} are not in the model.")
+    names = list(layer_names)
+    total = {n: None for n in names}
+    seen = 0
+    with dense_gradients(model):
+        for batch in as_dataset(data).take(batches):
+            x, y = _xy(batch)
+            with tf.GradientTape() as tape:
+                tape.watch([kernels[n].value for n in names])
+                value = loss_fn(y, model(x, training=False))
+            grads = tape.gradient(value, [kernels[n].value for n in names])
+            for n, g in zip(names, grads):
+                g = np.zeros(kernels[n].shape) if g is None else g.numpy()
+                total[n] = g if total[n] is None else total[n] + g
+            seen += 1
+    if not seen:
+        raise ValueError("data yielded no batch; Det RGN needs at least one.")
+    return total
+
+
+class LayerRanking:
+    """RGN per layer (graph order); `top_k`, JSON `save`/`load`, `plot`."""
+
+    def __init__(self, scores, info=None):
+        if not scores:
+            raise ValueError("A ranking needs at least one layer.")
+        vals = np.asarray(list(scores.values()), np.float64)
+        if not np.all(np.isfinite(vals)) or np.any(vals < 0):
+            raise ValueError("RGN scores must be finite and non-negative; the run that produced them "
+                             "diverged (lower the learning rate) or the file is corrupted.")
+        self.scores = {str(k): float(v) for k, v in scores.items()}
+        self.info = dict(info or {})
+
+    @property
+    def layers(self):
+        """Layer names in graph order."""
+        return list(self.scores)
+
+    @property
+    def ranked(self):
+        """Layer names, highest RGN first."""
+        return sorted(self.scores, key=lambda n: (-self.scores[n], self.layers.index(n)))
+
+    def cumulative(self):
+        """Cumulative share of the total RGN against the number of top-ranked layers."""
+        vals = np.asarray([self.scores[n] for n in self.ranked])
+        total = vals.sum()
+        return np.cumsum(vals) / total if total > 0 else np.linspace(0, 1, len(vals) + 1)[1:]
+
+    def top_k(self, coverage=0.97, k=None):
+        """The smallest top-ranked set holding `coverage` of the total RGN (or exactly `k` layers).
+
+        Returned in graph order.
+        """
+        if k is None:
+            if not 0.0 < coverage <= 1.0:
+                raise ValueError(f"coverage must lie in (0, 1], got {coverage!r}.")
+            k = int(np.searchsorted(self.cumulative(), coverage - 1e-12) + 1)
+        elif not isinstance(k, int) or not 1 <= k <= len(self.scores):
+            raise ValueError(f"k must be an integer in [1, {len(self.scores)}], got {k!r}.")
+        chosen = set(self.ranked[:min(k, len(self.scores))])
+        return [n for n in self.layers if n in chosen]
+
+    def spearman(self, other):
+        """Spearman rank correlation with another ranking over their common layers."""
+        common = [n for n in self.layers if n in other.scores]
+        if len(common) < 2:
+            raise ValueError("The rankings share fewer than two layers.")
+        a = np.argsort(np.argsort([-self.scores[n] for n in common]))
+        b = np.argsort(np.argsort([-other.scores[n] for n in common]))
+        return float(np.corrcoef(a, b)[0, 1])
+
+    def save(self, path):
+        with open(path, "w") as f:
+            json.dump({"format": "tf_tradyx.layer_ranking/1", "rgn": self.scores, "info": self.info},
+                      f, indent=1)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            try:
+                payload = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} is not a layer-ranking JSON file: {e}") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("rgn"), dict):
+            raise ValueError(f"{path} is not a layer-ranking file (no 'rgn' mapping of layer names).")
+        return cls(payload["rgn"], payload.get("info"))
+
+    def check_model(self, model):
+        """Raises ValueError when the ranking names layers the model does not have."""
+        names = costs_lib.cost_table(model).names
+        unknown = [n for n in self.layers if n not in names]
+        if unknown:
+            raise ValueError(f"The ranking names layers that the model lacks: {unknown[:5]}... "
+                             "It was computed for another architecture.")
+
+    def plot(self, path, coverage=0.97):
+        """Writes a PNG of cumulative RGN against the number of top-ranked layers (needs matplotlib)."""
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as e:
+            raise ImportError("ranking.plot needs matplotlib: pip install 'tf_tradyx[plots]'.") from e
+        cum = self.cumulative()
+        k = len(self.top_k(coverage))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(np.arange(1, len(cum) + 1), cum, marker=".")
+        ax.axhline(coverage, color="gray", ls="--", lw=0.8)
+        ax.axvline(k, color="gray", ls=":", lw=0.8)
+        ax.set_xlabel("number of top-ranked layers")
+        ax.set_ylabel("cumulative share of RGN")
+        ax.set_title(f"{self.info.get('model', 'model')}: {k} of {len(cum)} layers hold "
+                     f"{coverage:.0%} of RGN")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+    def __repr__(self):
+        return f"LayerRanking({len(self.scores)} layers, top: {self.ranked[:3]})"
+
+
+def plain_copy(model):
+    """An unwrapped copy of `model` with its weights (wrappers stripped)."""
+    from tf_tradyx.sparse_update import api
+    if api.sparse_layers(model):
+        return api.strip(model)
+    _model_utils.check_cloneable(model)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoch=None,
+                classifier="auto", verbose=1):
+    """Fine-tunes a copy of `model` with full gradients and accumulates RGN per layer.
+
+    Args:
+      model: a Functional/Sequential model (not modified).
+      data: a dataset of (x, y) batches, or an (x, y) tuple of arrays.
+      epochs: passes over `data` (the paper uses a few).
+      loss: defaults to the model's compiled loss, else logits sparse cross-entropy.
+      optimizer: defaults to SGD(0.01) without momentum.
+      steps_per_epoch: cap on batches per epoch.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    work = plain_copy(model)
+    table = costs_lib.cost_table(work, classifier=classifier)
+    loss_fn = strategies.loss_function(model, loss)
+    optimizer = optimizer or keras.optimizers.SGD(0.01)
+    for layer in _model_utils.flatten_layers(work):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    by_name = {l.name: l for l in _model_utils.flatten_layers(work)}
+    kernels = [by_name[r.name].kernel for r in table]
+    units = [r.units_per_channel for r in table]
+    kinds = [r.kind for r in table]
+    train_vars = work.trainable_variables
+    kernel_pos = [next(i for i, v in enumerate(train_vars) if v is k) for k in kernels]
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            value = loss_fn(y, work(x, training=True))
+        grads = tape.gradient(value, train_vars)
+        optimizer.apply_gradients(zip(grads, train_vars))
+        rgn = tf.stack([tf.reduce_sum(_channel_norms_tf(grads[p], kind)) / u
+                        for p, kind, u in zip(kernel_pos, kinds, units)])
+        return value, rgn
+
+    total = np.zeros(len(kernels))
+    steps = 0
+    dataset = as_dataset(data)
+    for epoch in range(epochs):
+        batches = dataset.take(steps_per_epoch) if steps_per_epoch else dataset
+        bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose, stateful_metrics=["loss"])
+        for i, batch in enumerate(batches):
+            x, y = _xy(batch)
+            value, rgn = step(x, y)
+            rgn = rgn.numpy()
+            if not np.all(np.isfinite(rgn)) or not np.isfinite(value.numpy()):
+                raise ValueError(f"The ranking run diverged at epoch {epoch}, step {i} (non-finite "
+                                 "gradients); lower the optimizer's learning rate.")
+            total += rgn
+            steps += 1
+            bar.update(i + 1, [("loss", float(value))])
+    if not steps:
+        raise ValueError("data yielded no batch; rank_layers needs training data.")
+    info = {"model": model.name, "epochs": epochs, "steps": steps,
+            "input_shape": list(model.inputs[0].shape[1:]), "classifier": table.classifier}
+    return LayerRanking({r.name: t for r, t in zip(table, total)}, info)

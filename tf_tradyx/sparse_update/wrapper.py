@@ -1,0 +1,192 @@
+"""`ChannelSparseUpdate`: a layer whose kernel learns only on a sampled set of input channels.
+
+Why a custom gradient rather than a masked one: masking the gradient after a full backward pass (what
+the TraDy paper simulates) still stores the whole input activation and computes every weight
+derivative. Here the forward pass is the layer's own computation, but what it keeps for the backward
+pass is only `x[..., selected]`; the backward pass computes the kernel derivative of those channels
+(zeros elsewhere) and the full input gradient, which needs only the kernel. So the layer's input
+activation can be freed after the forward pass in graph mode (`tf.function`, the default in `fit`).
+
+The selected channel indices live in two non-trainable int32 variables created in `build`
+(`channel_indices`, padded to the channel count, and `num_channels`): resampling assigns them, so it
+never retraces the train function, and a `.keras` file saves the current selection.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from tf_tradyx.sparse_update import costs
+
+
+@keras.saving.register_keras_serializable(package="tf_tradyx")
+class ChannelSparseUpdate(layers.Wrapper):
+    """Wraps Conv2D, DepthwiseConv2D or Dense; only the selected input channels' kernel slices train.
+
+    Args:
+      layer: the layer to wrap (channels_last, dilation 1, groups 1).
+      update_bias: also train the bias (it costs no activation memory); False keeps it frozen, so
+        that only the selected channels change.
+    """
+
+    _tradyx_wrapper = True
+
+    def __init__(self, layer, update_bias=False, **kwargs):
+        if not costs.is_selectable(layer):
+            raise ValueError(
+                f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
+                "Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last with dilation 1.")
+        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+            raise ValueError(f"Layer {layer.name!r} uses LoRA or quantization; not supported.")
+        kwargs.setdefault("name", f"sparse_update_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.update_bias = bool(update_bias)
+        self._traces = 0  # Python executions of `call`: counts graph traces in fit.
+        self._dense_gradient = False  # Set (eagerly) by ranking.dense_gradients for Det RGN.
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        channels = int(input_shape[-1])
+        self.channel_indices = self.add_weight(
+            name="channel_indices", shape=(channels,), dtype="int32", initializer="zeros",
+            trainable=False)
+        self.num_channels = self.add_weight(
+            name="num_channels", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        if self.layer.use_bias:
+            self.layer.bias.trainable = self.update_bias
+        self.built = True
+
+    @property
+    def kernel(self):
+        return self.layer.kernel
+
+    @property
+    def in_channels(self):
+        return int(self.channel_indices.shape[0])
+
+    @property
+    def kind(self):
+        if isinstance(self.layer, layers.DepthwiseConv2D):
+            return "depthwise"
+        return "conv" if isinstance(self.layer, layers.Conv2D) else "dense"
+
+    # Selection ---------------------------------------------------------------------------------
+
+    def set_channels(self, channels):
+        """Selects these input channels (any iterable of distinct ints in [0, in_channels))."""
+        idx = np.asarray(sorted(int(c) for c in channels), dtype=np.int32)
+        if len(np.unique(idx)) != len(idx):
+            raise ValueError(f"{self.layer.name}: channel indices must be distinct, got {list(idx)}.")
+        if len(idx) and (idx[0] < 0 or idx[-1] >= self.in_channels):
+            raise ValueError(f"{self.layer.name}: channel indices must lie in [0, {self.in_channels}), "
+                             f"got {list(idx)}.")
+        padded = np.zeros(self.in_channels, np.int32)
+        padded[:len(idx)] = idx
+        self.channel_indices.assign(padded)
+        self.num_channels.assign(len(idx))
+
+    def get_channels(self):
+        """The selected input channels, sorted (numpy int array)."""
+        n = int(self.num_channels.numpy())
+        return np.asarray(self.channel_indices.numpy()[:n], dtype=np.int64)
+
+    def check_selection(self):
+        """Raises ValueError when the stored selection is malformed (e.g. a corrupted file)."""
+        n = int(self.num_channels.numpy())
+        idx = self.channel_indices.numpy()[:n]
+        if not 0 <= n <= self.in_channels or np.any(idx < 0) or np.any(idx >= self.in_channels) \
+                or len(np.unique(idx)) != n:
+            raise ValueError(f"{self.layer.name}: stored channel selection is invalid "
+                             f"(num_channels={n}, indices={list(idx)}); in_channels={self.in_channels}.")
+
+    # Forward and backward -------------------------------------------------------------------------
+
+    def _linear(self, x, kernel):
+        layer = self.layer
+        if self.kind == "dense":
+            return tf.tensordot(x, kernel, [[x.shape.rank - 1], [0]])
+        strides = (1, *layer.strides, 1)
+        padding = layer.padding.upper()
+        if self.kind == "depthwise":
+            return tf.nn.depthwise_conv2d(x, kernel, strides, padding)
+        return tf.nn.conv2d(x, kernel, strides, padding)
+
+    def _input_grad(self, dy, kernel, x_shape):
+        layer = self.layer
+        if self.kind == "dense":
+            return tf.tensordot(dy, kernel, [[dy.shape.rank - 1], [1]])
+        strides = (1, *layer.strides, 1)
+        padding = layer.padding.upper()
+        if self.kind == "depthwise":
+            return tf.compat.v1.nn.depthwise_conv2d_native_backprop_input(
+                x_shape, kernel, dy, strides, padding)
+        return tf.compat.v1.nn.conv2d_backprop_input(x_shape, kernel, dy, strides, padding)
+
+    def _kernel_grad(self, x_sel, dy, idx, kernel_shape):
+        """d loss / d kernel on the selected input channels, scattered into a zero kernel."""
+        return tf.cond(tf.shape(idx)[0] > 0,
+                       lambda: self._selected_kernel_grad(x_sel, dy, idx, kernel_shape),
+                       lambda: tf.zeros(kernel_shape, dy.dtype))
+
+    def _selected_kernel_grad(self, x_sel, dy, idx, kernel_shape):
+        layer = self.layer
+        n = tf.shape(idx)[0]
+        if self.kind == "dense":
+            c_in = kernel_shape[0]
+            xs = tf.reshape(x_sel, (-1, n))
+            g = tf.matmul(xs, tf.reshape(dy, (-1, kernel_shape[1])), transpose_a=True)
+            return tf.scatter_nd(idx[:, None], g, kernel_shape)
+        kh, kw, c_in, c_out = kernel_shape
+        strides = (1, *layer.strides, 1)
+        padding = layer.padding.upper()
+        if self.kind == "depthwise":
+            # Output channel c * m + j belongs to input channel c.
+            m = c_out
+            dy_sel = tf.reshape(tf.gather(tf.reshape(dy, tf.concat([tf.shape(dy)[:3], [c_in, m]], 0)),
+                                          idx, axis=3), tf.concat([tf.shape(dy)[:3], [n * m]], 0))
+            g = tf.compat.v1.nn.depthwise_conv2d_native_backprop_filter(
+                x_sel, tf.stack([kh, kw, n, m]), dy_sel, strides, padding)
+        else:
+            g = tf.compat.v1.nn.conv2d_backprop_filter(
+                x_sel, tf.stack([kh, kw, n, c_out]), dy, strides, padding)
+        g = tf.scatter_nd(idx[:, None], tf.transpose(g, (2, 0, 1, 3)), (c_in, kh, kw, c_out))
+        return tf.transpose(g, (1, 2, 0, 3))
+
+    def call(self, inputs):
+        self._traces += 1
+        layer = self.layer
+        x = tf.convert_to_tensor(inputs)
+        kernel = tf.cast(tf.convert_to_tensor(layer.kernel), x.dtype)
+        idx = tf.convert_to_tensor(self.channel_indices)[:tf.convert_to_tensor(self.num_channels)]
+        kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+        if self._dense_gradient:
+            return self._finish(self._linear(x, kernel))
+
+        @tf.custom_gradient
+        def sparse_linear(x, kernel):
+            y = self._linear(x, kernel)
+            x_shape = tf.shape(x)
+            x_sel = tf.gather(x, idx, axis=-1)  # All the backward pass keeps of x.
+
+            def grad(dy):
+                return (self._input_grad(dy, kernel, x_shape),
+                        self._kernel_grad(x_sel, dy, idx, kernel_shape))
+
+            return y, grad
+
+        return self._finish(sparse_linear(x, kernel))
+
+    def _finish(self, y):
+        layer = self.layer
+        if layer.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
+        return layer.activation(y) if layer.activation is not None else y
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["update_bias"] = self.update_bias
+        return config
