@@ -59,6 +59,9 @@ class GradientTest(parameterized.TestCase):
         model = small_cnn()
         sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES, strategy="tradi")
         SU.set_selection(sparse, chosen)
+        self.assertEqual([w.input_gradient for w in SU.sparse_layers(sparse)],
+                         [False, True, True, True])  # nothing trains before c1
+        SU.sparse_layers(sparse)[0].input_gradient = True  # to compare the model input's gradient
         x, y, _ = data(8)
         x = tf.constant(x)
         names = CANDIDATES + ["head"]
@@ -87,6 +90,27 @@ class GradientTest(parameterized.TestCase):
             self.assertTrue(np.all(np.take(g, unsel, axis=-2) == 0), name)
             if len(sel):
                 self.assertGreater(np.abs(np.take(d, sel, axis=-2)).sum(), 0)
+
+    def test_no_backward_pass_before_the_earliest_wrapped_layer(self):
+        sparse = SU.wrap(small_cnn(), budget=10_000, layers=["pw", "fc"])
+        self.assertEqual([w.input_gradient for w in SU.sparse_layers(sparse)], [False, True])
+        x, y, _ = data(8)
+        x = tf.constant(x)
+
+        @tf.function
+        def grads():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = LOSS(y, sparse(x, training=False))
+            return tape.gradient(loss, [x] + sparse.trainable_variables)
+
+        g = grads()
+        self.assertIsNone(g[0])
+        self.assertTrue(all(t is not None for t in g[1:]))
+        ops = {op.type for op in grads.get_concrete_function().graph.get_operations()}
+        # Even with the input watched, nothing propagates below 'pw' (c1 and dw are frozen).
+        self.assertNotIn("Conv2DBackpropInput", ops)
+        self.assertNotIn("DepthwiseConv2dNativeBackpropInput", ops)
 
     def test_forward_is_the_layers_own_computation(self):
         model = small_cnn()

@@ -94,6 +94,26 @@ def _set_trainability(model, state, update_bias, train_batchnorm, bias_layers):
             layer.trainable = False
 
 
+def _parents(layer):
+    out = []
+    for node in layer._inbound_nodes[:1]:
+        for parent in node.parent_nodes:
+            out.append(parent.operation)
+    return out
+
+
+def _set_input_gradients(model):
+    """Wrappers with nothing trainable upstream skip their input gradient (no backward below them)."""
+    if any(isinstance(l, keras.Model) for l in model.layers):
+        return  # nested models: keep every input gradient (conservative)
+    upstream = {}
+    for layer in model.layers:
+        upstream[id(layer)] = any(upstream.get(id(p), True) or bool(p.trainable_weights)
+                                  for p in _parents(layer))
+        if isinstance(layer, ChannelSparseUpdate):
+            layer.input_gradient = upstream[id(layer)]
+
+
 def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, scheme=None,
          update_bias=False, train_batchnorm=False, classifier="auto", rgn_batches=4):
     """A clone of `model` ready for memory-budgeted fine-tuning.
@@ -155,6 +175,7 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
                               seed=seed, rng=np.random.default_rng(seed))
     object.__setattr__(clone, _STATE, state)
     _set_trainability(clone, state, update_bias, train_batchnorm, bias_layers)
+    _set_input_gradients(clone)
     if strat.mode == "channels":
         resample(clone, epoch=-1)
     if budget is not None and budget > table.full_units:

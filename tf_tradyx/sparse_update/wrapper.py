@@ -28,11 +28,13 @@ class ChannelSparseUpdate(layers.Wrapper):
       layer: the layer to wrap (channels_last, dilation 1, groups 1).
       update_bias: also train the bias (it costs no activation memory); False keeps it frozen, so
         that only the selected channels change.
+      input_gradient: return the gradient of the layer's input. `wrap` sets False when nothing
+        upstream trains, so layers before the earliest wrapped layer get no backward pass at all.
     """
 
     _tradyx_wrapper = True
 
-    def __init__(self, layer, update_bias=False, **kwargs):
+    def __init__(self, layer, update_bias=False, input_gradient=True, **kwargs):
         if not costs.is_selectable(layer):
             raise ValueError(
                 f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
@@ -42,6 +44,7 @@ class ChannelSparseUpdate(layers.Wrapper):
         kwargs.setdefault("name", f"sparse_update_{layer.name}")
         super().__init__(layer, **kwargs)
         self.update_bias = bool(update_bias)
+        self.input_gradient = bool(input_gradient)
         self._traces = 0  # Python executions of `call`: counts graph traces in fit.
         self._dense_gradient = False  # Set (eagerly) by ranking.dense_gradients for Det RGN.
 
@@ -170,8 +173,8 @@ class ChannelSparseUpdate(layers.Wrapper):
             x_sel = tf.gather(x, idx, axis=-1)  # All the backward pass keeps of x.
 
             def grad(dy):
-                return (self._input_grad(dy, kernel, x_shape),
-                        self._kernel_grad(x_sel, dy, idx, kernel_shape))
+                dx = self._input_grad(dy, kernel, x_shape) if self.input_gradient else None
+                return dx, self._kernel_grad(x_sel, dy, idx, kernel_shape)
 
             return y, grad
 
@@ -189,4 +192,5 @@ class ChannelSparseUpdate(layers.Wrapper):
     def get_config(self):
         config = super().get_config()
         config["update_bias"] = self.update_bias
+        config["input_gradient"] = self.input_gradient
         return config
