@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from tf_tradyx import _model_utils
+from tf_tradyx.sparse_update import compact as compact_lib
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import sampling
 from tf_tradyx.sparse_update import strategies
@@ -115,7 +116,8 @@ def _set_input_gradients(model):
 
 
 def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, scheme=None,
-         update_bias=False, train_batchnorm=False, classifier="auto", rgn_batches=4):
+         update_bias=False, train_batchnorm=False, classifier="auto", rgn_batches=4,
+         compact_activations=True, simulate=False):
     """A clone of `model` ready for memory-budgeted fine-tuning.
 
     Args:
@@ -132,6 +134,10 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
       update_bias: also train the biases of the wrapped layers.
       train_batchnorm: let BatchNormalization layers train (default: frozen, inference mode).
       classifier: the head's name, or "auto" (the layer producing the output). It always trains.
+      compact_activations: replace ReLU/ReLU6 layers (and wrapped layers' relu activations) by
+        `CompactReLU`, whose backward pass keeps a 1-bit mask instead of a float map.
+      simulate: the paper's simulation (full backward pass, masked kernel gradients): identical
+        updates, none of the memory savings. Implies compact_activations=False.
     """
     _model_utils.check_cloneable(model)
     if not model.built:
@@ -160,16 +166,22 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
         raise ValueError(f"seed must be an integer or None, got {seed!r}.")
     wanted = set(candidates)
 
+    compact = bool(compact_activations) and not simulate
+
     def clone_layer(layer):
+        if compact and compact_lib.replaceable_relu(layer) is not False:
+            return compact_lib.CompactReLU(compact_lib.replaceable_relu(layer), name=layer.name)
         fresh = layer.__class__.from_config(layer.get_config())
         if layer.name in wanted:
-            return ChannelSparseUpdate(fresh, update_bias=update_bias)
+            return ChannelSparseUpdate(fresh, update_bias=update_bias, simulate=simulate,
+                                       compact_activation=compact)
         return fresh
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in _model_utils.layer_pairs(model, clone):
         target = cloned.layer if isinstance(cloned, ChannelSparseUpdate) else cloned
-        target.set_weights(original.get_weights())
+        if target.weights or original.weights:
+            target.set_weights(original.get_weights())
     state = SparseUpdateState(strategy=strat, budget=budget, layers=list(candidates),
                               costs=costs_lib.cost_table(clone, classifier=table.classifier),
                               seed=seed, rng=np.random.default_rng(seed))
@@ -382,13 +394,16 @@ def strip(model):
         raise ValueError("The model has no sparse-update wrappers; there is nothing to strip.")
 
     def clone_layer(layer):
+        if isinstance(layer, compact_lib.CompactReLU):
+            return layer.to_keras()
         inner = layer.layer if isinstance(layer, ChannelSparseUpdate) else layer
         return inner.__class__.from_config(inner.get_config())
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in _model_utils.layer_pairs(model, clone):
         source = original.layer if isinstance(original, ChannelSparseUpdate) else original
-        cloned.set_weights(source.get_weights())
+        if source.weights:
+            cloned.set_weights(source.get_weights())
     for layer in _model_utils.flatten_layers(clone):
         layer.trainable = True
     return clone

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from tf_tradyx.sparse_update import compact as compact_lib
 from tf_tradyx.sparse_update import costs
 
 
@@ -30,11 +31,16 @@ class ChannelSparseUpdate(layers.Wrapper):
         that only the selected channels change.
       input_gradient: return the gradient of the layer's input. `wrap` sets False when nothing
         upstream trains, so layers before the earliest wrapped layer get no backward pass at all.
+      simulate: the TraDy paper's simulation instead: an ordinary full backward pass (the whole
+        input is kept), then the kernel gradient is masked to the selected channels. Same numbers,
+        no memory saving; for comparisons.
+      compact_activation: apply a relu/relu6 activation of the layer with a 1-bit backward mask.
     """
 
     _tradyx_wrapper = True
 
-    def __init__(self, layer, update_bias=False, input_gradient=True, **kwargs):
+    def __init__(self, layer, update_bias=False, input_gradient=True, simulate=False,
+                 compact_activation=True, **kwargs):
         if not costs.is_selectable(layer):
             raise ValueError(
                 f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
@@ -45,6 +51,8 @@ class ChannelSparseUpdate(layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.update_bias = bool(update_bias)
         self.input_gradient = bool(input_gradient)
+        self.simulate = bool(simulate)
+        self.compact_activation = bool(compact_activation) and not self.simulate
         self._traces = 0  # Python executions of `call`: counts graph traces in fit.
         self._dense_gradient = False  # Set (eagerly) by ranking.dense_gradients for Det RGN.
 
@@ -165,6 +173,8 @@ class ChannelSparseUpdate(layers.Wrapper):
         kernel_shape = tuple(int(d) for d in layer.kernel.shape)
         if self._dense_gradient:
             return self._finish(self._linear(x, kernel))
+        if self.simulate:
+            return self._finish(self._linear(x, self._masked_gradient(kernel, idx)))
 
         @tf.custom_gradient
         def sparse_linear(x, kernel):
@@ -180,11 +190,29 @@ class ChannelSparseUpdate(layers.Wrapper):
 
         return self._finish(sparse_linear(x, kernel))
 
+    def _masked_gradient(self, kernel, idx):
+        """Identity on the kernel whose gradient is zeroed outside the selected input channels."""
+        channels = self.in_channels
+
+        @tf.custom_gradient
+        def masked(k):
+            def grad(g):
+                keep = tf.scatter_nd(idx[:, None], tf.ones_like(idx, g.dtype), [channels])
+                shape = [1] * (g.shape.rank - 2) + [channels, 1]
+                return g * tf.reshape(keep, shape)
+            return tf.identity(k), grad
+
+        return masked(kernel)
+
     def _finish(self, y):
         layer = self.layer
         if layer.use_bias:
             y = tf.nn.bias_add(y, tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
-        return layer.activation(y) if layer.activation is not None else y
+        if layer.activation is None:
+            return y
+        compact = compact_lib.compact_activation(layer.activation) if self.compact_activation \
+            else None
+        return compact(y) if compact is not None else layer.activation(y)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -193,4 +221,6 @@ class ChannelSparseUpdate(layers.Wrapper):
         config = super().get_config()
         config["update_bias"] = self.update_bias
         config["input_gradient"] = self.input_gradient
+        config["simulate"] = self.simulate
+        config["compact_activation"] = self.compact_activation
         return config

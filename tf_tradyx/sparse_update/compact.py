@@ -1,0 +1,106 @@
+"""ReLU / ReLU6 whose backward pass keeps one bit per element instead of a float activation.
+
+TensorFlow's ReluGrad and Relu6Grad read the float input or output of the activation, so a ReLU
+between two layers of the backward path holds a full float32 copy of its map until the backward pass
+reaches it. Their derivative is only the gate 0 < x (< 6), so here the forward pass packs that gate
+eight elements to a byte (uint8; one byte per element when the channel count is not a multiple of
+8) and the backward pass unpacks it. Forward values and gradients are bit-identical to TensorFlow's.
+"""
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+_POWERS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def pack_bits(mask):
+    """bool (..., C) -> uint8 (..., C // 8) when C % 8 == 0, else uint8 (..., C)."""
+    channels = mask.shape[-1]
+    if channels is None or channels % 8:
+        return tf.cast(mask, tf.uint8)
+    grouped = tf.reshape(tf.cast(mask, tf.int32),
+                         tf.concat([tf.shape(mask)[:-1], [channels // 8, 8]], 0))
+    return tf.cast(tf.reduce_sum(grouped * tf.constant(_POWERS, tf.int32), axis=-1), tf.uint8)
+
+
+def unpack_bits(packed, shape, channels):
+    """Inverse of `pack_bits`: a bool tensor of `shape`."""
+    if channels is None or channels % 8:
+        return tf.cast(packed, tf.bool)
+    bits = tf.bitwise.bitwise_and(packed[..., None], tf.constant(_POWERS, tf.uint8)) > 0
+    return tf.reshape(bits, shape)
+
+
+def compact_relu(x, max_value=None):
+    """relu(x) (or relu6 with max_value=6) with a 1-bit-per-element backward pass."""
+    x = tf.convert_to_tensor(x)
+    channels = x.shape[-1]
+
+    @tf.custom_gradient
+    def relu(x):
+        if max_value is None:
+            y = tf.nn.relu(x)
+            gate = x > 0
+        else:
+            y = tf.nn.relu6(x) if max_value == 6.0 else tf.clip_by_value(x, 0.0, max_value)
+            gate = tf.logical_and(x > 0, x < max_value)
+        packed = pack_bits(gate)
+        shape = tf.shape(x)
+
+        def grad(dy):
+            # The control dependency keeps TensorFlow from unpacking early (in the forward pass),
+            # which would hold a full-size mask until the backward pass.
+            with tf.control_dependencies([dy]):
+                gate = unpack_bits(tf.identity(packed), shape, channels)
+            return tf.where(gate, dy, tf.zeros_like(dy))
+
+        return y, grad
+
+    return relu(x)
+
+
+def compact_activation(activation):
+    """A compact replacement for keras relu / relu6 activations; None for anything else."""
+    name = getattr(activation, "__name__", None)
+    if name == "relu":
+        return compact_relu
+    if name == "relu6":
+        return lambda x: compact_relu(x, 6.0)
+    return None
+
+
+def replaceable_relu(layer):
+    """max_value (None or a float) when `layer` is a plain ReLU/ReLU6 layer, else False."""
+    if isinstance(layer, layers.ReLU):
+        if float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0:
+            return None if layer.max_value is None else float(layer.max_value)
+        return False
+    if isinstance(layer, layers.Activation):
+        name = getattr(layer.activation, "__name__", None)
+        return {"relu": None, "relu6": 6.0}.get(name, False)
+    return False
+
+
+@keras.saving.register_keras_serializable(package="tf_tradyx")
+class CompactReLU(layers.Layer):
+    """ReLU (max_value=None) or clipped ReLU whose gradient keeps a packed bit mask."""
+
+    def __init__(self, max_value=None, **kwargs):
+        super().__init__(**kwargs)
+        if max_value is not None and not float(max_value) > 0:
+            raise ValueError(f"max_value must be positive or None, got {max_value!r}.")
+        self.max_value = None if max_value is None else float(max_value)
+
+    def call(self, inputs):
+        return compact_relu(inputs, self.max_value)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_value": self.max_value}
+
+    def to_keras(self):
+        """The equivalent Keras ReLU layer (for `strip`)."""
+        return layers.ReLU(max_value=self.max_value, name=self.name)
