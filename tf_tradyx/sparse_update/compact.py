@@ -53,7 +53,7 @@ def compact_relu(x, max_value=None):
             # which would hold a full-size mask until the backward pass.
             with tf.control_dependencies([dy]):
                 gate = unpack_bits(tf.identity(packed), shape, channels)
-            return tf.where(gate, dy, tf.zeros_like(dy))
+            return dy * tf.cast(gate, dy.dtype)  # as ReluGrad / Relu6Grad compute it
 
         return y, grad
 

@@ -1,0 +1,174 @@
+"""Peak memory and step time of sparse-update training steps, measured, each in a fresh process.
+
+    python benchmarks/memory.py            # full table (about 15 minutes on 2 cores)
+    python benchmarks/memory.py --quick    # MobileNetV2, batch 64, four configurations
+
+For every configuration a child process builds the wrapped pretrained network, traces the forward
+and train functions, then resets the kernel's peak-RSS counter (/proc/self/clear_refs) and runs
+forward-only steps (training=True, same batch) and then training steps. The training overhead is
+peak RSS during training minus peak RSS during the forward-only steps. Also reported: the mean
+step time and the analytic units, and the bytes the traced backward pass retains
+(tf_tradyx.sparse_update.memory). Writes benchmarks/results/memory.json.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+BUDGETS = {"mbv2-w0.35": [27946, 66592, 93696], "mcunet-in1": [15936, 64832, 112640],
+           "proxyless-w0.3": [25984, 72960, 101376]}
+SCHEMES = {"mbv2-w0.35": "mbv2-w0.35/50kb", "mcunet-in1": "mcunet-in1/50kb",
+           "proxyless-w0.3": "proxyless-w0.3/50kb"}
+RANKINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "rankings")
+
+
+def _peak_kb():
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+
+
+def _reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def child(config):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import tf_tradyx as tx
+    from tf_tradyx.sparse_update import memory
+
+    keras.utils.set_random_seed(0)
+    net, batch = config["net"], config["batch"]
+    model = tx.models.load_pretrained(net, num_classes=10)
+    kwargs = {"strategy": config["strategy"], "seed": 0}
+    if config["strategy"] == "su":
+        kwargs["scheme"] = SCHEMES[net]
+    if config["strategy"] == "tradi":
+        ranking = tx.sparse_update.LayerRanking.load(os.path.join(RANKINGS, f"{net}.json"))
+        kwargs.update(layers=ranking.top_k(0.97), budget=config["budget"],
+                      simulate=config.get("simulate", False))
+    sparse = tx.sparse_update.wrap(model, **kwargs)
+    sparse.compile(keras.optimizers.SGD(0.01),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(-1, 1, (batch, 128, 128, 3)).astype("float32"))
+    y = tf.constant(rng.integers(0, 10, batch))
+    forward = tf.function(lambda t: sparse(t, training=True))
+    forward(x)
+    sparse.train_on_batch(x, y)  # traces the train function
+    _reset_peak()
+    for _ in range(3):
+        forward(x).numpy()
+    peak_forward = _peak_kb()
+    _reset_peak()
+    times = []
+    for _ in range(4):
+        start = time.perf_counter()
+        sparse.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    peak_train = _peak_kb()
+    retained = memory.retained_bytes(sparse, batch_size=batch)
+    eff = tx.sparse_update.efficiency(sparse)
+    return {**config, "peak_forward_mb": peak_forward / 1024, "peak_train_mb": peak_train / 1024,
+            "overhead_mb": (peak_train - peak_forward) / 1024,
+            "step_seconds": float(np.mean(times[1:])), "units": eff.units,
+            "retained_activation_mb": retained["activation"] / 2 ** 20,
+            "retained_mask_mb": retained["mask"] / 2 ** 20}
+
+
+def ensure_rankings(nets):
+    """RGN rankings (1 epoch on the bundled CIFAR-10 sample) for the TraDy layer sets."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.makedirs(RANKINGS, exist_ok=True)
+    todo = [n for n in nets if not os.path.exists(os.path.join(RANKINGS, f"{n}.json"))]
+    if not todo:
+        return
+    import keras
+
+    import tf_tradyx as tx
+    train = tx.data.cifar10_sample("train", shuffle_files=True, seed=0)
+    for net in todo:
+        keras.utils.set_random_seed(0)
+        ds = tx.data.prepare(train, 64, preprocess=tx.models.preprocess(net), cache=True)
+        model = tx.models.load_pretrained(net, num_classes=10)
+        ranking = tx.sparse_update.rank_layers(model, ds, epochs=1, verbose=0)
+        ranking.info["data"] = "bundled CIFAR-10 sample (1,000 images), 1 epoch, SGD 0.01"
+        ranking.save(os.path.join(RANKINGS, f"{net}.json"))
+
+
+def configs(quick):
+    out = []
+    for net in BUDGETS:
+        batches = [64, 128] if net == "mbv2-w0.35" else [64]
+        if quick and net != "mbv2-w0.35":
+            continue
+        for batch in (batches[:1] if quick else batches):
+            base = [("full", None), ("classifier", None), ("bias", None), ("su", None)]
+            budgets = BUDGETS[net] if net == "mbv2-w0.35" else BUDGETS[net][:1]
+            runs = [{"net": net, "batch": batch, "strategy": s, "budget": b} for s, b in base]
+            runs += [{"net": net, "batch": batch, "strategy": "tradi", "budget": b} for b in budgets]
+            runs.append({"net": net, "batch": batch, "strategy": "tradi", "budget": budgets[0],
+                         "simulate": True})
+            if quick:
+                runs = [r for r in runs if r["strategy"] in ("full", "classifier")
+                        or (r["strategy"] == "tradi" and r["budget"] == budgets[0])]
+            out += runs
+    return out
+
+
+def label(r):
+    name = "TraDy simulated" if r.get("simulate") else {"tradi": "TraDy"}.get(r["strategy"],
+                                                                                r["strategy"])
+    return f"{name} @ {r['budget']:,}" if r["strategy"] == "tradi" else name
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    from _common import write_json
+    runs = configs(args.quick)
+    ensure_rankings(sorted({r["net"] for r in runs}))
+    rows = []
+    for r in runs:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(r)],
+                              capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if proc.returncode:
+            raise RuntimeError(f"{r} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"  {rows[-1]['net']} b{rows[-1]['batch']} {label(rows[-1])}: "
+              f"{rows[-1]['overhead_mb']:.1f} MB", flush=True)
+    for row in rows:
+        ref = next(x for x in rows if x["net"] == row["net"] and x["batch"] == row["batch"]
+                   and x["strategy"] == "full")
+        row["overhead_vs_full"] = row["overhead_mb"] / ref["overhead_mb"]
+        row["time_vs_full"] = row["step_seconds"] / ref["step_seconds"]
+    head = (f"{'network':<15}{'batch':>6}  {'configuration':<26}{'units':>10}{'overhead MB':>13}"
+            f"{'x full':>8}{'retained MB':>13}{'step s':>8}{'x full':>8}")
+    print(head)
+    for r in rows:
+        print(f"{r['net']:<15}{r['batch']:>6}  {label(r):<26}{r['units']:>10,}{r['overhead_mb']:>13.1f}"
+              f"{r['overhead_vs_full']:>8.3f}{r['retained_activation_mb'] + r['retained_mask_mb']:>13.2f}"
+              f"{r['step_seconds']:>8.3f}{r['time_vs_full']:>8.3f}")
+    path = write_json("memory_quick.json" if args.quick else "memory.json", {"rows": rows})
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

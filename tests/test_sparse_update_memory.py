@@ -1,0 +1,128 @@
+"""What a sparse-update train step keeps for its backward pass, and that keeping less changes nothing."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tf_tradyx as tx
+from tf_tradyx.sparse_update import compact, memory
+from tests.test_sparse_update import CANDIDATES, LOSS, data, small_cnn
+
+SU = tx.sparse_update
+
+
+def activations(model, batch):
+    return [r for r in memory.retained_tensors(model, batch) if r.kind in ("activation", "mask")]
+
+
+class RetainedTensorTest(parameterized.TestCase):
+
+    def test_tradi_keeps_sampled_channels_and_bit_masks_only(self):
+        sparse = SU.wrap(small_cnn(), budget=10_000, layers=CANDIDATES)
+        SU.set_selection(sparse, {"c1": [2], "dw": [1, 7], "pw": [0], "fc": [0, 3]})
+        kept = activations(sparse, batch=4)
+        gathers = {r.name.split("/")[1]: r for r in kept if r.op_type == "GatherV2"}
+        # Sampled channels of each wrapped layer's input (dw's input is its padded 14x14 map).
+        self.assertEqual(gathers["sparse_update_c1_1"].shape, (4, 12, 12, 1))
+        self.assertEqual(gathers["sparse_update_dw_1"].shape, (4, 14, 14, 2))
+        self.assertEqual(gathers["sparse_update_pw_1"].shape, (4, 6, 6, 1))
+        self.assertEqual(gathers["sparse_update_fc_1"].shape, (4, 2))
+        masks = sorted((r.shape, r.dtype) for r in kept if r.kind == "mask")
+        # ReLU after BN (8 channels -> 1 byte per 8), relu of pw (6 channels) and fc (5): 1 byte each.
+        self.assertEqual(masks, [((4, 5), "uint8"), ((4, 6, 6, 6), "uint8"), ((4, 12, 12, 1), "uint8")])
+        others = [r for r in kept if r.op_type != "GatherV2" and r.kind == "activation"]
+        # Only the classifier's input (4, 5) and the loss's logits gradient (4, 3) remain.
+        self.assertEqual(sorted(r.shape for r in others), [(4, 3), (4, 5)])
+
+    def test_nothing_is_kept_before_the_earliest_wrapped_layer(self):
+        sparse = SU.wrap(small_cnn(), budget=10_000, layers=["pw", "fc"])
+        SU.set_selection(sparse, {"pw": [0, 1, 2, 3, 4, 5, 6, 7], "fc": [1]})
+        names = [r.name for r in memory.retained_tensors(sparse, 4)]
+        for early in ("/c1", "/bn", "/re_lu", "/dw", "x:0"):
+            self.assertFalse([n for n in names if early in n or n == early], early)
+        kept = activations(sparse, 4)
+        self.assertEqual(sum(r.nbytes for r in kept if r.op_type == "GatherV2"),
+                         4 * 6 * 6 * 8 * 4 + 4 * 1 * 4)
+
+    def test_simulated_and_plain_activations_keep_full_maps(self):
+        def total(model):
+            return sum(r.nbytes for r in activations(model, 4))
+
+        chosen = {"dw": [1], "pw": [0], "fc": [0]}
+        sizes = {}
+        for mode, kwargs in (("tradi", {}), ("plain_relu", {"compact_activations": False}),
+                             ("simulated", {"simulate": True})):
+            sparse = SU.wrap(small_cnn(), budget=10_000, layers=CANDIDATES, **kwargs)
+            SU.set_selection(sparse, chosen)
+            sizes[mode] = total(sparse)
+        # The simulation holds the input (4x12x12x3), the ReLU map, the padded dw input...
+        self.assertGreater(sizes["simulated"], 8 * sizes["tradi"])
+        # Without compact ReLUs the float ReLU map (4*12*12*8 floats) comes back.
+        self.assertGreaterEqual(sizes["plain_relu"] - sizes["tradi"], 4 * 12 * 12 * 8 * 4 - 4 * 144)
+
+    def test_pretrained_mbv2_rules(self):
+        model = tx.models.load_pretrained("mbv2-w0.35", num_classes=10)
+        names = SU.cost_table(model).names
+        sparse = SU.wrap(model, budget=27_946, layers=names[20:], seed=0)
+        kept = activations(sparse, batch=2)
+        by_wrapper = {w.name: w for w in SU.sparse_layers(sparse)}
+        for r in kept:
+            if r.kind == "mask":
+                self.assertEqual(r.dtype, "uint8")
+            elif r.op_type == "GatherV2":
+                wrapper = by_wrapper[r.name.split("/")[1][:-2]]
+                self.assertEqual(r.shape[-1], len(wrapper.get_channels()))
+            else:  # classifier input (2, 112) and logits gradient (2, 10)
+                self.assertLessEqual(np.prod(r.shape), 2 * 112, r)
+        # Masks are packed 8 per byte: their bytes are 1/32 of the float maps they replace.
+        mask_bytes = sum(r.nbytes for r in kept if r.kind == "mask")
+        plain = SU.wrap(model, budget=27_946, layers=names[20:], seed=0, compact_activations=False)
+        relu_bytes = sum(r.nbytes for r in activations(plain, 2) if r.op_type in ("Relu6", "Relu"))
+        self.assertEqual(mask_bytes * 32, relu_bytes)
+
+
+class SameResultsTest(parameterized.TestCase):
+
+    def test_compact_plain_and_simulated_train_identically(self):
+        _, _, ds = data()
+        weights = {}
+        for mode, kwargs in (("tradi", {}), ("plain_relu", {"compact_activations": False}),
+                             ("simulated", {"simulate": True})):
+            keras.utils.set_random_seed(7)
+            sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES, seed=5, **kwargs)
+            sparse.compile(keras.optimizers.SGD(0.1, momentum=0.9), LOSS)
+            history = sparse.fit(ds, epochs=3, verbose=0, callbacks=[SU.ChannelResampler()])
+            weights[mode] = ([v.numpy() for v in sparse.weights], history.history["loss"])
+        for mode in ("plain_relu", "simulated"):
+            np.testing.assert_allclose(weights[mode][1], weights["tradi"][1], rtol=1e-5)
+            for a, b in zip(weights[mode][0], weights["tradi"][0]):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    @settings(max_examples=30, deadline=None)
+    @given(channels=st.integers(1, 40), seed=st.integers(0, 1000), max_value=st.sampled_from([None, 6.0]))
+    def test_compact_relu_equals_tensorflow_relu(self, channels, seed, max_value):
+        x = tf.constant(np.random.default_rng(seed).normal(0, 4, (3, 5, channels)).astype("float32"))
+        x = tf.tensor_scatter_nd_update(x, [[0, 0, 0]], [0.0])  # exercise the boundary at 0
+        dy = tf.constant(np.random.default_rng(seed + 1).normal(size=x.shape).astype("float32"))
+        ref = tf.nn.relu if max_value is None else tf.nn.relu6
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y1, y2 = compact.compact_relu(x, max_value), ref(x)
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(tape.gradient(y1, x, dy), tape.gradient(y2, x, dy))
+        gate = x > 0
+        packed = compact.pack_bits(gate)
+        self.assertEqual(packed.shape[-1], channels // 8 if channels % 8 == 0 else channels)
+        np.testing.assert_array_equal(compact.unpack_bits(packed, tf.shape(gate), channels), gate)
+
+    def test_strip_turns_compact_relus_back_into_keras_relus(self):
+        model = small_cnn()
+        sparse = SU.wrap(model, budget=400, layers=CANDIDATES)
+        self.assertTrue(any(isinstance(l, compact.CompactReLU) for l in sparse.layers))
+        plain = SU.strip(sparse)
+        self.assertFalse(any(isinstance(l, compact.CompactReLU) for l in plain.layers))
+        x, _, _ = data(4)
+        np.testing.assert_allclose(plain(x), model(x), rtol=1e-6)
