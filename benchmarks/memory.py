@@ -1,13 +1,15 @@
 """Peak memory and step time of sparse-update training steps, measured, each in a fresh process.
 
-    python benchmarks/memory.py            # full table (about 15 minutes on 2 cores)
+    python benchmarks/memory.py            # full table (about 20 minutes on 2 cores)
     python benchmarks/memory.py --quick    # MobileNetV2, batch 64, four configurations
 
 For every configuration a child process builds the wrapped pretrained network, traces the forward
 and train functions, then resets the kernel's peak-RSS counter (/proc/self/clear_refs) and runs
 forward-only steps (training=True, same batch) and then training steps. The training overhead is
-peak RSS during training minus peak RSS during the forward-only steps. Also reported: the mean
-step time and the analytic units, and the bytes the traced backward pass retains
+peak RSS during training minus peak RSS during the forward-only steps; the same difference is
+also taken from TensorFlow's own allocator statistics (BFC allocator on the CPU, exact tensor
+bytes), which is free of malloc noise. Also reported: the mean
+step time (a third process, TensorFlow's default threads and allocator) and the analytic units, and the bytes the traced backward pass retains
 (tf_tradyx.sparse_update.memory). Writes benchmarks/results/memory.json.
 """
 
@@ -39,8 +41,27 @@ def _reset_peak():
         f.write("5")
 
 
+def _tensor_peak():
+    import tensorflow as tf
+    try:
+        return tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    except ValueError:
+        return 0
+
+
+def _reset_tensor_peak():
+    import tensorflow as tf
+    try:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+    except ValueError:
+        pass
+
+
 def child(config):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's BFC allocator on the CPU keeps exact statistics of tensor memory.
+    if config.get("allocator") == "bfc":
+        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
     import keras
     import numpy as np
     import tensorflow as tf
@@ -48,6 +69,10 @@ def child(config):
     import tf_tradyx as tx
     from tf_tradyx.sparse_update import memory
 
+    if config.get("allocator") != "default":
+        # One inter-op thread: ops run one after another, so the peak reflects what is kept, not
+        # which independent ops happened to overlap. Intra-op threads stay at their default.
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(0)
     net, batch = config["net"], config["batch"]
     model = tx.models.load_pretrained(net, num_classes=10)
@@ -68,20 +93,25 @@ def child(config):
     forward(x)
     sparse.train_on_batch(x, y)  # traces the train function
     _reset_peak()
+    _reset_tensor_peak()
     for _ in range(3):
         forward(x).numpy()
-    peak_forward = _peak_kb()
+    peak_forward, tensors_forward = _peak_kb(), _tensor_peak()
     _reset_peak()
+    _reset_tensor_peak()
     times = []
     for _ in range(4):
         start = time.perf_counter()
         sparse.train_on_batch(x, y)
         times.append(time.perf_counter() - start)
-    peak_train = _peak_kb()
+    peak_train, tensors_train = _peak_kb(), _tensor_peak()
     retained = memory.retained_bytes(sparse, batch_size=batch)
     eff = tx.sparse_update.efficiency(sparse)
     return {**config, "peak_forward_mb": peak_forward / 1024, "peak_train_mb": peak_train / 1024,
             "overhead_mb": (peak_train - peak_forward) / 1024,
+            "tensor_peak_forward_mb": tensors_forward / 2 ** 20,
+            "tensor_peak_train_mb": tensors_train / 2 ** 20,
+            "tensor_overhead_mb": (tensors_train - tensors_forward) / 2 ** 20,
             "step_seconds": float(np.mean(times[1:])), "units": eff.units,
             "retained_activation_mb": retained["activation"] / 2 ** 20,
             "retained_mask_mb": retained["mask"] / 2 ** 20}
@@ -146,25 +176,48 @@ def main():
     ensure_rankings(sorted({r["net"] for r in runs}))
     rows = []
     for r in runs:
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(r)],
-                              capture_output=True, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        if proc.returncode:
-            raise RuntimeError(f"{r} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"  {rows[-1]['net']} b{rows[-1]['batch']} {label(rows[-1])}: "
-              f"{rows[-1]['overhead_mb']:.1f} MB", flush=True)
+        # Peak RSS with glibc's mmap threshold fixed at 128 KiB: every large tensor is its own
+        # mapping, returned to the system when freed, so RSS follows live memory instead of
+        # malloc's caching. A second process reads TensorFlow's BFC allocator statistics.
+        # Step time comes from a third process with TensorFlow's default setup, as users run it.
+        result = {}
+        for allocator in ("malloc", "bfc", "default"):
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            if allocator == "malloc":
+                env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+            proc = subprocess.run([sys.executable, __file__, "--child",
+                                   json.dumps({**r, "allocator": allocator})],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode:
+                raise RuntimeError(f"{r} failed:\n{proc.stderr[-3000:]}")
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            if allocator == "malloc":
+                result = out
+            elif allocator == "bfc":
+                result.update({k: v for k, v in out.items() if k.startswith("tensor_")})
+            else:
+                result["step_seconds"] = out["step_seconds"]
+        result.pop("allocator", None)
+        rows.append(result)
+        print(f"  {rows[-1]['net']} b{rows[-1]['batch']} {label(rows[-1])}: RSS "
+              f"{rows[-1]['overhead_mb']:.1f} MB, tensors {rows[-1]['tensor_overhead_mb']:.1f} MB",
+              flush=True)
     for row in rows:
         ref = next(x for x in rows if x["net"] == row["net"] and x["batch"] == row["batch"]
                    and x["strategy"] == "full")
-        row["overhead_vs_full"] = row["overhead_mb"] / ref["overhead_mb"]
+        row["overhead_vs_full"] = row["overhead_mb"] / max(ref["overhead_mb"], 1e-9)
+        row["tensor_overhead_vs_full"] = row["tensor_overhead_mb"] / max(ref["tensor_overhead_mb"],
+                                                                          1e-9)
         row["time_vs_full"] = row["step_seconds"] / ref["step_seconds"]
-    head = (f"{'network':<15}{'batch':>6}  {'configuration':<26}{'units':>10}{'overhead MB':>13}"
-            f"{'x full':>8}{'retained MB':>13}{'step s':>8}{'x full':>8}")
+    head = (f"{'network':<15}{'batch':>6}  {'configuration':<26}{'units':>10}{'RSS ovh MB':>11}"
+            f"{'x full':>8}{'tensor ovh MB':>14}{'x full':>8}{'retained MB':>12}{'step s':>8}"
+            f"{'x full':>8}")
     print(head)
     for r in rows:
-        print(f"{r['net']:<15}{r['batch']:>6}  {label(r):<26}{r['units']:>10,}{r['overhead_mb']:>13.1f}"
-              f"{r['overhead_vs_full']:>8.3f}{r['retained_activation_mb'] + r['retained_mask_mb']:>13.2f}"
+        print(f"{r['net']:<15}{r['batch']:>6}  {label(r):<26}{r['units']:>10,}{r['overhead_mb']:>11.1f}"
+              f"{r['overhead_vs_full']:>8.3f}{r['tensor_overhead_mb']:>14.1f}"
+              f"{r['tensor_overhead_vs_full']:>8.3f}"
+              f"{r['retained_activation_mb'] + r['retained_mask_mb']:>12.2f}"
               f"{r['step_seconds']:>8.3f}{r['time_vs_full']:>8.3f}")
     path = write_json("memory_quick.json" if args.quick else "memory.json", {"rows": rows})
     print("wrote", path)

@@ -47,13 +47,18 @@ def compact_relu(x, max_value=None):
             gate = tf.logical_and(x > 0, x < max_value)
         packed = pack_bits(gate)
         shape = tf.shape(x)
+        # The forward pass continues only once the mask is packed, so x is freed now, not when
+        # a scheduler gets round to packing it.
+        with tf.control_dependencies([packed]):
+            y = tf.identity(y)
 
         def grad(dy):
             # The control dependency keeps TensorFlow from unpacking early (in the forward pass),
             # which would hold a full-size mask until the backward pass.
             with tf.control_dependencies([dy]):
                 gate = unpack_bits(tf.identity(packed), shape, channels)
-            return dy * tf.cast(gate, dy.dtype)  # as ReluGrad / Relu6Grad compute it
+            # A scalar zero: no full-size temporary besides the result.
+            return tf.where(gate, dy, tf.zeros((), dy.dtype))
 
         return y, grad
 

@@ -181,6 +181,8 @@ class ChannelSparseUpdate(layers.Wrapper):
             y = self._linear(x, kernel)
             x_shape = tf.shape(x)
             x_sel = tf.gather(x, idx, axis=-1)  # All the backward pass keeps of x.
+            with tf.control_dependencies([x_sel]):  # gather now, so x can be freed now
+                y = tf.identity(y)
 
             def grad(dy):
                 dx = self._input_grad(dy, kernel, x_shape) if self.input_gradient else None
