@@ -233,10 +233,7 @@ class CostTest(parameterized.TestCase):
         # Channels are the largest-norm ones of each layer.
         for w in SU.sparse_layers(sparse):
             chosen = SU.selection(sparse).get(w.layer.name, [])
-            norms = SU.strategies.channel_weight_norms(w.kernel, w.kind) if hasattr(SU, "strategies") \
-                else None
-            from tf_tradyx.sparse_update.strategies import channel_weight_norms
-            norms = channel_weight_norms(w.kernel, w.kind)
+            norms = SU.strategies.channel_weight_norms(w.kernel, w.kind)
             if len(chosen):
                 rest = np.setdiff1d(np.arange(w.in_channels), chosen)
                 if len(rest):
@@ -401,6 +398,29 @@ class FitTest(parameterized.TestCase):
                 expected.setdefault(name, []).append(c)
         got = {k: v.tolist() for k, v in SU.selection(sparse).items()}
         self.assertEqual(got, {k: sorted(v) for k, v in expected.items()})
+
+    def test_user_defined_strategy_and_its_budget_check(self):
+        class LargestNormFirstLayer(SU.Strategy):
+            dynamic = False
+
+            def select(self, context):
+                w = [w for w in SU.sparse_layers(context.model) if w.layer.name == context.layers[0]][0]
+                norms = SU.strategies.channel_weight_norms(w.kernel, w.kind)
+                return {w.layer.name: np.argsort(-norms)[:2]}
+
+        model = small_cnn()
+        sparse = SU.wrap(model, budget=400, layers=["pw", "fc"], strategy=LargestNormFirstLayer())
+        norms = np.sqrt((model.get_layer("pw").kernel.numpy() ** 2).sum(axis=(0, 1, 3)))
+        self.assertEqual({k: v.tolist() for k, v in SU.selection(sparse).items()},
+                         {"pw": sorted(np.argsort(-norms)[:2].tolist())})
+        self.assertEqual(SU.efficiency(sparse).units, 2 * 42)
+
+        class Greedy(SU.Strategy):
+            def select(self, context):
+                return {n: np.arange(context.costs[n].in_channels) for n in context.layers}
+
+        with pytest.raises(ValueError, match="over the budget"):
+            SU.wrap(model, budget=100, layers=["pw"], strategy=Greedy())
 
     def test_weight_decay_is_refused_unless_excluded(self):
         sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES)
