@@ -33,8 +33,7 @@ class SparseUpdateState:
     budget: object
     layers: list
     costs: object
-    seed: object
-    rng: np.random.Generator
+    seed: int
     epoch: int = -1
     resamples: int = 0
 
@@ -103,6 +102,12 @@ def _parents(layer):
     return out
 
 
+def _seed(seed):
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % (2 ** 63))
+    return int(seed)
+
+
 def _set_input_gradients(model):
     """Wrappers with nothing trainable upstream skip their input gradient (no backward below them)."""
     if any(isinstance(l, keras.Model) for l in model.layers):
@@ -162,8 +167,9 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
     bias_layers = set(strat.bias_layer_names(table)) if hasattr(strat, "bias_layer_names") else set()
     if strat.mode == "bias":
         bias_layers = set(table.names)
-    if isinstance(seed, bool) or not (seed is None or isinstance(seed, (int, np.integer))):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}.")
+    if isinstance(seed, bool) or not (seed is None or isinstance(seed, (int, np.integer))) or (
+            seed is not None and seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
     wanted = set(candidates)
 
     compact = bool(compact_activations) and not simulate
@@ -184,7 +190,7 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
             target.set_weights(original.get_weights())
     state = SparseUpdateState(strategy=strat, budget=budget, layers=list(candidates),
                               costs=costs_lib.cost_table(clone, classifier=table.classifier),
-                              seed=seed, rng=np.random.default_rng(seed))
+                              seed=_seed(seed))
     object.__setattr__(clone, _STATE, state)
     _set_trainability(clone, state, update_bias, train_batchnorm, bias_layers)
     _set_input_gradients(clone)
@@ -213,8 +219,7 @@ def attach(model, budget=None, strategy="tradi", seed=0, data=None, scheme=None,
             raise ValueError(f"Strategy {strat.name!r} needs budget=.")
         sampling.check_budget(table, names, budget)
     object.__setattr__(model, _STATE, SparseUpdateState(
-        strategy=strat, budget=budget, layers=names, costs=table, seed=seed,
-        rng=np.random.default_rng(seed)))
+        strategy=strat, budget=budget, layers=names, costs=table, seed=_seed(seed)))
     return model
 
 
@@ -256,9 +261,13 @@ def resample(model, epoch=None, optimizer="auto"):
     state = state_of(model)
     if state.strategy.mode != "channels":
         return selection(model)
+    epoch = state.epoch + 1 if epoch is None else epoch
     context = strategies.SelectionContext(model=model, costs=state.costs, layers=state.layers,
-                                          budget=state.budget, rng=state.rng,
-                                          epoch=state.epoch + 1 if epoch is None else epoch)
+                                          budget=state.budget, rng=None,
+                                          epoch=epoch)
+    # Each epoch's draw depends only on (seed, epoch): a run resumed at epoch e samples exactly
+    # what the uninterrupted run sampled there.
+    context.rng = np.random.default_rng([state.seed, epoch + 1])
     chosen = _validate(state.strategy.select(context), state)
     set_selection(model, chosen, optimizer=optimizer)
     state.epoch = context.epoch
