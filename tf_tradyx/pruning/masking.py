@@ -73,6 +73,8 @@ def _attribute_of(layer, variable):
 class MaskedLayer(layers.Wrapper):
     """Multiplies each prunable kernel of the wrapped layer by a 0/1 mask in the forward pass."""
 
+    _tradyx_wrapper = True
+
     def __init__(self, layer, **kwargs):
         if not is_prunable(layer):
             raise ValueError(f"Cannot mask layer {layer.name!r} ({type(layer).__name__}): it has no "

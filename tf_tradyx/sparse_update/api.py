@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from tf_tradyx import _model_utils
+from tf_tradyx.pruning.masking import MaskedLayer
 from tf_tradyx.sparse_update import compact as compact_lib
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import sampling
@@ -36,6 +37,7 @@ class SparseUpdateState:
     seed: int
     epoch: int = -1
     resamples: int = 0
+    count_pruned: bool = True
 
 
 def sparse_layers(model):
@@ -81,7 +83,7 @@ def _set_trainability(model, state, update_bias, train_batchnorm, bias_layers):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = bool(train_batchnorm)
             continue
-        if layer.name == classifier:
+        if costs_lib._inner(layer).name == classifier:
             layer.trainable = True
             continue
         if mode == "full" and layer.weights:
@@ -122,7 +124,7 @@ def _set_input_gradients(model):
 
 def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, scheme=None,
          update_bias=False, train_batchnorm=False, classifier="auto", rgn_batches=4,
-         compact_activations=True, simulate=False):
+         compact_activations=True, simulate=False, count_pruned=True):
     """A clone of `model` ready for memory-budgeted fine-tuning.
 
     Args:
@@ -143,6 +145,9 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
         `CompactReLU`, whose backward pass keeps a 1-bit mask instead of a float map.
       simulate: the paper's simulation (full backward pass, masked kernel gradients): identical
         updates, none of the memory savings. Implies compact_activations=False.
+      count_pruned: for a pruned model (layers in `tx.pruning.MaskedLayer`): True charges a
+        channel for all its weights, False only for its unpruned ones. Masks stay enforced either
+        way; `efficiency` reports both counts.
     """
     _model_utils.check_cloneable(model)
     if not model.built:
@@ -161,7 +166,7 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
         if budget is None:
             raise ValueError(f"Strategy {strat.name!r} needs budget= (memory units; "
                              f"full fine-tuning of this model costs {table.full_units:,}).")
-        sampling.check_budget(table, candidates, budget)
+        sampling.check_budget(table, candidates, budget, count_pruned)
     elif budget is not None and budget <= 0:
         raise ValueError(f"budget must be positive, got {budget}.")
     bias_layers = set(strat.bias_layer_names(table)) if hasattr(strat, "bias_layer_names") else set()
@@ -177,20 +182,26 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
     def clone_layer(layer):
         if compact and compact_lib.replaceable_relu(layer) is not False:
             return compact_lib.CompactReLU(compact_lib.replaceable_relu(layer), name=layer.name)
-        fresh = layer.__class__.from_config(layer.get_config())
-        if layer.name in wanted:
+        inner = costs_lib._inner(layer)
+        if inner.name in wanted:
+            fresh = inner.__class__.from_config(inner.get_config())
             return ChannelSparseUpdate(fresh, update_bias=update_bias, simulate=simulate,
-                                       compact_activation=compact)
-        return fresh
+                                       compact_activation=compact,
+                                       kernel_mask=isinstance(layer, MaskedLayer))
+        return layer.__class__.from_config(layer.get_config())
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in _model_utils.layer_pairs(model, clone):
-        target = cloned.layer if isinstance(cloned, ChannelSparseUpdate) else cloned
-        if target.weights or original.weights:
-            target.set_weights(original.get_weights())
+        if isinstance(cloned, ChannelSparseUpdate):
+            source = costs_lib._inner(original)
+            cloned.layer.set_weights(source.get_weights())
+            if isinstance(original, MaskedLayer):
+                cloned.kernel_mask.assign(original.masks[0])
+        elif cloned.weights or original.weights:
+            cloned.set_weights(original.get_weights())
     state = SparseUpdateState(strategy=strat, budget=budget, layers=list(candidates),
                               costs=costs_lib.cost_table(clone, classifier=table.classifier),
-                              seed=_seed(seed))
+                              seed=_seed(seed), count_pruned=bool(count_pruned))
     object.__setattr__(clone, _STATE, state)
     _set_trainability(clone, state, update_bias, train_batchnorm, bias_layers)
     _set_input_gradients(clone)
@@ -236,7 +247,7 @@ def _validate(selection, state):
                              f"{row.in_channels}).")
         if len(idx):
             out[name] = np.sort(idx)
-    units = state.costs.units(out)
+    units = state.costs.units(out, state.count_pruned)
     if state.strategy.budgeted and state.budget is not None and units > state.budget:
         raise ValueError(f"Strategy {state.strategy.name!r} selected {units} units, over the budget "
                          f"of {state.budget}.")
@@ -268,6 +279,7 @@ def resample(model, epoch=None, optimizer="auto"):
     # Each epoch's draw depends only on (seed, epoch): a run resumed at epoch e samples exactly
     # what the uninterrupted run sampled there.
     context.rng = np.random.default_rng([state.seed, epoch + 1])
+    context.count_pruned = state.count_pruned
     chosen = _validate(state.strategy.select(context), state)
     set_selection(model, chosen, optimizer=optimizer)
     state.epoch = context.epoch
@@ -360,6 +372,9 @@ class Efficiency:
     activation_sparsity: float
     weight_derivative_sparsity: float
     weight_derivative_flops_saved: float
+    units_all_weights: int = 0       # a selected channel charged for all its weights
+    units_unpruned_weights: int = 0  # ... only for its unpruned ones (differs on pruned models)
+    count_pruned: bool = True        # which of the two `units` (and the budget) uses
 
     @property
     def budget_used(self):
@@ -386,9 +401,13 @@ def efficiency(model):
     sel_w = sum(table[n].weight_units * len(c) for n, c in chosen.items())
     sel_a = sum(table[n].in_hw * len(c) for n, c in chosen.items())
     sel_f = sum(table[n].flops_per_channel * len(c) for n, c in chosen.items())
+    count_pruned = state.count_pruned if state is not None else True
     return Efficiency(
         strategy=state.strategy.name if state is not None else "unknown",
-        units=int(table.units(chosen)), budget=state.budget if state is not None else None,
+        units=int(table.units(chosen, count_pruned)),
+        budget=state.budget if state is not None else None,
+        units_all_weights=int(table.units(chosen, True)),
+        units_unpruned_weights=int(table.units(chosen, False)), count_pruned=count_pruned,
         full_units=int(table.full_units), channels=int(sum(len(c) for c in chosen.values())),
         layers_updated=len(chosen),
         activation_sparsity=1.0 - sel_a / table.total_activation_units,
@@ -405,14 +424,21 @@ def strip(model):
     def clone_layer(layer):
         if isinstance(layer, compact_lib.CompactReLU):
             return layer.to_keras()
-        inner = layer.layer if isinstance(layer, ChannelSparseUpdate) else layer
-        return inner.__class__.from_config(inner.get_config())
+        if isinstance(layer, ChannelSparseUpdate):
+            fresh = layer.layer.__class__.from_config(layer.layer.get_config())
+            # A pruned layer goes back into its pruning mask (tx.pruning.strip bakes it in).
+            return MaskedLayer(fresh) if layer.kernel_mask is not None else fresh
+        return layer.__class__.from_config(layer.get_config())
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in _model_utils.layer_pairs(model, clone):
-        source = original.layer if isinstance(original, ChannelSparseUpdate) else original
-        if source.weights:
-            cloned.set_weights(source.get_weights())
+        if isinstance(original, ChannelSparseUpdate):
+            target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
+            target.set_weights(original.layer.get_weights())
+            if isinstance(cloned, MaskedLayer):
+                cloned.masks[0].assign(original.kernel_mask)
+        elif original.weights:
+            cloned.set_weights(original.get_weights())
     for layer in _model_utils.flatten_layers(clone):
         layer.trainable = True
     return clone

@@ -39,6 +39,7 @@ class LayerCost:
     kernel_size: tuple
     in_hw: int                # H * W of the map entering the layer (before its own padding)
     out_hw: int               # H' * W'
+    alive: tuple = None       # unpruned weights per input channel (pruned models), else None
 
     @property
     def weight_units(self):
@@ -59,12 +60,19 @@ class LayerCost:
     def full_units(self):
         return self.units_per_channel * self.in_channels
 
+    def channel_units(self, count_pruned=True):
+        """Units of each input channel; with count_pruned=False only unpruned weights count."""
+        if count_pruned or self.alive is None:
+            return np.full(self.in_channels, self.units_per_channel, np.int64)
+        return np.asarray(self.alive, np.int64) + self.in_hw
+
     @property
     def full_flops(self):
         return self.flops_per_channel * self.in_channels
 
     def as_dict(self):
         d = dataclasses.asdict(self)
+        d["alive"] = None if self.alive is None else list(self.alive)
         d.update(kernel_size=list(self.kernel_size), weight_units=self.weight_units,
                  units_per_channel=self.units_per_channel, flops_per_channel=self.flops_per_channel)
         return d
@@ -115,13 +123,19 @@ class CostTable:
     def total_activation_units(self):
         return sum(r.in_hw * r.in_channels for r in self.rows)
 
-    def units(self, selection):
-        """Units of a selection {layer name: channel indices} (or {name: count})."""
-        return sum(self[n].units_per_channel * _count(c) for n, c in selection.items())
+    def units(self, selection, count_pruned=True):
+        """Units of a selection {layer name: channel indices} (or {name: count} when dense)."""
+        total = 0
+        for n, c in selection.items():
+            if np.isscalar(c):
+                total += self[n].units_per_channel * int(c)
+            else:
+                total += int(self[n].channel_units(count_pruned)[np.asarray(c, np.int64)].sum())
+        return total
 
-    def min_channel_units(self, names=None):
+    def min_channel_units(self, names=None, count_pruned=True):
         names = self.names if names is None else names
-        return min(self[n].units_per_channel for n in names)
+        return min(int(self[n].channel_units(count_pruned).min()) for n in names)
 
     def as_dicts(self):
         return [r.as_dict() for r in self.rows]
@@ -141,7 +155,20 @@ def _count(channels):
 
 
 def _inner(layer):
+    """The layer inside a tf_tradyx wrapper (sparse update or pruning mask), else the layer."""
     return getattr(layer, "layer", layer) if getattr(layer, "_tradyx_wrapper", False) else layer
+
+
+def _alive(layer):
+    """Unpruned weights per input channel of a masked layer, else None."""
+    mask = getattr(layer, "kernel_mask", None)
+    if mask is None and getattr(layer, "masks", None):
+        mask = layer.masks[0]
+    if mask is None:
+        return None
+    m = np.asarray(mask) != 0
+    axes = tuple(i for i in range(m.ndim) if i != m.ndim - 2)
+    return tuple(int(v) for v in m.sum(axis=axes))
 
 
 def is_selectable(layer):
@@ -167,7 +194,7 @@ def find_classifier(model):
     layer = _producer(model.outputs[0])
     while layer is not None and not layer.weights and isinstance(layer, _PASS_THROUGH):
         layer = _producer(layer.input)
-    return layer.name if layer is not None and layer.weights else None
+    return _inner(layer).name if layer is not None and layer.weights else None
 
 
 def _producer(tensor):
@@ -208,7 +235,7 @@ def layer_cost(layer):
         kind, c_out = "dense", int(inner.units)
     kernel = tuple(int(k) for k in inner.kernel_size) if kind != "dense" else (1, 1)
     return LayerCost(name=inner.name, kind=kind, in_channels=in_channels, out_channels=c_out,
-                     kernel_size=kernel, in_hw=_input_hw(layer), out_hw=out_hw)
+                     kernel_size=kernel, in_hw=_input_hw(layer), out_hw=out_hw, alive=_alive(layer))
 
 
 def cost_table(model, classifier="auto"):

@@ -8,13 +8,13 @@ to come first; score order is the oracle.
 import numpy as np
 
 
-def _candidates(costs, names):
+def _candidates(costs, names, count_pruned=True):
     layer_of, channel_of, unit_of = [], [], []
     for i, name in enumerate(names):
         row = costs[name]
         layer_of.append(np.full(row.in_channels, i))
         channel_of.append(np.arange(row.in_channels))
-        unit_of.append(np.full(row.in_channels, row.units_per_channel))
+        unit_of.append(row.channel_units(count_pruned))
     return np.concatenate(layer_of), np.concatenate(channel_of), np.concatenate(unit_of)
 
 
@@ -32,30 +32,30 @@ def _fill(order, layer_of, channel_of, unit_of, budget, names):
     return {n: np.sort(np.asarray(c, np.int64)) for n, c in chosen.items() if c}
 
 
-def check_budget(costs, names, budget):
+def check_budget(costs, names, budget, count_pruned=True):
     """Raises ValueError unless `budget` (units) buys at least the cheapest channel of `names`."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise ValueError(f"The budget must be a whole number of memory units, got {budget!r} "
                          "(tx.sparse_update.parse_budget reads '109KiB' and the like).")
-    minimum = costs.min_channel_units(names)
+    minimum = costs.min_channel_units(names, count_pruned)
     if budget < minimum:
-        cheapest = min(names, key=lambda n: costs[n].units_per_channel)
+        cheapest = min(names, key=lambda n: costs[n].channel_units(count_pruned).min())
         raise ValueError(f"A budget of {budget} units cannot pay for any channel: the cheapest "
                          f"({cheapest!r}) costs {minimum} units. Use a budget >= {minimum}.")
 
 
-def random_channels(costs, names, budget, rng):
+def random_channels(costs, names, budget, rng, count_pruned=True):
     """Channels of layers `names` drawn uniformly at random until `budget` units are spent."""
-    check_budget(costs, names, budget)
-    layer_of, channel_of, unit_of = _candidates(costs, names)
+    check_budget(costs, names, budget, count_pruned)
+    layer_of, channel_of, unit_of = _candidates(costs, names, count_pruned)
     return _fill(rng.permutation(len(unit_of)), layer_of, channel_of, unit_of, budget, names)
 
 
-def top_channels(costs, scores, budget):
+def top_channels(costs, scores, budget, count_pruned=True):
     """The highest-scoring channels until `budget`; `scores` = {layer: per-channel scores}."""
     names = list(scores)
-    check_budget(costs, names, budget)
-    layer_of, channel_of, unit_of = _candidates(costs, names)
+    check_budget(costs, names, budget, count_pruned)
+    layer_of, channel_of, unit_of = _candidates(costs, names, count_pruned)
     flat = np.concatenate([np.asarray(scores[n], np.float64).reshape(-1) for n in names])
     if flat.shape != unit_of.shape:
         raise ValueError("scores must hold one value per input channel of each layer.")

@@ -27,6 +27,7 @@ class SelectionContext:
     budget: int            # units (None for fixed schemes)
     rng: np.random.Generator
     epoch: int = 0
+    count_pruned: bool = True  # False: only unpruned weights of a channel count toward the budget
 
 
 class Strategy:
@@ -64,7 +65,8 @@ class RandomChannels(Strategy):
         self.name = f"{'dynamic' if dynamic else 'static'}_{'full' if all_layers else 'topk'}_random"
 
     def select(self, context):
-        return sampling.random_channels(context.costs, context.layers, context.budget, context.rng)
+        return sampling.random_channels(context.costs, context.layers, context.budget, context.rng,
+                                        context.count_pruned)
 
 
 class DetRGN(Strategy):
@@ -90,8 +92,8 @@ class DetRGN(Strategy):
         grads = ranking.full_kernel_gradients(context.model, self.data, context.layers,
                                               batches=self.batches, loss=self.loss)
         scores = {n: ranking.channel_norms(grads[n], context.costs[n].kind)
-                  / context.costs[n].units_per_channel for n in context.layers}
-        return sampling.top_channels(context.costs, scores, context.budget)
+                  / context.costs[n].channel_units(context.count_pruned) for n in context.layers}
+        return sampling.top_channels(context.costs, scores, context.budget, context.count_pruned)
 
 
 class SparseUpdateScheme(Strategy):

@@ -35,12 +35,14 @@ class ChannelSparseUpdate(layers.Wrapper):
         input is kept), then the kernel gradient is masked to the selected channels. Same numbers,
         no memory saving; for comparisons.
       compact_activation: apply a relu/relu6 activation of the layer with a 1-bit backward mask.
+      kernel_mask: the layer is pruned: keep a 0/1 `kernel_mask` (non-trainable) and compute with
+        kernel * mask, so pruned weights get a zero gradient and stay exactly zero.
     """
 
     _tradyx_wrapper = True
 
     def __init__(self, layer, update_bias=False, input_gradient=True, simulate=False,
-                 compact_activation=True, **kwargs):
+                 compact_activation=True, kernel_mask=False, **kwargs):
         if not costs.is_selectable(layer):
             raise ValueError(
                 f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
@@ -53,6 +55,8 @@ class ChannelSparseUpdate(layers.Wrapper):
         self.input_gradient = bool(input_gradient)
         self.simulate = bool(simulate)
         self.compact_activation = bool(compact_activation) and not self.simulate
+        self.has_kernel_mask = bool(kernel_mask)
+        self.kernel_mask = None
         self._traces = 0  # Python executions of `call`: counts graph traces in fit.
         self._dense_gradient = False  # Set (eagerly) by ranking.dense_gradients for Det RGN.
 
@@ -64,6 +68,10 @@ class ChannelSparseUpdate(layers.Wrapper):
             trainable=False)
         self.num_channels = self.add_weight(
             name="num_channels", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        if self.has_kernel_mask:
+            self.kernel_mask = self.add_weight(
+                name="kernel_mask", shape=self.layer.kernel.shape, initializer="ones",
+                trainable=False, dtype=self.layer.kernel.dtype)
         if self.layer.use_bias:
             self.layer.bias.trainable = self.update_bias
         self.built = True
@@ -101,6 +109,24 @@ class ChannelSparseUpdate(layers.Wrapper):
         """The selected input channels, sorted (numpy int array)."""
         n = int(self.num_channels.numpy())
         return np.asarray(self.channel_indices.numpy()[:n], dtype=np.int64)
+
+    def load_own_variables(self, store):
+        """Loads the selection (and mask) from a file, refusing malformed values with a clear error."""
+        own = [self.channel_indices, self.num_channels] + (
+            [self.kernel_mask] if self.kernel_mask is not None else [])
+        for i, var in enumerate(own):
+            key = str(i)
+            if key in store and tuple(store[key].shape) != tuple(var.shape):
+                raise ValueError(
+                    f"{self.name}: the file holds {var.name} of shape {tuple(store[key].shape)}, "
+                    f"but the layer needs {tuple(var.shape)}; the file belongs to another model.")
+        super().load_own_variables(store)
+        self.check_selection()
+        if self.kernel_mask is not None:
+            m = self.kernel_mask.numpy()
+            if not np.all((m == 0) | (m == 1)):
+                raise ValueError(f"{self.name}: the stored kernel mask holds values other than 0 "
+                                 "and 1; the file is corrupted.")
 
     def check_selection(self):
         """Raises ValueError when the stored selection is malformed (e.g. a corrupted file)."""
@@ -168,7 +194,10 @@ class ChannelSparseUpdate(layers.Wrapper):
         self._traces += 1
         layer = self.layer
         x = tf.convert_to_tensor(inputs)
-        kernel = tf.cast(tf.convert_to_tensor(layer.kernel), x.dtype)
+        kernel = tf.convert_to_tensor(layer.kernel)
+        if self.kernel_mask is not None:  # pruned weights: zero in the forward, zero gradient
+            kernel = kernel * tf.convert_to_tensor(self.kernel_mask)
+        kernel = tf.cast(kernel, x.dtype)
         idx = tf.convert_to_tensor(self.channel_indices)[:tf.convert_to_tensor(self.num_channels)]
         kernel_shape = tuple(int(d) for d in layer.kernel.shape)
         if self._dense_gradient:
@@ -225,4 +254,5 @@ class ChannelSparseUpdate(layers.Wrapper):
         config["input_gradient"] = self.input_gradient
         config["simulate"] = self.simulate
         config["compact_activation"] = self.compact_activation
+        config["kernel_mask"] = self.has_kernel_mask
         return config
