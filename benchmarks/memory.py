@@ -105,7 +105,8 @@ def child(config):
         sparse.train_on_batch(x, y)
         times.append(time.perf_counter() - start)
     peak_train, tensors_train = _peak_kb(), _tensor_peak()
-    retained = memory.retained_bytes(sparse, batch_size=batch)
+    retained = (memory.retained_bytes(sparse, batch_size=batch) if config.get("allocator") == "malloc"
+                else {"activation": 0, "mask": 0})
     eff = tx.sparse_update.efficiency(sparse)
     return {**config, "peak_forward_mb": peak_forward / 1024, "peak_train_mb": peak_train / 1024,
             "overhead_mb": (peak_train - peak_forward) / 1024,

@@ -14,6 +14,7 @@ from tf_tradyx.pruning.pruner import Pruner
 from tf_tradyx.pruning.px import PXPruner
 from tf_tradyx.pruning.report import PruningReport, plot_layer_density, report
 from tf_tradyx.pruning.sanity import reinitialize, shuffle_masks
+from tf_tradyx.pruning.summaries import PruningSummaries
 from tf_tradyx.pruning.schedules import DensitySchedule, ExponentialSchedule, LinearSchedule
 
 PRUNERS = {

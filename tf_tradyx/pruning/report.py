@@ -65,15 +65,23 @@ class PruningReport:
     __repr__ = __str__
 
 
+def _masks(model):
+    """(wrapper, kernel name, mask) of MaskedLayers, and of sparse-update wrappers of pruned layers."""
+    for layer in masking.flatten_layers(model):
+        if isinstance(layer, masking.MaskedLayer):
+            yield from ((layer, n, m) for n, m in zip(layer.kernel_names, layer.masks))
+        elif getattr(layer, "kernel_mask", None) is not None:  # tx.sparse_update on a pruned model
+            yield layer, f"{layer.layer.name}/kernel", layer.kernel_mask
+
+
 def report(model):
     """The current per-layer state of the masks of a wrapped model."""
     rows = []
-    for wrapper in masking.masked_layers(model):
-        for name, mask in zip(wrapper.kernel_names, wrapper.masks):
-            m = np.asarray(mask)
-            rows.append({"name": name, "shape": list(m.shape), "weights": int(m.size),
-                         "kept": int((m > 0).sum()), "density": float((m > 0).mean()),
-                         "connected_outputs": _connected_outputs(m, _is_depthwise(wrapper.layer, name))})
+    for wrapper, name, mask in _masks(model):
+        m = np.asarray(mask)
+        rows.append({"name": name, "shape": list(m.shape), "weights": int(m.size),
+                     "kept": int((m > 0).sum()), "density": float((m > 0).mean()),
+                     "connected_outputs": _connected_outputs(m, _is_depthwise(wrapper.layer, name))})
     return PruningReport(rows)
 
 

@@ -1,6 +1,7 @@
 """Callbacks for `model.fit`: resample channels each epoch, log the efficiency figures."""
 
 import keras
+import tensorflow as tf
 
 from tf_tradyx.sparse_update import api
 
@@ -45,3 +46,45 @@ class EfficiencyLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(api.efficiency(self.model).as_logs())
+
+
+class SelectionSummaries(keras.callbacks.Callback):
+    """Writes the selection to TensorBoard each epoch, for every wrapped layer.
+
+    Scalars `selected_channels/<layer>` (count), `selected_fraction/<layer>`, and the efficiency
+    figures `efficiency/<name>`; a histogram `selected_index/<layer>` of the chosen channel indices.
+    Place it after `ChannelResampler` so that it sees the epoch's selection.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        _require_tensorboard()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        chosen = api.selection(self.model)
+        with self._writer.as_default(step=epoch):
+            for w in api.sparse_layers(self.model):
+                idx = chosen.get(w.layer.name, [])
+                tf.summary.scalar(f"selected_channels/{w.layer.name}", len(idx))
+                tf.summary.scalar(f"selected_fraction/{w.layer.name}", len(idx) / w.in_channels)
+                if len(idx):
+                    tf.summary.histogram(f"selected_index/{w.layer.name}", idx)
+            for k, v in api.efficiency(self.model).as_logs(prefix="efficiency/").items():
+                tf.summary.scalar(k, v)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _require_tensorboard():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError as e:
+        raise ImportError("SelectionSummaries writes TensorBoard summaries: pip install 'tf_tradyx[tensorboard]'.") from e

@@ -68,7 +68,7 @@ def full_kernel_gradients(model, data, layer_names, batches=4, loss=None):
     loss_fn = strategies.loss_function(model, loss)
     kernels = {}
     for layer in _model_utils.flatten_layers(model):
-        inner = getattr(layer, "layer", layer) if isinstance(layer, ChannelSparseUpdate) else layer
+        inner = costs_lib._inner(layer)
         if inner.name in layer_names:
             kernels[inner.name] = inner.kernel
     missing = [n for n in layer_names if n not in kernels]
@@ -228,7 +228,8 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
     for layer in _model_utils.flatten_layers(work):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    by_name = {l.name: l for l in _model_utils.flatten_layers(work)}
+    by_name = {costs_lib._inner(l).name: costs_lib._inner(l)
+               for l in _model_utils.flatten_layers(work)}
     kernels = [by_name[r.name].kernel for r in table]
     units = [r.units_per_channel for r in table]
     kinds = [r.kind for r in table]
