@@ -292,7 +292,7 @@ def selection(model):
     state = getattr(model, _STATE, None)
     if state is not None and state.strategy.mode == "full":
         return {r.name: np.arange(r.in_channels) for r in state.costs}
-    return {w.layer.name: w.get_channels() for w in sparse_layers(model) if int(w.num_channels) > 0}
+    return {w.layer.name: w.get_channels() for w in sparse_layers(model) if int(np.asarray(w.num_channels)) > 0}
 
 
 def _slot_variables(optimizer, variable):
