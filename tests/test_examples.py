@@ -66,3 +66,20 @@ def test_finetune_under_budget_script_su_uses_paper_scheme_and_rejects_bad_budge
     assert res["efficiency"]["units"] == 28282
     result, _ = _finetune(tmp_path, "--budget=12 parsecs")
     assert result.returncode != 0 and "Cannot read the budget" in result.stderr
+
+
+def test_prune_then_finetune_script(tmp_path):
+    out = tmp_path / "ptf"
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "prune_then_finetune.py"),
+           "--dataset=cifar10_sample", "--sparsity=0.5", "--rounds=2", "--epochs=1",
+           "--budget=27946", f"--out={out}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["sparsity_after_finetuning"] - 0.5) < 0.01  # pruned weights stayed 0
+    assert 0 < summary["units_used"] <= 27946
+    assert summary["units_unpruned_weights"] == summary["units_used"]  # count_pruned=False
+    assert summary["units_all_weights"] >= summary["units_used"]
+    assert os.path.exists(summary["model_file"])
+    assert "accuracy after TraDy" in result.stdout

@@ -35,3 +35,32 @@ def flatten_layers(model):
         else:
             out.append(layer)
     return out
+
+
+def check_batch(model, x, y=None):
+    """Raises ValueError for a batch the model cannot learn from: non-numeric or misshaped inputs,
+    or integer labels outside [0, number of outputs)."""
+    import numpy as np
+    import tensorflow as tf
+
+    dtype = tf.as_dtype(x.dtype)
+    if not (dtype.is_floating or dtype.is_integer):
+        raise ValueError(f"Inputs must be numeric images, got dtype {dtype.name}; decode and "
+                         "preprocess them first (e.g. tf_tradyx.models.preprocess).")
+    expected = tuple(model.inputs[0].shape[1:])
+    shape = tuple(x.shape[1:])
+    if len(shape) != len(expected) or any(a is not None and b is not None and a != b
+                                          for a, b in zip(expected, shape)):
+        raise ValueError(f"Data of shape {tuple(x.shape)} does not fit the model input "
+                         f"(batch, {', '.join(map(str, expected))}); preprocess it to the "
+                         "model's input size first (e.g. tf_tradyx.models.preprocess).")
+    if y is None:
+        return
+    labels = np.asarray(y)
+    classes = model.outputs[0].shape[-1]
+    if labels.size and np.issubdtype(labels.dtype, np.integer) and classes is not None and (
+            labels.ndim <= 1 or labels.shape[-1] == 1):
+        if labels.min() < 0 or labels.max() >= classes:
+            raise ValueError(f"Labels must lie in [0, {classes}) for this {classes}-way model, got "
+                             f"values from {labels.min()} to {labels.max()}: the data is "
+                             "mislabeled or the classifier has the wrong number of classes.")

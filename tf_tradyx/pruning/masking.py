@@ -174,6 +174,8 @@ def masked_layers(model):
 def strip(model):
     """An ordinary Keras model: every MaskedLayer replaced by its layer with kernel * mask baked in."""
     check_cloneable(model)
+    if not masked_layers(model):
+        raise ValueError("The model has no pruning masks; there is nothing to strip.")
 
     def clone_layer(layer):
         inner = layer.layer if isinstance(layer, MaskedLayer) else layer

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_tradyx import _model_utils
+
 from tf_tradyx.pruning import masking, ranking, report as report_lib, schedules
 
 
@@ -64,13 +66,9 @@ def _batches(model, data, needs_data, needs_labels, batch_size=256):
     batches = []
     for item in items:
         x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
-        x = tf.cast(tf.convert_to_tensor(x), model.inputs[0].dtype)
-        shape = tuple(x.shape[1:])
-        if len(shape) != len(input_shape) or any(
-                a is not None and a != b for a, b in zip(input_shape, shape)):
-            raise ValueError(f"Data of shape {tuple(x.shape)} does not fit the model input "
-                             f"(batch, {', '.join(map(str, input_shape))}); preprocess it to the "
-                             "model's input size first (e.g. tf_tradyx.models.preprocess).")
+        x = tf.convert_to_tensor(x)
+        _model_utils.check_batch(model, x, y)
+        x = tf.cast(x, model.inputs[0].dtype)
         if needs_labels and y is None:
             raise ValueError("This pruner needs labels: pass data as (x, y) pairs.")
         batches.append((x, None if y is None else tf.convert_to_tensor(y)))

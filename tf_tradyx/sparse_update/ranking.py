@@ -80,6 +80,7 @@ def full_kernel_gradients(model, data, layer_names, batches=4, loss=None):
     with dense_gradients(model):
         for batch in as_dataset(data).take(batches):
             x, y = _xy(batch)
+            _model_utils.check_batch(model, x, y)
             with tf.GradientTape() as tape:
                 tape.watch([kernels[n].value for n in names])
                 value = loss_fn(y, model(x, training=False))
@@ -222,6 +223,8 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
     work = plain_copy(model)
+    if not all(np.all(np.isfinite(np.asarray(v))) for v in work.weights):
+        raise ValueError("The model's weights hold NaN or Inf; rank_layers needs a finite model.")
     table = costs_lib.cost_table(work, classifier=classifier)
     loss_fn = strategies.loss_function(model, loss)
     optimizer = optimizer or keras.optimizers.SGD(0.01)
@@ -254,6 +257,8 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
         bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose, stateful_metrics=["loss"])
         for i, batch in enumerate(batches):
             x, y = _xy(batch)
+            if i == 0:
+                _model_utils.check_batch(work, x, y)
             value, rgn = step(x, y)
             rgn = rgn.numpy()
             if not np.all(np.isfinite(rgn)) or not np.isfinite(value.numpy()):
