@@ -131,14 +131,22 @@ from tests.test_sparse_update import CANDIDATES, LOSS, data, small_cnn
 mode, backup, out, kill_after = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 keras.utils.set_random_seed(0)
 _, _, ds = data()
-if mode == "tradi":
+initial_epoch = 0
+ckpts = sorted(os.listdir(backup)) if mode == "tradi_ckpt" and os.path.isdir(backup) else []
+if ckpts:  # resume from the last ModelCheckpoint file: load, give it its sampler back, go on
+    model = keras.models.load_model(os.path.join(backup, ckpts[-1]))
+    tx.sparse_update.attach(model, budget=300, strategy="tradi", seed=9)
+    initial_epoch = int(ckpts[-1][2:4])
+    callbacks = [tx.sparse_update.ChannelResampler()]
+elif mode.startswith("tradi"):
     model = tx.sparse_update.wrap(small_cnn(), budget=300, layers=CANDIDATES, seed=9)
     callbacks = [tx.sparse_update.ChannelResampler()]
 else:
     model = tx.pruning.wrap(small_cnn(), skip=["head"])
     tx.pruning.RandomPruner(seed=1).prune(model, 0.7)
     callbacks = []
-model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+if not ckpts:
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
 
 class Kill(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
@@ -147,20 +155,25 @@ class Kill(keras.callbacks.Callback):
 
 class Log(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
-        if mode == "tradi":
+        if mode.startswith("tradi"):
             with open(out + ".sel", "a") as f:
                 f.write(json.dumps([epoch, {{k: v.tolist() for k, v in
                                             tx.sparse_update.selection(self.model).items()}}]) + "\n")
 
-extra = [keras.callbacks.BackupAndRestore(backup), Log()] + ([Kill()] if kill_after else [])
+if mode == "tradi_ckpt":
+    store = keras.callbacks.ModelCheckpoint(os.path.join(backup, "ep{{epoch:02d}}.keras"))
+else:
+    store = keras.callbacks.BackupAndRestore(backup)
+extra = [store, Log()] + ([Kill()] if kill_after else [])
 model.fit(ds.shuffle(64, seed=0, reshuffle_each_iteration=False), epochs=4, verbose=0,
-          callbacks=callbacks + extra)
+          callbacks=callbacks + extra, initial_epoch=initial_epoch)
 np.savez(out, *[v.numpy() for v in model.weights])
 '''
 
 
-@pytest.mark.parametrize("mode", ["tradi", "px"])
-def test_backup_and_restore_resumes_to_the_same_weights(tmp_path, mode):
+@pytest.mark.parametrize("mode", ["tradi", "px", "tradi_ckpt"])
+def test_interrupted_runs_resume_to_the_same_weights(tmp_path, mode):
+    """BackupAndRestore (TraDy, PX masks) and ModelCheckpoint + attach (TraDy)."""
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT.format(root=ROOT))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -180,7 +193,7 @@ def test_backup_and_restore_resumes_to_the_same_weights(tmp_path, mode):
     assert len(a.files) == len(b.files)
     for k in a.files:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
-    if mode == "tradi":
+    if mode.startswith("tradi"):
         def selections(name):
             lines = (tmp_path / f"{name}.sel").read_text().splitlines()
             return {json.dumps(json.loads(line)) for line in lines}
