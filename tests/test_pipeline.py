@@ -81,6 +81,12 @@ def test_loading_a_file_with_bad_selection_or_mask_fails_clearly():
     sparse.save(path)
     with pytest.raises(ValueError, match="other than 0"):
         keras.models.load_model(path)
+    # A stored selection of the wrong shape (weights of another architecture) names the layer.
+    w = SU.sparse_layers(SU.wrap(small_cnn(), budget=300, layers=CANDIDATES))[2]
+    before = w.get_channels()
+    with pytest.raises(ValueError, match="sparse_update_pw.*shape \\(5,\\).*another model"):
+        w.load_own_variables({"0": np.zeros(5, np.int32), "1": np.asarray(2, np.int32)})
+    np.testing.assert_array_equal(w.get_channels(), before)
     good = SU.wrap(pruned_small_cnn(), budget=300, layers=CANDIDATES)
     good.save(path)
     loaded = keras.models.load_model(path)
