@@ -44,18 +44,6 @@ DEFAULT_SCHEMES = {"mbv2-w0.35": "mbv2-w0.35/50kb", "mcunet-in1": "mcunet-in1/50
                    "proxyless-w0.3": "proxyless-w0.3/50kb"}
 
 
-def _datasets(tx):
-    if FLAGS.data_dir:
-        train = tx.data.from_folder(FLAGS.data_dir, "train", shuffle_files=True, seed=FLAGS.seed)
-        test = tx.data.from_folder(FLAGS.data_dir, "test")
-        return train, test, len(train.class_names)
-    if FLAGS.dataset == "cifar10_sample":
-        return (tx.data.cifar10_sample("train", shuffle_files=True, seed=FLAGS.seed),
-                tx.data.cifar10_sample("test"), 10)
-    return (tx.data.load(FLAGS.dataset, "train"), tx.data.load(FLAGS.dataset, "test"),
-            tx.data.num_classes(FLAGS.dataset))
-
-
 def _model(tx, keras, num_classes):
     if FLAGS.model.endswith(".keras"):
         model = keras.models.load_model(FLAGS.model)
@@ -75,7 +63,7 @@ def main(argv):
 
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
-    train, test, num_classes = _datasets(tx)
+    train, test, num_classes = tx.data.train_test(FLAGS.dataset, FLAGS.data_dir, FLAGS.seed)
     if FLAGS.max_train:
         train = train.take(FLAGS.max_train)
     if FLAGS.max_test:

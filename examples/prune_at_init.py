@@ -37,22 +37,6 @@ flags.register_validator("sparsity", lambda s: 0.0 <= s < 1.0,
 flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
 
 
-def _datasets(tx):
-    if FLAGS.data_dir:
-        train = tx.data.from_folder(FLAGS.data_dir, "train", shuffle_files=True, seed=FLAGS.seed)
-        test = tx.data.from_folder(FLAGS.data_dir, "test")
-        num_classes = len(train.class_names)
-    elif FLAGS.dataset == "cifar10_sample":
-        train = tx.data.cifar10_sample("train", shuffle_files=True, seed=FLAGS.seed)
-        test = tx.data.cifar10_sample("test")
-        num_classes = 10
-    else:
-        train = tx.data.load(FLAGS.dataset, "train")
-        test = tx.data.load(FLAGS.dataset, "test")
-        num_classes = tx.data.num_classes(FLAGS.dataset)
-    return train, test, num_classes
-
-
 def main(argv):
     del argv
     import keras
@@ -63,7 +47,7 @@ def main(argv):
 
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
-    train, test, num_classes = _datasets(tx)
+    train, test, num_classes = tx.data.train_test(FLAGS.dataset, FLAGS.data_dir, FLAGS.seed)
     if FLAGS.max_train:
         train = train.take(FLAGS.max_train)
     norm = tx.data.normalization(FLAGS.model, "cifar100" if num_classes == 100 else "cifar10")

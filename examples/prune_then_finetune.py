@@ -36,17 +36,6 @@ flags.register_validator("sparsity", lambda s: 0.0 <= s < 1.0,
                          message="--sparsity must be in [0, 1) (0.5 keeps half of the weights).")
 
 
-def _data(tx):
-    if FLAGS.data_dir:
-        train = tx.data.from_folder(FLAGS.data_dir, "train", shuffle_files=True, seed=FLAGS.seed)
-        return train, tx.data.from_folder(FLAGS.data_dir, "test"), len(train.class_names)
-    if FLAGS.dataset == "cifar10_sample":
-        return (tx.data.cifar10_sample("train", shuffle_files=True, seed=FLAGS.seed),
-                tx.data.cifar10_sample("test"), 10)
-    return (tx.data.load(FLAGS.dataset, "train"), tx.data.load(FLAGS.dataset, "test"),
-            tx.data.num_classes(FLAGS.dataset))
-
-
 def main(argv):
     del argv
     import keras
@@ -58,7 +47,7 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
     started = time.time()
-    train, test, num_classes = _data(tx)
+    train, test, num_classes = tx.data.train_test(FLAGS.dataset, FLAGS.data_dir, FLAGS.seed)
     if FLAGS.max_train:
         train = train.take(FLAGS.max_train)
     pre = tx.models.preprocess(FLAGS.model)

@@ -9,3 +9,4 @@ from tf_tradyx.data.preprocessing import (CIFAR10_MEAN, CIFAR10_STD, balanced_su
                                           cifar_augment, normalization, normalize, prepare,
                                           resize, scale_to_symmetric)
 from tf_tradyx.data.sample import SAMPLE_ARCHIVE, cifar10_sample
+from tf_tradyx.data.splits import train_test

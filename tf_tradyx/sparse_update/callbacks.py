@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tf_tradyx._summaries import SummaryCallback
 from tf_tradyx.sparse_update import api
 
 
@@ -48,7 +49,7 @@ class EfficiencyLogger(keras.callbacks.Callback):
             logs.update(api.efficiency(self.model).as_logs())
 
 
-class SelectionSummaries(keras.callbacks.Callback):
+class SelectionSummaries(SummaryCallback):
     """Writes the selection to TensorBoard each epoch, for every wrapped layer.
 
     Scalars `selected_channels/<layer>` (count), `selected_fraction/<layer>`, and the efficiency
@@ -56,17 +57,9 @@ class SelectionSummaries(keras.callbacks.Callback):
     Place it after `ChannelResampler` so that it sees the epoch's selection.
     """
 
-    def __init__(self, log_dir):
-        super().__init__()
-        _require_tensorboard()
-        self.log_dir = log_dir
-        self._writer = None
-
     def on_epoch_begin(self, epoch, logs=None):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
         chosen = api.selection(self.model)
-        with self._writer.as_default(step=epoch):
+        with self.writer().as_default(step=epoch):
             for w in api.sparse_layers(self.model):
                 idx = chosen.get(w.layer.name, [])
                 tf.summary.scalar(f"selected_channels/{w.layer.name}", len(idx))
@@ -75,16 +68,4 @@ class SelectionSummaries(keras.callbacks.Callback):
                     tf.summary.histogram(f"selected_index/{w.layer.name}", idx)
             for k, v in api.efficiency(self.model).as_logs(prefix="efficiency/").items():
                 tf.summary.scalar(k, v)
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def _require_tensorboard():
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError as e:
-        raise ImportError("SelectionSummaries writes TensorBoard summaries: pip install 'tf_tradyx[tensorboard]'.") from e
+        self.writer().flush()

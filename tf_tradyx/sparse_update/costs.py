@@ -150,6 +150,12 @@ class CostTable:
         return "\n".join(lines)
 
 
+def channel_norms(kernel_like, kind):
+    """|| k[:, c] ||_2 for each input channel c of a kernel or kernel gradient (numpy or tensor)."""
+    k = np.asarray(kernel_like, np.float64)
+    return np.sqrt((k ** 2).sum(axis=1 if kind == "dense" else (0, 1, 3)))
+
+
 def _count(channels):
     return int(channels) if np.isscalar(channels) else len(channels)
 

@@ -21,12 +21,7 @@ from tf_tradyx.sparse_update import strategies
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 
-def channel_norms(gradient, kind):
-    """|| g[:, c] ||_2 for each input channel c of a kernel gradient (numpy or tensor)."""
-    g = np.asarray(gradient, np.float64)
-    if kind == "dense":
-        return np.sqrt((g ** 2).sum(axis=1))
-    return np.sqrt((g ** 2).sum(axis=(0, 1, 3)))
+channel_norms = costs_lib.channel_norms
 
 
 def _channel_norms_tf(g, kind):

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import sampling
 
 
@@ -185,12 +186,7 @@ class WholeVariables(Strategy):
         return {}
 
 
-def channel_weight_norms(kernel, kind):
-    """L2 norm of each input channel's kernel slice."""
-    k = np.asarray(kernel, np.float64)
-    if kind == "dense":
-        return np.sqrt((k ** 2).sum(axis=1))
-    return np.sqrt((k ** 2).sum(axis=(0, 1, 3)))
+channel_weight_norms = costs_lib.channel_norms  # L2 norm of each input channel's kernel slice
 
 
 def _wrapper_of(model, name):
