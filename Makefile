@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export CUDA_VISIBLE_DEVICES ?=
 
-.PHONY: demo demo-px test install clean
+.PHONY: demo demo-px test bench bench-px bench-px-long bench-tradi results install clean
 
 install: $(STAMP)
 
@@ -25,6 +25,22 @@ demo: $(STAMP)
 # PX vs random pruning of ResNet-20 at initialization, trained briefly.
 demo-px: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# A few minutes: both experiment sweeps on the bundled sample with tiny settings (the harness works).
+bench: $(STAMP)
+	rm -rf benchmarks/results/smoke
+	$(BIN)/python benchmarks/sweep.py px --smoke
+	$(BIN)/python benchmarks/sweep.py tradi --smoke
+
+# The full sweeps behind docs/RESULTS.md (hours; they resume where they stopped).
+bench-px: $(STAMP)
+	$(BIN)/python benchmarks/sweep.py px
+bench-px-long: $(STAMP)
+	$(BIN)/python benchmarks/sweep.py px --long
+bench-tradi: $(STAMP)
+	$(BIN)/python benchmarks/sweep.py tradi
+results: $(STAMP)
+	$(BIN)/python benchmarks/sweep.py report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests

@@ -4,6 +4,7 @@ import json
 import os
 import platform
 
+import keras
 import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -46,3 +47,22 @@ def table(rows, columns):
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(str(r[c]).rjust(w) for c, w in zip(columns, widths)) for r in rows]
     return "\n".join(lines)
+
+
+@keras.saving.register_keras_serializable(package="tf_tradyx_benchmarks")
+class CoupledSGD(keras.optimizers.SGD):
+    """SGD with L2 weight decay added to the gradient before momentum (PyTorch's SGD
+    `weight_decay`), on every trainable variable; Keras' own `weight_decay` is decoupled."""
+
+    def __init__(self, l2=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.l2 = l2
+
+    def apply(self, grads, trainable_variables=None):
+        variables = trainable_variables if trainable_variables is not None \
+            else self._trainable_variables
+        grads = [g if g is None else g + self.l2 * v for g, v in zip(grads, variables)]
+        return super().apply(grads, trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}

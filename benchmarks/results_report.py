@@ -1,0 +1,266 @@
+"""Writes docs/RESULTS.md (and its plots) from the sweep's JSON files; no number is typed by hand."""
+
+import glob
+import json
+import os
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LABELS = {"dense": "Dense", "random": "Random", "magnitude": "Magnitude", "snip": "SNIP",
+          "grasp": "GraSP", "synflow": "SynFlow (100 rounds)", "itersnip": "Iterative SNIP (100)",
+          "px": "PX (100 rounds)"}
+TRADI_LABELS = {"full": "Full fine-tuning", "classifier": "Classifier only", "bias": "Bias only",
+                "su": "SU (MCUNetV3 scheme)", "static_full_random": "Static Full Random",
+                "dynamic_full_random": "Dynamic Full Random", "static_topk_random": "Static TopK Random",
+                "tradi": "TraDy (dynamic TopK Random)", "dynamic_det_rgn": "Dynamic Det RGN"}
+MEMORY_LABELS = {"full": "full", "classifier": "classifier", "bias": "bias", "su": "su",
+                 "tradi": "tradi"}
+
+
+def _load(directory):
+    out = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        with open(path) as f:
+            payload = json.load(f)
+        if "cell" in payload:
+            out.append(payload)
+    return out
+
+
+def _pct(v):
+    return "pending" if v is None else f"{100 * v:.2f}"
+
+
+def _mean_std(values):
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _px_section(cells, figdir, smoke):
+    from sweep import PX_METHODS, PX_SPARSITIES
+    short = [c for c in cells if c["cell"]["epochs"] <= 3 or smoke]
+    lines = ["## PX and its baselines: ResNet-20 on CIFAR-10", ""]
+    if not cells:
+        return lines + ["No cell has finished yet.", ""]
+    sparsities = sorted({c["cell"]["sparsity"] for c in short if c["cell"]["method"] != "dense"}
+                        | ({0.8926, 0.982} if not smoke else set()))
+    acc = {(c["cell"]["method"], c["cell"]["sparsity"]): c["test_accuracy"] for c in short}
+    dense = next((c["test_accuracy"] for c in short if c["cell"]["method"] == "dense"), None)
+    epochs = short[0]["cell"]["epochs"] if short else 3
+    lines += [f"Test accuracy (%) after {epochs} epochs, one seed; data: {cells[0]['data']}. "
+              f"Dense: {_pct(dense)}.", "",
+              "| method | " + " | ".join(f"{s:.2%} sparse" for s in sparsities)
+              + f" | scoring time at {max(sparsities):.2%} |",
+              "|---|" + "---|" * (len(sparsities) + 1)]
+    for m in PX_METHODS:
+        if m == "dense":
+            continue
+        t = next((c.get("scoring_seconds") for c in short if c["cell"]["method"] == m
+                  and abs(c["cell"]["sparsity"] - max(sparsities)) < 1e-9), None)
+        lines.append(f"| {LABELS[m]} | " + " | ".join(_pct(acc.get((m, s))) for s in sparsities)
+                     + f" | {'pending' if t is None else f'{t:.1f} s'} |")
+    lines.append("")
+    long_cells = [c for c in cells if c["cell"]["epochs"] == 10]
+    if long_cells:
+        lines += ["10 epochs at 98.20 % sparsity, seeds 0, 1, 2 (mean ± standard deviation):", "",
+                  "| method | seed 0 | seed 1 | seed 2 | mean ± std |", "|---|---|---|---|---|"]
+        for m in ("dense", "snip", "synflow", "px"):
+            by_seed = {c["cell"]["seed"]: c["test_accuracy"] for c in long_cells
+                       if c["cell"]["method"] == m}
+            mean, std = _mean_std(list(by_seed.values()))
+            lines.append(f"| {LABELS[m]} | " + " | ".join(_pct(by_seed.get(s)) for s in (0, 1, 2))
+                         + f" | {'pending' if mean is None else f'{100 * mean:.2f} ± {100 * std:.2f}'} |")
+        lines.append("")
+    high = max(sparsities) if sparsities else None
+    layer_rows = {c["cell"]["method"]: c["layers"] for c in short
+                  if high is not None and c["cell"]["method"] != "dense"
+                  and abs(c["cell"]["sparsity"] - high) < 1e-9}
+    if {"px", "synflow", "snip"} & set(layer_rows):
+        png = _density_plot(layer_rows, figdir, high)
+        lines += [f"Per-layer density and connected output channels at {high:.2%} "
+                  f"(![density]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})):", "",
+                  "| method | min layer density | collapsed layers | mean connected outputs |",
+                  "|---|---|---|---|"]
+        for m, rows in layer_rows.items():
+            lines.append(f"| {LABELS[m]} | {min(r['density'] for r in rows):.4f} | "
+                         f"{sum(r['kept'] == 0 for r in rows)} | "
+                         f"{statistics.mean(r['connected_outputs'] for r in rows):.3f} |")
+        lines.append("")
+    lines += ["Claims under test (METHODS.md 2.5), checked on these numbers:", ""]
+    lines += _px_claims(acc, layer_rows, high)
+    return lines + [""]
+
+
+def _px_claims(acc, layer_rows, high):
+    if high is None:
+        return ["- pending"]
+    at = {m: a for (m, s), a in acc.items() if abs(s - high) < 1e-9 and m != "dense"}
+    out = []
+    if "px" in at and len(at) > 1:
+        others = {m: a for m, a in at.items() if m != "px"}
+        best = max(others, key=others.get)
+        out.append(f"- PX >= every baseline at {high:.2%}: "
+                   f"{'holds' if at['px'] >= others[best] else 'does not hold'} (PX {_pct(at['px'])}, "
+                   f"best baseline {LABELS[best]} {_pct(others[best])}).")
+    if "random" in at and len(at) > 1:
+        worse = [LABELS[m] for m, a in at.items() if m != "random" and a <= at["random"]]
+        out.append("- every method beats Random: " + ("holds." if not worse else
+                                                      f"does not hold for {', '.join(worse)}."))
+    if "px" in layer_rows:
+        collapsed = sum(r["kept"] == 0 for r in layer_rows["px"])
+        out.append(f"- PX leaves no layer collapsed: {'holds' if not collapsed else 'does not hold'} "
+                   f"({collapsed} empty layers).")
+        conn = {m: statistics.mean(r["connected_outputs"] for r in rows)
+                for m, rows in layer_rows.items()}
+        rivals = [m for m in ("snip", "grasp") if m in conn]
+        if rivals:
+            ok = all(conn["px"] > conn[m] for m in rivals)
+            out.append(f"- PX keeps more output channels connected than "
+                       f"{' and '.join(LABELS[m] for m in rivals)}: {'holds' if ok else 'does not hold'} ("
+                       + ", ".join(f"{LABELS[m]} {conn[m]:.3f}" for m in ["px", *rivals]) + ").")
+    return out or ["- pending"]
+
+
+def _density_plot(layer_rows, figdir, sparsity):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(figdir, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for m in ("px", "synflow", "snip", "grasp"):
+        if m in layer_rows:
+            ax.plot([r["density"] for r in layer_rows[m]], marker=".", label=LABELS[m])
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (graph order)")
+    ax.set_ylabel("density")
+    ax.set_title(f"ResNet-20 per-layer density at {sparsity:.2%} sparsity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(figdir, "px_layer_density.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _memory(smoke):
+    path = os.path.join(HERE, "results", "memory.json")
+    if smoke or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        rows = json.load(f)["rows"]
+    out = {}
+    for r in rows:
+        if r["net"] == "mbv2-w0.35" and r["batch"] == 64 and not r.get("simulate") and (
+                r["strategy"] != "tradi" or r["budget"] == 27946):
+            out[r["strategy"]] = r["tensor_overhead_mb"]
+    return out
+
+
+def _tradi_section(cells, figdir, smoke):
+    lines = ["## TraDy and its baselines: pretrained MobileNetV2-w0.35 (128 px) on CIFAR-10", ""]
+    if not cells:
+        return lines + ["No cell has finished yet.", ""]
+    memory = _memory(smoke)
+    c0 = cells[0]
+    lines += [f"Training set: {c0['train_images']:,} class-balanced images of the training split; "
+              f"evaluation: the full test split; {c0['cell']['epochs']} epochs, SGD without momentum, "
+              "peak learning rate 0.0125 with 1 warm-up epoch and cosine decay, batch 64; budget "
+              "27,946 units. Memory: training overhead above the forward pass at batch 64, "
+              "measured (benchmarks/memory.py, TensorFlow allocator).", "",
+              "| strategy | accuracy % (seeds) | mean | units | activation sparsity | "
+              "weight-derivative sparsity | FLOPs saved | memory overhead MB |",
+              "|---|---|---|---|---|---|---|---|"]
+    means = {}
+    for s, label in TRADI_LABELS.items():
+        runs = sorted((c for c in cells if c["cell"]["strategy"] == s), key=lambda c: c["cell"]["seed"])
+        if not runs:
+            lines.append(f"| {label} | pending | | | | | | |")
+            continue
+        accs = [c["test_accuracy"] for c in runs]
+        mean, std = _mean_std(accs)
+        means[s] = (mean, std, len(accs))
+        e = runs[0]["efficiency"]
+        mem = memory.get(MEMORY_LABELS.get(s, ""))
+        lines.append(f"| {label} | {', '.join(_pct(a) for a in accs)} | {100 * mean:.2f}"
+                     f"{f' ± {100 * std:.2f}' if len(accs) > 1 else ''} | {e['units']:,} | "
+                     f"{e['activation_sparsity']:.1%} | {e['weight_derivative_sparsity']:.1%} | "
+                     f"{e['weight_derivative_flops_saved']:.1%} | "
+                     f"{'' if mem is None else f'{mem:.1f}'} |")
+    lines.append("")
+    if memory and means:
+        png = _accuracy_memory_plot(means, memory, figdir)
+        lines += [f"![accuracy against memory]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})", ""]
+    lines += ["Claims under test (METHODS.md 1.5-1.8), checked on these numbers:", ""]
+    lines += _tradi_claims(means)
+    return lines + [""]
+
+
+def _tradi_claims(means):
+    def m(s):
+        return means[s][0] if s in means else None
+
+    out = []
+    if m("tradi") is not None:
+        rivals = [s for s in ("su", "static_full_random", "static_topk_random") if s in means]
+        if rivals:
+            ok = all(m("tradi") >= m(s) for s in rivals)
+            out.append("- TraDy >= SU and every static variant: " + ("holds" if ok else "does not hold")
+                       + " (" + ", ".join(f"{TRADI_LABELS[s]} {100 * m(s):.2f}" for s in rivals)
+                       + f"; TraDy {100 * m('tradi'):.2f}).")
+        for dyn, static in (("dynamic_full_random", "static_full_random"),
+                            ("tradi", "static_topk_random")):
+            if m(dyn) is not None and m(static) is not None:
+                out.append(f"- dynamic beats static ({TRADI_LABELS[dyn]} vs {TRADI_LABELS[static]}): "
+                           f"{'holds' if m(dyn) > m(static) else 'does not hold'} "
+                           f"({100 * m(dyn):.2f} vs {100 * m(static):.2f}).")
+        if m("full") is not None:
+            gap = 100 * (m("full") - m("tradi"))
+            out.append(f"- TraDy within 3 points of full fine-tuning: "
+                       f"{'holds' if gap <= 3 else 'does not hold'} (gap {gap:.2f} points).")
+        spread = [f"{TRADI_LABELS[s]} ±{100 * v[1]:.2f}" for s, v in means.items() if v[2] > 1]
+        if spread:
+            out.append("- seed spread (std over two seeds): " + ", ".join(spread) + ".")
+    return out or ["- pending"]
+
+
+def _accuracy_memory_plot(means, memory, figdir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(figdir, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s, (mean, _, _) in means.items():
+        mem = memory.get(MEMORY_LABELS.get(s, ""))
+        if mem is not None:
+            ax.scatter(max(mem, 0.05), 100 * mean)
+            ax.annotate(TRADI_LABELS[s], (max(mem, 0.05), 100 * mean), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("measured training-memory overhead, MB (batch 64)")
+    ax.set_ylabel("test accuracy %")
+    fig.tight_layout()
+    path = os.path.join(figdir, "tradi_accuracy_memory.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write(smoke=False):
+    base = os.path.join(HERE, "results", "smoke" if smoke else "sweep")
+    figdir = os.path.join(base if smoke else os.path.join(ROOT, "docs"), "figures")
+    px = _load(os.path.join(base, "px"))
+    tradi = _load(os.path.join(base, "tradi"))
+    lines = ["# Results", "",
+             "Generated by `python benchmarks/sweep.py report` from the JSON files in "
+             "`benchmarks/results/sweep/`; nothing here is typed by hand. Reproduce a table with "
+             "`python benchmarks/sweep.py px` (3-epoch sweep), `python benchmarks/sweep.py px --long` "
+             "(10-epoch runs) or `python benchmarks/sweep.py tradi`; cells that finished are not run "
+             "again. Machine: 2 CPU cores, no GPU.", ""]
+    lines += _px_section(px, figdir, smoke)
+    lines += _tradi_section(tradi, figdir, smoke)
+    path = os.path.join(base, "RESULTS.md") if smoke else os.path.join(ROOT, "docs", "RESULTS.md")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
