@@ -158,6 +158,33 @@ def configs(quick):
     return out
 
 
+def _child_step_seconds(config):
+    proc = subprocess.run([sys.executable, __file__, "--child",
+                           json.dumps({**config, "allocator": "default"})],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])["step_seconds"]
+
+
+def retime():
+    """Step times again, one fresh process per configuration, nothing else running."""
+    from _common import RESULTS
+    path = os.path.join(RESULTS, "memory.json")
+    with open(path) as f:
+        payload = json.load(f)
+    keys = ("net", "batch", "strategy", "budget", "simulate")
+    for row in payload["rows"]:
+        row["step_seconds"] = _child_step_seconds({k: row[k] for k in keys if k in row})
+        print(f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s", flush=True)
+    for row in payload["rows"]:
+        ref = next(x for x in payload["rows"] if x["net"] == row["net"]
+                   and x["batch"] == row["batch"] and x["strategy"] == "full")
+        row["time_vs_full"] = row["step_seconds"] / ref["step_seconds"]
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+
+
 def label(r):
     name = "TraDy simulated" if r.get("simulate") else {"tradi": "TraDy"}.get(r["strategy"],
                                                                                 r["strategy"])
@@ -168,9 +195,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--child")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--timing", action="store_true",
+                        help="re-measure only the step times of results/memory.json (idle machine)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.timing:
+        retime()
         return
     from _common import write_json
     runs = configs(args.quick)
