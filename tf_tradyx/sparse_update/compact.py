@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import layers
 
 _POWERS = (1, 2, 4, 8, 16, 32, 64, 128)
+_SHIFTS = (0, 1, 2, 3, 4, 5, 6, 7)
 
 
 def pack_bits(mask):
@@ -19,9 +20,10 @@ def pack_bits(mask):
     channels = mask.shape[-1]
     if channels is None or channels % 8:
         return tf.cast(mask, tf.uint8)
-    grouped = tf.reshape(tf.cast(mask, tf.int32),
+    # All in uint8 (shift, then sum of distinct bits): no wider temporaries.
+    grouped = tf.reshape(tf.cast(mask, tf.uint8),
                          tf.concat([tf.shape(mask)[:-1], [channels // 8, 8]], 0))
-    return tf.cast(tf.reduce_sum(grouped * tf.constant(_POWERS, tf.int32), axis=-1), tf.uint8)
+    return tf.reduce_sum(tf.bitwise.left_shift(grouped, tf.constant(_SHIFTS, tf.uint8)), axis=-1)
 
 
 def unpack_bits(packed, shape, channels):
