@@ -64,6 +64,8 @@ def main(argv):
                                       head_initializer="glorot_uniform")
     masked = tx.pruning.wrap(model, skip=["classifier"])
     t = time.time()
+    print(f"PX: pruning {FLAGS.model} to {FLAGS.sparsity:.0%} sparsity on 10 images per class...",
+          flush=True)
     report = tx.pruning.PXPruner(rounds=FLAGS.rounds, seed=FLAGS.seed, verbose=0).prune(
         masked, FLAGS.sparsity, data=prune_data)
     prune_seconds = time.time() - t
@@ -78,6 +80,7 @@ def main(argv):
     if FLAGS.layers_from:
         ranking = tx.sparse_update.LayerRanking.load(FLAGS.layers_from)
     else:
+        print("RGN: ranking layers with one epoch of full fine-tuning...", flush=True)
         ranking = tx.sparse_update.rank_layers(masked, train_ds, epochs=1, loss=loss, verbose=0)
         ranking.save(os.path.join(FLAGS.out, "ranking.json"))
     budget = tx.sparse_update.parse_budget(FLAGS.budget)
@@ -91,9 +94,13 @@ def main(argv):
           if warmup else keras.optimizers.schedules.CosineDecay(FLAGS.lr, FLAGS.epochs * steps))
     sparse.compile(keras.optimizers.SGD(lr), loss, metrics=["accuracy"])
     t = time.time()
-    history = sparse.fit(train_ds, epochs=FLAGS.epochs, validation_data=test_ds, verbose=2,
+    report_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: print(
+        f"epoch {e + 1}/{FLAGS.epochs}: loss {logs['loss']:.3f}, test accuracy "
+        f"{logs['val_accuracy']:.2%}, {int(logs['sparse_update/units']):,} units in "
+        f"{int(logs['sparse_update/layers_updated'])} layers", flush=True))
+    history = sparse.fit(train_ds, epochs=FLAGS.epochs, validation_data=test_ds, verbose=0,
                          callbacks=[tx.sparse_update.ChannelResampler(),
-                                    tx.sparse_update.EfficiencyLogger()])
+                                    tx.sparse_update.EfficiencyLogger(), report_epoch])
     train_seconds = time.time() - t
     _, acc_after = sparse.evaluate(test_ds, verbose=0)
     eff = tx.sparse_update.efficiency(sparse)
