@@ -94,6 +94,39 @@ def test_loading_a_file_with_bad_selection_or_mask_fails_clearly():
         {k: v.tolist() for k, v in SU.selection(good).items()}
 
 
+def test_pruning_masks_are_checked_on_load():
+    masked = pruned_small_cnn()
+    path = os.path.join(tempfile.mkdtemp(), "p.keras")
+    layer = masked.get_layer("masked_pw")
+    layer.masks[0].assign(np.full(layer.masks[0].shape, 2.0, np.float32))
+    masked.save(path)
+    with pytest.raises(ValueError, match="masked_pw.*other than 0"):
+        keras.models.load_model(path)
+    before = np.asarray(layer.masks[0]).copy()
+    with pytest.raises(ValueError, match="shape"):
+        layer.load_own_variables({"0": np.asarray(layer.kernels[0]),
+                                  "1": np.ones((3, 3), np.float32)})
+    np.testing.assert_array_equal(np.asarray(layer.masks[0]), before)
+
+
+def test_wrapped_pruned_model_loads_in_another_process(tmp_path):
+    sparse = SU.wrap(pruned_small_cnn(), budget=300, layers=CANDIDATES, seed=6)
+    path = str(tmp_path / "m.keras")
+    sparse.save(path)
+    x, _, _ = data(4)
+    np.save(tmp_path / "x.npy", x)
+    code = (f"import sys, json, numpy as np, keras; sys.path.insert(0, {ROOT!r}); import tf_tradyx as tx\n"
+            f"m = keras.models.load_model({path!r})\n"
+            f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(m(np.load({str(tmp_path / 'x.npy')!r}))))\n"
+            "print(json.dumps({k: v.tolist() for k, v in tx.sparse_update.selection(m).items()}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == \
+        {k: v.tolist() for k, v in SU.selection(sparse).items()}
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), sparse(x), rtol=1e-6, atol=1e-6)
+
+
 def test_tensorboard_summaries(tmp_path):
     masked = pruned_small_cnn()
     sparse = SU.wrap(masked, budget=300, layers=CANDIDATES)

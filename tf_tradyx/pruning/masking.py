@@ -93,6 +93,22 @@ class MaskedLayer(layers.Wrapper):
             for attr, v in zip(self.kernel_attributes, self.kernels)]
         self.built = True
 
+    def load_own_variables(self, store):
+        """Loads the masks from a file, refusing wrong shapes or values other than 0 and 1."""
+        own = list(self._trainable_variables) + list(self._non_trainable_variables)
+        for mask in self.masks:
+            key = str(next(i for i, v in enumerate(own) if v is mask))
+            if key in store and tuple(store[key].shape) != tuple(mask.shape):
+                raise ValueError(f"{self.name}: the file holds a mask of shape "
+                                 f"{tuple(store[key].shape)} for a kernel of shape "
+                                 f"{tuple(mask.shape)}; the file belongs to another model.")
+            if key in store:
+                values = np.asarray(store[key])
+                if not np.all((values == 0) | (values == 1)):
+                    raise ValueError(f"{self.name}: the stored mask holds values other than 0 "
+                                     "and 1; the file is corrupted.")
+        super().load_own_variables(store)
+
     @property
     def kernel_names(self):
         """Readable names of the masked kernels, "<layer>/<kernel attribute>"."""
