@@ -503,18 +503,7 @@ class BadInputTest(parameterized.TestCase):
         self.assertTrue(all(l.trainable for l in model.layers))
 
     def test_models_and_layers_that_cannot_be_wrapped(self):
-        class Sub(keras.Model):
-            def __init__(self):
-                super().__init__()
-                self.d = keras.layers.Dense(2)
-
-            def call(self, x):
-                return self.d(x)
-
-        sub = Sub()
-        sub(np.zeros((1, 3), np.float32))
-        with pytest.raises(TypeError, match="subclassed"):
-            SU.wrap(sub, budget=10, layers=["d"])
+        # (A subclassed model is refused: tests/test_bad_input.py.)
         sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES)
         with pytest.raises(ValueError, match="already wrapped"):
             SU.wrap(sparse, budget=400, layers=CANDIDATES)

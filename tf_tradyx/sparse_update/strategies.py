@@ -11,6 +11,7 @@ or "full", "classifier", "bias" for the ones that train whole variables instead.
             ...  # context.costs, context.layers, context.budget, context.rng, context.model
 """
 
+import abc
 import dataclasses
 
 import numpy as np
@@ -31,16 +32,17 @@ class SelectionContext:
     count_pruned: bool = True  # False: only unpruned weights of a channel count toward the budget
 
 
-class Strategy:
-    """Base class: override `select`; set `dynamic = False` for a selection made once."""
+class Strategy(abc.ABC):
+    """Base class: implement `select`; set `dynamic = False` for a selection made once."""
     dynamic = True
     mode = "channels"
     budgeted = True         # the selection must fit the budget
     uses_all_layers = False  # candidates are all selectable layers, not the ranking's top-K
     name = "custom"
 
+    @abc.abstractmethod
     def select(self, context):
-        raise NotImplementedError
+        """{layer name: input-channel indices} to update, given a `SelectionContext`."""
 
     def candidate_layers(self, costs, layers):
         """The layers to wrap, from the user's `layers` (None = not given)."""
