@@ -370,6 +370,11 @@ class FitTest(parameterized.TestCase):
             for v in sparse.variables:
                 self.assertEqual(not np.array_equal(v.numpy(), before[v.path]), v.path in trainable,
                                  f"{strategy}: {v.path}")
+        # A .keras file keeps which layers train, not which variables: attach restores bias-only.
+        path = os.path.join(tempfile.mkdtemp(), "bias.keras")
+        SU.wrap(small_cnn(), strategy="bias").save(path)
+        loaded = SU.attach(keras.models.load_model(path), strategy="bias")
+        self.assertEqual({v.path for v in loaded.trainable_variables}, expected["bias"])
         e = SU.efficiency(SU.wrap(small_cnn(), strategy="full"))
         self.assertEqual((e.units, e.activation_sparsity), (e.full_units, 0.0))
 

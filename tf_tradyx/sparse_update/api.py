@@ -214,23 +214,36 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, data=None, s
     return clone
 
 
-def attach(model, budget=None, strategy="tradi", seed=0, data=None, scheme=None, classifier="auto"):
-    """Gives a wrapped model loaded from disk a sampler again (its wrapped layers are the candidates)."""
+def attach(model, budget=None, strategy="tradi", seed=0, data=None, scheme=None, classifier="auto",
+           count_pruned=True, train_batchnorm=False):
+    """Gives a model loaded from disk its sampler (and trainability) back.
+
+    For channel strategies the wrapped layers are the candidates; for "bias" (and an "su" scheme's
+    bias layers) it freezes the kernels again: Keras files keep which layers train, not which of a
+    layer's variables do.
+    """
+    _model_utils.check_cloneable(model)
     wrappers = sparse_layers(model)
-    if not wrappers:
-        raise ValueError("The model has no sparse-update wrappers; use tx.sparse_update.wrap.")
     for w in wrappers:
         w.check_selection()
     table = costs_lib.cost_table(model, classifier=classifier)
     strat = strategies.get(strategy, costs=table, data=data, scheme=scheme)
+    if strat.mode == "channels" and not wrappers:
+        raise ValueError("The model has no sparse-update wrappers; use tx.sparse_update.wrap.")
     budget = costs_lib.parse_budget(budget) if budget is not None else None
     names = [w.layer.name for w in wrappers]
     if strat.budgeted and strat.mode == "channels":
         if budget is None:
             raise ValueError(f"Strategy {strat.name!r} needs budget=.")
-        sampling.check_budget(table, names, budget)
-    object.__setattr__(model, _STATE, SparseUpdateState(
-        strategy=strat, budget=budget, layers=names, costs=table, seed=_seed(seed)))
+        sampling.check_budget(table, names, budget, count_pruned)
+    state = SparseUpdateState(strategy=strat, budget=budget, layers=names, costs=table,
+                              seed=_seed(seed), count_pruned=bool(count_pruned))
+    object.__setattr__(model, _STATE, state)
+    bias_layers = set(strat.bias_layer_names(table)) if hasattr(strat, "bias_layer_names") else set()
+    if strat.mode == "bias":
+        bias_layers = set(table.names)
+    update_bias = any(w.update_bias for w in wrappers)
+    _set_trainability(model, state, update_bias, train_batchnorm, bias_layers)
     return model
 
 
