@@ -87,6 +87,9 @@ def test_loading_a_file_with_bad_selection_or_mask_fails_clearly():
     with pytest.raises(ValueError, match="sparse_update_pw.*shape \\(5,\\).*another model"):
         w.load_own_variables({"0": np.zeros(5, np.int32), "1": np.asarray(2, np.int32)})
     np.testing.assert_array_equal(w.get_channels(), before)
+    with pytest.raises(ValueError, match="invalid"):  # out of range: refused before assigning
+        w.load_own_variables({"0": np.full(8, 42, np.int32), "1": np.asarray(3, np.int32)})
+    np.testing.assert_array_equal(w.get_channels(), before)
     good = SU.wrap(pruned_small_cnn(), budget=300, layers=CANDIDATES)
     good.save(path)
     loaded = keras.models.load_model(path)

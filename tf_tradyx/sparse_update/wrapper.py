@@ -111,7 +111,8 @@ class ChannelSparseUpdate(layers.Wrapper):
         return np.asarray(self.channel_indices.numpy()[:n], dtype=np.int64)
 
     def load_own_variables(self, store):
-        """Loads the selection (and mask) from a file, refusing malformed values with a clear error."""
+        """Loads the selection (and mask) from a file; malformed values are refused before any is
+        assigned, so a failed `load_weights` leaves the layer as it was."""
         own = [self.channel_indices, self.num_channels] + (
             [self.kernel_mask] if self.kernel_mask is not None else [])
         for i, var in enumerate(own):
@@ -120,18 +121,22 @@ class ChannelSparseUpdate(layers.Wrapper):
                 raise ValueError(
                     f"{self.name}: the file holds {var.name} of shape {tuple(store[key].shape)}, "
                     f"but the layer needs {tuple(var.shape)}; the file belongs to another model.")
-        super().load_own_variables(store)
-        self.check_selection()
-        if self.kernel_mask is not None:
-            m = self.kernel_mask.numpy()
+        if "0" in store and "1" in store:
+            self._check_selection(np.asarray(store["1"]), np.asarray(store["0"]))
+        if self.kernel_mask is not None and "2" in store:
+            m = np.asarray(store["2"])
             if not np.all((m == 0) | (m == 1)):
                 raise ValueError(f"{self.name}: the stored kernel mask holds values other than 0 "
                                  "and 1; the file is corrupted.")
+        super().load_own_variables(store)
 
     def check_selection(self):
         """Raises ValueError when the stored selection is malformed (e.g. a corrupted file)."""
-        n = int(self.num_channels.numpy())
-        idx = self.channel_indices.numpy()[:n]
+        self._check_selection(self.num_channels.numpy(), self.channel_indices.numpy())
+
+    def _check_selection(self, num_channels, indices):
+        n = int(num_channels)
+        idx = np.asarray(indices)[:max(n, 0)]
         if not 0 <= n <= self.in_channels or np.any(idx < 0) or np.any(idx >= self.in_channels) \
                 or len(np.unique(idx)) != n:
             raise ValueError(f"{self.layer.name}: stored channel selection is invalid "
