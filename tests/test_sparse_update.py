@@ -524,6 +524,10 @@ class BadInputTest(parameterized.TestCase):
         for bad in ([5], [-1], [0, 0]):
             with pytest.raises(ValueError):
                 w.set_channels(bad)
+        before = {k: v.tolist() for k, v in SU.selection(sparse).items()}
+        with pytest.raises(ValueError, match="pw"):  # c1 is valid, pw is not: nothing changes
+            SU.set_selection(sparse, {"c1": [0, 1], "pw": [99]})
+        self.assertEqual({k: v.tolist() for k, v in SU.selection(sparse).items()}, before)
         w.num_channels.assign(99)  # a corrupted selection is detected
         with pytest.raises(ValueError, match="invalid"):
             w.check_selection()

@@ -273,8 +273,9 @@ def set_selection(model, selection, optimizer="auto"):
     unknown = [n for n in selection if n not in by_name]
     if unknown:
         raise ValueError(f"{unknown} are not wrapped layers; wrapped: {sorted(by_name)}.")
-    for name, w in by_name.items():
-        w.set_channels(selection.get(name, ()))
+    checked = {name: w.validated(selection.get(name, ())) for name, w in by_name.items()}
+    for name, w in by_name.items():  # all validated first: a bad entry changes nothing
+        w._assign(checked[name])
     opt = getattr(model, "optimizer", None) if optimizer == "auto" else optimizer
     if opt is not None:
         reset_optimizer_state(model, opt)

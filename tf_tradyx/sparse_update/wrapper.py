@@ -94,12 +94,19 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     def set_channels(self, channels):
         """Selects these input channels (any iterable of distinct ints in [0, in_channels))."""
+        self._assign(self.validated(channels))
+
+    def validated(self, channels):
+        """`channels` as a sorted int32 array; ValueError when they are not valid for this layer."""
         idx = np.asarray(sorted(int(c) for c in channels), dtype=np.int32)
         if len(np.unique(idx)) != len(idx):
             raise ValueError(f"{self.layer.name}: channel indices must be distinct, got {list(idx)}.")
         if len(idx) and (idx[0] < 0 or idx[-1] >= self.in_channels):
             raise ValueError(f"{self.layer.name}: channel indices must lie in [0, {self.in_channels}), "
                              f"got {list(idx)}.")
+        return idx
+
+    def _assign(self, idx):
         padded = np.zeros(self.in_channels, np.int32)
         padded[:len(idx)] = idx
         self.channel_indices.assign(padded)
