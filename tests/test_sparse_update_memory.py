@@ -126,3 +126,11 @@ class SameResultsTest(parameterized.TestCase):
         self.assertFalse(any(isinstance(l, compact.CompactReLU) for l in plain.layers))
         x, _, _ = data(4)
         np.testing.assert_allclose(plain(x), model(x), rtol=1e-6)
+
+
+def test_memory_module_is_reachable_as_documented():
+    import subprocess
+    import sys
+    code = "import tf_tradyx as tx; print(callable(tx.sparse_update.memory.retained_bytes))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]

@@ -9,6 +9,7 @@
 See METHODS.md section 1 for the method and `api` for the optimizer-state rules.
 """
 
+from tf_tradyx.sparse_update import memory  # noqa: F401 - sp.memory.retained_tensors(...)
 from tf_tradyx.sparse_update.api import (Efficiency, attach, check_optimizer, efficiency,
                                          reset_optimizer_state, resample, selection, set_selection,
                                          sparse_kernels, sparse_layers, strip, wrap)
