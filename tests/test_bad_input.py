@@ -136,6 +136,12 @@ CASES = [
     ("su/wrapper on dilated conv", small_cnn,
      lambda m: SU.ChannelSparseUpdate(keras.layers.Conv2D(2, 3, dilation_rate=2)), ValueError,
      "Cannot sparse-update"),
+    ("su/wrapper on grouped conv", small_cnn,
+     lambda m: SU.ChannelSparseUpdate(keras.layers.Conv2D(4, 3, groups=2)), ValueError,
+     "Cannot sparse-update"),
+    ("su/wrapper on separable conv", small_cnn,
+     lambda m: SU.ChannelSparseUpdate(keras.layers.SeparableConv2D(4, 3)), ValueError,
+     "Cannot sparse-update"),
     # --- data and models ---
     ("data/missing folder", small_cnn, lambda m: tx.data.from_folder("/nonexistent/dir", "train"),
      Exception, "nonexistent"),

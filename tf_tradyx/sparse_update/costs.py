@@ -182,15 +182,11 @@ def is_selectable(layer):
     layer = _inner(layer)
     if not isinstance(layer, SELECTABLE_TYPES):
         return False
+    # (Conv2DTranspose and SeparableConv2D are not Conv2D subclasses in Keras 3: not selectable.)
     if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
-        if type(layer).__name__ in ("Conv2DTranspose", "SeparableConv2D"):
-            return False
         if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
             return False
-        if isinstance(layer, layers.Conv2D) and not isinstance(layer, layers.DepthwiseConv2D) \
-                and getattr(layer, "groups", 1) != 1:
-            return False
-    return True
+    return getattr(layer, "groups", 1) == 1
 
 
 def find_classifier(model):
