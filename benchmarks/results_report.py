@@ -158,8 +158,25 @@ def _memory(smoke):
     return out
 
 
+def _ranking_lines(smoke):
+    base = os.path.join(HERE, "results", "smoke" if smoke else "sweep", "tradi")
+    path = os.path.join(base, "ranking_mbv2-w0.35.json")
+    if not os.path.exists(path):
+        return ["Layer ranking: pending.", ""]
+    from tf_tradyx.sparse_update.ranking import LayerRanking  # sweep.py puts the repo on the path
+    ranking = LayerRanking.load(path)
+    k = len(ranking.top_k(0.97))
+    png = path.replace(".json", ".png")
+    return [f"Layer ranking (RGN over {ranking.info.get('epochs')} epochs of full fine-tuning, "
+            f"{ranking.info.get('steps')} steps): {k} of {len(ranking.scores)} layers hold 97 % of the "
+            f"RGN; highest: {', '.join(ranking.ranked[:3])}. METHODS.md reports 36 of 51 "
+            f"([plot]({os.path.relpath(png, os.path.join(ROOT, 'docs'))}), "
+            f"[JSON]({os.path.relpath(path, os.path.join(ROOT, 'docs'))})).", ""]
+
+
 def _tradi_section(cells, figdir, smoke):
     lines = ["## TraDy and its baselines: pretrained MobileNetV2-w0.35 (128 px) on CIFAR-10", ""]
+    lines += _ranking_lines(smoke)
     if not cells:
         return lines + ["No cell has finished yet.", ""]
     memory = _memory(smoke)
