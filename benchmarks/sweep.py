@@ -5,6 +5,7 @@
     python benchmarks/sweep.py tradi           # MobileNetV2-w0.35 / CIFAR-10 strategies (about 2.5 h)
     python benchmarks/sweep.py report          # docs/RESULTS.md and its plots, from the JSON only
     python benchmarks/sweep.py px --smoke      # minutes: the bundled sample, tiny settings
+    python benchmarks/sweep.py px-layers       # re-derive per-layer rows of finished PX cells
 
 Every cell runs in a fresh process and writes one JSON file under benchmarks/results/sweep/ (smoke
 runs under benchmarks/results/smoke/, not committed); a cell whose file exists is not run again, so
@@ -12,6 +13,7 @@ an interrupted sweep resumes where it stopped. `--commit` commits each finished 
 """
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -91,6 +93,47 @@ def _data(smoke):
             "CIFAR-10 (../shared archive)")
 
 
+def _pruned_resnet20(cell, train):
+    """The cell's ResNet-20, pruned at initialization (deterministic in the cell's seed)."""
+    import keras
+
+    import tf_tradyx as tx
+    norm = tx.data.normalization("resnet20")
+    keras.utils.set_random_seed(cell["seed"])
+    masked = tx.pruning.wrap(tx.models.resnet20(num_classes=10))
+    out = {}
+    if cell["method"] != "dense":
+        prune_ds = tx.data.balanced_subset(train, 10, 10).map(lambda x, y: (norm(x), y))
+        rounds = (5 if cell.get("smoke") else 100) if cell["method"] in ITERATIVE else 1
+        pruner = tx.pruning.get_pruner(cell["method"], rounds=rounds, seed=cell["seed"], verbose=0)
+        start = time.time()
+        pruner.prune(masked, cell["sparsity"], data=prune_ds)
+        out["scoring_seconds"] = time.time() - start
+        out["rounds"] = rounds
+    out["layers"] = tx.pruning.report(masked).as_dict()["layers"]
+    out["density"] = tx.pruning.report(masked).density
+    return masked, out
+
+
+def refresh_px_layers(smoke=False):
+    """Re-prunes finished PX cells whose layer rows predate a report field (no training); the
+    per-layer kept counts must come out identical, which also checks that pruning is reproducible."""
+    train, _, _ = _data(smoke)
+    for path in sorted(glob.glob(os.path.join(results_dir(smoke), "px", "*.json"))):
+        with open(path) as f:
+            out = json.load(f)
+        if out["cell"]["method"] == "dense" or all("kept_positive" in r for r in out["layers"]):
+            continue
+        _, fresh = _pruned_resnet20(out["cell"], train)
+        if [r["kept"] for r in fresh["layers"]] != [r["kept"] for r in out["layers"]]:
+            raise RuntimeError(f"{path}: re-pruning gave different masks; not updated.")
+        out["layers"] = fresh["layers"]
+        with open(path + ".tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(path + ".tmp", path)
+        print("refreshed", os.path.relpath(path, ROOT), flush=True)
+
+
 def run_px_cell(cell):
     """Prune ResNet-20 at initialization, train with the fixed protocol, evaluate."""
     import keras
@@ -102,19 +145,8 @@ def run_px_cell(cell):
     smoke = cell.get("smoke", False)
     train, test, source = _data(smoke)
     norm = tx.data.normalization("resnet20")
-    keras.utils.set_random_seed(cell["seed"])
-    masked = tx.pruning.wrap(tx.models.resnet20(num_classes=10))
-    out = {"cell": cell, "data": source}
-    if cell["method"] != "dense":
-        prune_ds = tx.data.balanced_subset(train, 10, 10).map(lambda x, y: (norm(x), y))
-        rounds = (5 if smoke else 100) if cell["method"] in ITERATIVE else 1
-        pruner = tx.pruning.get_pruner(cell["method"], rounds=rounds, seed=cell["seed"], verbose=0)
-        start = time.time()
-        pruner.prune(masked, cell["sparsity"], data=prune_ds)
-        out["scoring_seconds"] = time.time() - start
-        out["rounds"] = rounds
-    out["layers"] = tx.pruning.report(masked).as_dict()["layers"]
-    out["density"] = tx.pruning.report(masked).density
+    masked, pruned = _pruned_resnet20(cell, train)
+    out = {"cell": cell, "data": source, **pruned}
     train_ds = tx.data.prepare(train, 128, preprocess=norm, augment=tx.data.cifar_augment,
                                shuffle_buffer=50_000, seed=cell["seed"], cache=True)
     test_ds = tx.data.prepare(test, 500, preprocess=norm, cache=True)
@@ -168,7 +200,9 @@ def run_tradi_cell(cell):
     train_ds = tx.data.prepare(subset, 64, preprocess=pre, augment=flip, shuffle_buffer=10_000,
                                seed=cell["seed"], cache=True)
     test_ds = tx.data.prepare(test, 250, preprocess=pre, cache=True)
-    ranking = tradi_ranking(tx.data.prepare(subset, 64, preprocess=pre, cache=True), smoke)
+    # The subset is in class order (the folder's): the ranking run must shuffle it like training.
+    ranking = tradi_ranking(tx.data.prepare(subset, 64, preprocess=pre, shuffle_buffer=10_000, seed=0,
+                                            cache=True), smoke)
     keras.utils.set_random_seed(cell["seed"])
     model = tx.models.load_pretrained("mbv2-w0.35", num_classes=10)
     kwargs = {"strategy": cell["strategy"], "seed": cell["seed"]}
@@ -228,7 +262,7 @@ def run_cells(cells, commit):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["px", "tradi", "report", "cell"])
+    parser.add_argument("what", choices=["px", "tradi", "report", "cell", "px-layers"])
     parser.add_argument("payload", nargs="?")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--long", action="store_true", help="px: the 10-epoch, 3-seed runs")
@@ -243,6 +277,9 @@ def main():
         with open(tmp, "w") as f:
             json.dump(out, f, indent=1)
         os.replace(tmp, path)  # a cell exists only once it is complete
+        return
+    if args.what == "px-layers":
+        refresh_px_layers(args.smoke)
         return
     if args.what == "report":
         import results_report

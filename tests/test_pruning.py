@@ -401,6 +401,11 @@ def test_report_table_dict_plot_and_sanity_transforms(tmp_path):
     mask[0, 0, 0, :4] = 1
     w.masks[0].assign(mask)
     assert tx.pruning.report(masked).rows[0]["connected_outputs"] == 0.5
+    kernel = np.asarray(w.kernels[0]).copy()
+    kernel[0, 0, 0, :4] = [1.0, -2.0, 3.0, 4.0]
+    kernel[1, 1, 1, :] = -1.0  # pruned weights do not count towards the sign balance
+    w.kernels[0].assign(kernel)
+    assert tx.pruning.report(masked).rows[0]["kept_positive"] == 0.75
     dw = tx.pruning.masked_layers(masked)[1]  # Depthwise (3, 3, 8, 1): 8 output channels.
     mask = np.zeros(dw.masks[0].shape, np.float32)
     mask[1, 1, :2, 0] = 1

@@ -457,6 +457,25 @@ class RankingTest(parameterized.TestCase):
         np.testing.assert_array_equal(model.get_layer("c1").kernel.numpy(),
                                       small_cnn().get_layer("c1").kernel.numpy())  # not modified
 
+    @parameterized.parameters("sparse", "one_hot")
+    def test_class_sorted_data_warns_and_shuffled_data_does_not(self, labels):
+        model = small_cnn()
+        x, y, _ = data(64)
+        order = np.argsort(y, kind="stable")
+        y_sorted = y[order]
+        if labels == "one_hot":
+            y_sorted = keras.utils.to_categorical(y_sorted, 3)
+        sorted_ds = tf.data.Dataset.from_tensor_slices((x[order], y_sorted)).batch(4)
+        with pytest.warns(UserWarning, match="sorted by class"):
+            SU.rank_layers(model, sorted_ds, epochs=1, loss=LOSS if labels == "sparse" else
+                           keras.losses.CategoricalCrossentropy(from_logits=True), verbose=0)
+        shuffled = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        self.assertGreater(len(np.unique(y[:8])), 1)  # the fixture's order mixes classes
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            SU.rank_layers(model, shuffled, epochs=1, verbose=0)
+
     def test_top_k_save_load_plot(self):
         ranking = SU.LayerRanking({"a": 1.0, "b": 60.0, "c": 30.0, "d": 9.0})
         self.assertEqual(ranking.ranked, ["b", "c", "d", "a"])

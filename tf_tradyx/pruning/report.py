@@ -66,22 +66,31 @@ class PruningReport:
 
 
 def _masks(model):
-    """(wrapper, kernel name, mask) of MaskedLayers, and of sparse-update wrappers of pruned layers."""
+    """(wrapper, kernel name, mask, kernel) of MaskedLayers, and of sparse-update wrappers of pruned
+    layers."""
     for layer in masking.flatten_layers(model):
         if isinstance(layer, masking.MaskedLayer):
-            yield from ((layer, n, m) for n, m in zip(layer.kernel_names, layer.masks))
+            yield from ((layer, n, m, k)
+                        for n, m, k in zip(layer.kernel_names, layer.masks, layer.kernels))
         elif getattr(layer, "kernel_mask", None) is not None:  # tx.sparse_update on a pruned model
-            yield layer, f"{layer.layer.name}/kernel", layer.kernel_mask
+            yield layer, f"{layer.layer.name}/kernel", layer.kernel_mask, layer.layer.kernel
 
 
 def report(model):
-    """The current per-layer state of the masks of a wrapped model."""
+    """The current per-layer state of the masks of a wrapped model.
+
+    Besides density and connected outputs, `kept_positive` is the fraction of kept weights that
+    are > 0: about 0.5 for a sign-blind criterion; far from it, the kept set is sign-biased, which
+    makes a layer's output channels move together (seen with GraSP at initialization).
+    """
     rows = []
-    for wrapper, name, mask in _masks(model):
-        m = np.asarray(mask)
+    for wrapper, name, mask, kernel in _masks(model):
+        m = np.asarray(mask) > 0
+        kept = np.asarray(kernel)[m]
         rows.append({"name": name, "shape": list(m.shape), "weights": int(m.size),
-                     "kept": int((m > 0).sum()), "density": float((m > 0).mean()),
-                     "connected_outputs": _connected_outputs(m, _is_depthwise(wrapper.layer, name))})
+                     "kept": int(m.sum()), "density": float(m.mean()),
+                     "connected_outputs": _connected_outputs(m, _is_depthwise(wrapper.layer, name)),
+                     "kept_positive": float((kept > 0).mean()) if kept.size else 0.0})
     return PruningReport(rows)
 
 

@@ -10,6 +10,7 @@ and budgets; `top_k(coverage=0.97)` gives the smallest set of layers holding 97 
 
 import contextlib
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -27,6 +28,28 @@ channel_norms = costs_lib.channel_norms
 def _channel_norms_tf(g, kind):
     axes = [1] if kind == "dense" else [0, 1, 3]
     return tf.sqrt(tf.reduce_sum(tf.square(g), axis=axes))
+
+
+_SORTED_PROBE = 4  # batches inspected for a class-sorted stream
+
+
+def _batch_classes(y):
+    """(batch size, number of distinct classes) of a label batch, sparse or one-hot."""
+    y = np.asarray(y)
+    if y.ndim > 1 and y.shape[-1] > 1:
+        y = y.argmax(axis=-1)
+    y = y.reshape(len(y), -1)[:, 0] if y.ndim else y.reshape(1)
+    return len(y), len(np.unique(y))
+
+
+def _warn_if_sorted(probe):
+    """Single-class batches mean class-sorted, unshuffled data: the run would mostly measure the
+    classifier relearning each class, which piles RGN onto the last layers."""
+    if all(size >= 4 and classes == 1 for size, classes in probe):
+        warnings.warn(f"rank_layers: each of the first {len(probe)} batches holds a single class; "
+                      "the data looks sorted by class. Shuffle it (e.g. tx.data.prepare(..., "
+                      "shuffle_buffer=N)) or the ranking will overweight the last layers.",
+                      stacklevel=3)
 
 
 def as_dataset(data, batch_size=32):
@@ -246,6 +269,7 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
 
     total = np.zeros(len(kernels))
     steps = 0
+    first_labels = []
     dataset = as_dataset(data)
     for epoch in range(epochs):
         batches = dataset.take(steps_per_epoch) if steps_per_epoch else dataset
@@ -254,6 +278,10 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
             x, y = _xy(batch)
             if i == 0:
                 _model_utils.check_batch(work, x, y)
+            if epoch == 0 and i < _SORTED_PROBE:
+                first_labels.append(_batch_classes(y))
+                if i == _SORTED_PROBE - 1:
+                    _warn_if_sorted(first_labels)
             value, rgn = step(x, y)
             rgn = rgn.numpy()
             if not np.all(np.isfinite(rgn)) or not np.isfinite(value.numpy()):
