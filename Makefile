@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export CUDA_VISIBLE_DEVICES ?=
 
-.PHONY: demo demo-px test bench bench-px bench-px-long bench-tradi results install clean
+.PHONY: demo demo-px test bench bench-px bench-px-long bench-tradi bench-all results install clean
 
 install: $(STAMP)
 
@@ -39,6 +39,8 @@ bench-px-long: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py px --long
 bench-tradi: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py tradi
+bench-all: $(STAMP)
+	$(BIN)/python benchmarks/sweep.py all
 results: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py report
 

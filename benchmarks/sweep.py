@@ -3,6 +3,7 @@
     python benchmarks/sweep.py px              # ResNet-20 / CIFAR-10 pruning sweep (hours)
     python benchmarks/sweep.py px --long       # 10-epoch runs of dense, SNIP, SynFlow, PX at 98.2 %
     python benchmarks/sweep.py tradi           # MobileNetV2-w0.35 / CIFAR-10 strategies (about 2.5 h)
+    python benchmarks/sweep.py all             # everything, claims-first order (a day of CPU)
     python benchmarks/sweep.py report          # docs/RESULTS.md and its plots, from the JSON only
     python benchmarks/sweep.py px --smoke      # minutes: the bundled sample, tiny settings
     python benchmarks/sweep.py px-layers       # re-derive per-layer rows of finished PX cells
@@ -70,6 +71,15 @@ def tradi_cells(smoke):
     cells += [{"suite": "tradi", "strategy": s, "seed": 1, "epochs": TRADI_EPOCHS}
               for s in TRADI_STRATEGIES if s in TRADI_TWO_SEEDS]
     return cells
+
+
+def all_cells():
+    """Every cell of RESULTS.md in the order that settles the claims soonest: the PX sweep at the
+    two required sparsities, the TraDy sweep, the 10-epoch PX runs, then the optional sparsities."""
+    px = px_cells(False, False)
+    required = [c for c in px if c["sparsity"] in (0.0, 0.982, 0.8926)]
+    optional = [c for c in px if c not in required]
+    return required + tradi_cells(False) + px_cells(False, True) + optional
 
 
 def cell_id(cell):
@@ -262,7 +272,7 @@ def run_cells(cells, commit):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["px", "tradi", "report", "cell", "px-layers"])
+    parser.add_argument("what", choices=["px", "tradi", "all", "report", "cell", "px-layers"])
     parser.add_argument("payload", nargs="?")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--long", action="store_true", help="px: the 10-epoch, 3-seed runs")
@@ -285,7 +295,12 @@ def main():
         import results_report
         print("wrote", results_report.write(smoke=args.smoke))
         return
-    cells = px_cells(args.smoke, args.long) if args.what == "px" else tradi_cells(args.smoke)
+    if args.what == "all":
+        if args.smoke or args.long:
+            parser.error("all takes neither --smoke nor --long (it includes the long runs)")
+        cells = all_cells()
+    else:
+        cells = px_cells(args.smoke, args.long) if args.what == "px" else tradi_cells(args.smoke)
     run_cells(cells, args.commit)
     import results_report
     print("wrote", results_report.write(smoke=args.smoke))
