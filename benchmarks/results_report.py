@@ -79,7 +79,7 @@ def _px_section(cells, figdir, smoke):
                   and abs(c["cell"]["sparsity"] - high) < 1e-9}
     if {"px", "synflow", "snip"} & set(layer_rows):
         png = _density_plot(layer_rows, figdir, high)
-        lines += [f"Per-layer density and connected output channels at {high:.2%} "
+        lines += [f"Per-layer density and fraction of connected output channels at {high:.2%} "
                   f"(![density]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})):", "",
                   "| method | min layer density | collapsed layers | mean connected outputs "
                   "| kept weights > 0 |",
@@ -161,15 +161,18 @@ def _density_plot(layer_rows, figdir, sparsity):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(figdir, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for m in ("px", "synflow", "snip", "grasp"):
         if m in layer_rows:
-            ax.plot([r["density"] for r in layer_rows[m]], marker=".", label=LABELS[m])
-    ax.set_yscale("log")
-    ax.set_xlabel("layer (graph order)")
-    ax.set_ylabel("density")
-    ax.set_title(f"ResNet-20 per-layer density at {sparsity:.2%} sparsity")
-    ax.legend(fontsize=8)
+            top.plot([max(r["density"], 1e-5) for r in layer_rows[m]], marker=".", label=LABELS[m])
+            bottom.plot([r["connected_outputs"] for r in layer_rows[m]], marker=".", label=LABELS[m])
+    top.set_yscale("log")
+    top.set_ylabel("density (log)")
+    top.set_title(f"ResNet-20 per layer at {sparsity:.2%} sparsity")
+    top.legend(fontsize=8)
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.set_ylabel("connected output channels")
+    bottom.set_xlabel("layer (graph order)")
     fig.tight_layout()
     path = os.path.join(figdir, "px_layer_density.png")
     fig.savefig(path, dpi=120)
