@@ -61,7 +61,8 @@ def _px_section(cells, figdir, smoke):
                   and abs(c["cell"]["sparsity"] - max(sparsities)) < 1e-9), None)
         lines.append(f"| {LABELS[m]} | " + " | ".join(_pct(acc.get((m, s))) for s in sparsities)
                      + f" | {'pending' if t is None else f'{t:.1f} s'} |")
-    lines.append("")
+    lines += ["", "Scoring time is the wall clock of the pruning call inside the cell (100 images, "
+              "rounds as labelled); `benchmarks/pruning_speed.py` times all methods side by side.", ""]
     long_cells = [c for c in cells if c["cell"]["epochs"] == 10]
     if long_cells:
         lines += ["10 epochs at 98.20 % sparsity, seeds 0, 1, 2 (mean ± standard deviation):", "",
