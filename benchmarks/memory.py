@@ -28,6 +28,7 @@ BUDGETS = {"mbv2-w0.35": [27946, 66592, 93696], "mcunet-in1": [15936, 64832, 112
            "proxyless-w0.3": [25984, 72960, 101376]}
 SCHEMES = {"mbv2-w0.35": "mbv2-w0.35/50kb", "mcunet-in1": "mcunet-in1/50kb",
            "proxyless-w0.3": "proxyless-w0.3/50kb"}
+OTHER_STRATEGIES = ("dynamic_full_random", "dynamic_det_rgn")  # memory only (--only adds them)
 RANKINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "rankings")
 
 
@@ -83,12 +84,17 @@ def child(config):
         ranking = tx.sparse_update.LayerRanking.load(os.path.join(RANKINGS, f"{net}.json"))
         kwargs.update(layers=ranking.top_k(0.97), budget=config["budget"],
                       simulate=config.get("simulate", False))
-    sparse = tx.sparse_update.wrap(model, **kwargs)
-    sparse.compile(keras.optimizers.SGD(0.01),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(-1, 1, (batch, 128, 128, 3)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, batch))
+    if config["strategy"] in ("dynamic_full_random", "dynamic_det_rgn"):
+        # One step has one selection, so static and dynamic variants cost the same memory.
+        kwargs["budget"] = config["budget"]
+        if config["strategy"] == "dynamic_det_rgn":
+            kwargs["data"] = (x.numpy(), y.numpy())
+    sparse = tx.sparse_update.wrap(model, **kwargs)
+    sparse.compile(keras.optimizers.SGD(0.01),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     forward = tf.function(lambda t: sparse(t, training=True))
     forward(x)
     sparse.train_on_batch(x, y)  # traces the train function
@@ -151,6 +157,9 @@ def configs(quick):
             runs += [{"net": net, "batch": batch, "strategy": "tradi", "budget": b} for b in budgets]
             runs.append({"net": net, "batch": batch, "strategy": "tradi", "budget": budgets[0],
                          "simulate": True})
+            if net == "mbv2-w0.35" and batch == 64:  # the other strategies of docs/RESULTS.md
+                runs += [{"net": net, "batch": batch, "strategy": s, "budget": budgets[0]}
+                         for s in OTHER_STRATEGIES]
             if quick:
                 runs = [r for r in runs if r["strategy"] in ("full", "classifier")
                         or (r["strategy"] == "tradi" and r["budget"] == budgets[0])]
@@ -195,6 +204,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--child")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", help="comma-separated strategies: measure just those rows' "
+                        "memory (no step time) and merge them into results/memory.json")
     parser.add_argument("--timing", action="store_true",
                         help="re-measure only the step times of results/memory.json (idle machine)")
     args = parser.parse_args()
@@ -204,8 +215,17 @@ def main():
     if args.timing:
         retime()
         return
-    from _common import write_json
+    from _common import RESULTS, write_json
     runs = configs(args.quick)
+    kept = []
+    if args.only:
+        only = set(args.only.split(","))
+        unknown = only - {r["strategy"] for r in runs}
+        if unknown:
+            parser.error(f"--only: unknown strategies {sorted(unknown)}")
+        runs = [r for r in runs if r["strategy"] in only]
+        with open(os.path.join(RESULTS, "memory.json")) as f:
+            kept = [r for r in json.load(f)["rows"] if r["strategy"] not in only]
     ensure_rankings(sorted({r["net"] for r in runs}))
     rows = []
     for r in runs:
@@ -214,7 +234,7 @@ def main():
         # malloc's caching. A second process reads TensorFlow's BFC allocator statistics.
         # Step time comes from a third process with TensorFlow's default setup, as users run it.
         result = {}
-        for allocator in ("malloc", "bfc", "default"):
+        for allocator in ("malloc", "bfc") if args.only else ("malloc", "bfc", "default"):
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
             if allocator == "malloc":
                 env["MALLOC_MMAP_THRESHOLD_"] = "131072"
@@ -230,18 +250,22 @@ def main():
                 result.update({k: v for k, v in out.items() if k.startswith("tensor_")})
             else:
                 result["step_seconds"] = out["step_seconds"]
+        if args.only:
+            result["step_seconds"] = None  # not timed: --only runs next to other work
         result.pop("allocator", None)
         rows.append(result)
         print(f"  {rows[-1]['net']} b{rows[-1]['batch']} {label(rows[-1])}: RSS "
               f"{rows[-1]['overhead_mb']:.1f} MB, tensors {rows[-1]['tensor_overhead_mb']:.1f} MB",
               flush=True)
+    rows = kept + rows
     for row in rows:
         ref = next(x for x in rows if x["net"] == row["net"] and x["batch"] == row["batch"]
                    and x["strategy"] == "full")
         row["overhead_vs_full"] = row["overhead_mb"] / max(ref["overhead_mb"], 1e-9)
         row["tensor_overhead_vs_full"] = row["tensor_overhead_mb"] / max(ref["tensor_overhead_mb"],
                                                                           1e-9)
-        row["time_vs_full"] = row["step_seconds"] / ref["step_seconds"]
+        row["time_vs_full"] = (None if row["step_seconds"] is None
+                               else row["step_seconds"] / ref["step_seconds"])
     head = (f"{'network':<15}{'batch':>6}  {'configuration':<26}{'units':>10}{'RSS ovh MB':>11}"
             f"{'x full':>8}{'tensor ovh MB':>14}{'x full':>8}{'retained MB':>12}{'step s':>8}"
             f"{'x full':>8}")
@@ -251,7 +275,8 @@ def main():
               f"{r['overhead_vs_full']:>8.3f}{r['tensor_overhead_mb']:>14.1f}"
               f"{r['tensor_overhead_vs_full']:>8.3f}"
               f"{r['retained_activation_mb'] + r['retained_mask_mb']:>12.2f}"
-              f"{r['step_seconds']:>8.3f}{r['time_vs_full']:>8.3f}")
+              + (f"{r['step_seconds']:>8.3f}{r['time_vs_full']:>8.3f}" if r["step_seconds"]
+                 else f"{'-':>8}{'-':>8}"))
     path = write_json("memory_quick.json" if args.quick else "memory.json", {"rows": rows})
     print("wrote", path)
 
