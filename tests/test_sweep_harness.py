@@ -70,7 +70,7 @@ def test_px_claim_checks():
     layers["px"] = _layers([0.0, 0.02], [0.0, 0.9])
     out = "\n".join(results_report._px_claims(acc, layers, high))
     assert "PX >= every baseline at 98.20%: does not hold" in out
-    assert "PX leaves no layer collapsed: does not hold (1 empty layers)" in out
+    assert "PX leaves no layer collapsed: does not hold (1 empty layers: l0)." in out
     assert results_report._px_claims({}, {}, None) == ["- pending"]
 
 
