@@ -232,7 +232,7 @@ def _ranking_lines(smoke):
                   f"memory benchmark), Spearman {ranking.spearman(other):.3f}; that one keeps "
                   f"{len(theirs)} layers, {len(set(mine) ^ set(theirs))} differ. The memory column "
                   f"below was measured with its set; its earliest layer is {theirs[0]}, this one's "
-                  f"{mine[0]}" + (", so it bounds this sweep's TraDy memory from above."
+                  f"{mine[0]}" + (", so it reaches at least as deep into the network."
                                   if ranking.layers.index(theirs[0]) <= ranking.layers.index(mine[0])
                                   else "."), ""]
     return lines
