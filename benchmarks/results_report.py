@@ -170,11 +170,24 @@ def _px_claims(acc, layer_rows, high):
     return out or ["- pending"]
 
 
-def _density_plot(layer_rows, figdir, sparsity):
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(plt, fig, figdir, name):
     os.makedirs(figdir, exist_ok=True)
+    fig.tight_layout()
+    path = os.path.join(figdir, name)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _density_plot(layer_rows, figdir, sparsity):
+    plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for m in ("px", "synflow", "snip", "grasp"):
         if m in layer_rows:
@@ -187,11 +200,7 @@ def _density_plot(layer_rows, figdir, sparsity):
     bottom.set_ylim(-0.02, 1.02)
     bottom.set_ylabel("connected output channels")
     bottom.set_xlabel("layer (graph order)")
-    fig.tight_layout()
-    path = os.path.join(figdir, "px_layer_density.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, figdir, "px_layer_density.png")
 
 
 def _memory(smoke):
@@ -308,10 +317,7 @@ def _tradi_claims(means):
 
 
 def _accuracy_memory_plot(means, memory, figdir):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    os.makedirs(figdir, exist_ok=True)
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for s, (mean, _, _) in means.items():
         mem = memory.get(MEMORY_LABELS.get(s, ""))
@@ -321,11 +327,7 @@ def _accuracy_memory_plot(means, memory, figdir):
     ax.set_xscale("log")
     ax.set_xlabel("measured training-memory overhead, MB (batch 64)")
     ax.set_ylabel("test accuracy %")
-    fig.tight_layout()
-    path = os.path.join(figdir, "tradi_accuracy_memory.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, figdir, "tradi_accuracy_memory.png")
 
 
 def write(smoke=False):
