@@ -194,7 +194,7 @@ def _density_plot(layer_rows, figdir, sparsity):
             top.plot([max(r["density"], 1e-5) for r in layer_rows[m]], marker=".", label=LABELS[m])
             bottom.plot([r["connected_outputs"] for r in layer_rows[m]], marker=".", label=LABELS[m])
     top.set_yscale("log")
-    top.set_ylabel("density (log)")
+    top.set_ylabel("density (log; empty = 1e-5)")
     top.set_title(f"ResNet-20 per layer at {sparsity:.2%} sparsity")
     top.legend(fontsize=8)
     bottom.set_ylim(-0.02, 1.02)
