@@ -133,7 +133,17 @@ def _sign_bias_lines(cells):
         lines.append(f"| {LABELS[m]} | " + " | ".join(
             f"{table.get((s, m), 'pending')} / {first[(s, m)]:.2f}" if (s, m) in first else "pending"
             for s in sparsities) + " |")
-    return lines + [""]
+    lines.append("")
+    biased = [(s, m) for (s, m), p in table.items() if p != "n/a" and float(p) >= 0.6]
+    for s, m in biased:
+        lines += [f"{LABELS[m]} at {s:.2%} keeps a sign-biased set ({table[(s, m)]} of its kept "
+                  f"weights are positive) and its first epoch's loss is {first[(s, m)]:.2f}. A layer "
+                  "whose kept weights are mostly of one sign sums its (post-ReLU, non-negative) "
+                  "inputs with one sign, which plausibly explains the slow start; that link is "
+                  "not proven here. The score itself is checked: H g matches finite "
+                  "differences (tests/test_pruning.py) and the convention (theta * Hg, lowest "
+                  "removed, temperature 200, inference mode) is METHODS.md's.", ""]
+    return lines
 
 
 def _px_claims(acc, layer_rows, high, long_means=None):
