@@ -90,7 +90,7 @@ def _px_section(cells, figdir, smoke):
                   "| method | min layer density | collapsed layers | mean connected outputs "
                   "| kept weights > 0 |",
                   "|---|---|---|---|---|"]
-        for m, rows in layer_rows.items():
+        for m, rows in sorted(layer_rows.items(), key=lambda item: list(LABELS).index(item[0])):
             lines.append(f"| {LABELS[m]} | {min(r['density'] for r in rows):.4f} | "
                          f"{sum(r['kept'] == 0 for r in rows)} | "
                          f"{statistics.mean(r['connected_outputs'] for r in rows):.3f} | "
@@ -134,10 +134,14 @@ def _sign_bias_lines(cells):
             f"{table.get((s, m), 'pending')} / {first[(s, m)]:.2f}" if (s, m) in first else "pending"
             for s in sparsities) + " |")
     lines.append("")
-    biased = [(s, m) for (s, m), p in table.items() if p != "n/a" and float(p) >= 0.6]
-    for s, m in biased:
-        lines += [f"{LABELS[m]} at {s:.2%} keeps a sign-biased set ({table[(s, m)]} of its kept "
-                  f"weights are positive) and its first epoch's loss is {first[(s, m)]:.2f}. A layer "
+    biased = {}
+    for (s, m), p in sorted(table.items()):
+        if p != "n/a" and float(p) >= 0.6:
+            biased.setdefault(m, []).append(s)
+    for m, at in biased.items():
+        lines += [f"{LABELS[m]} keeps a sign-biased set: "
+                  + ", ".join(f"{table[(s, m)]} of its kept weights are positive at {s:.2%} "
+                              f"(first-epoch loss {first[(s, m)]:.2f})" for s in at) + ". A layer "
                   "whose kept weights are mostly of one sign sums its (post-ReLU, non-negative) "
                   "inputs with one sign, which plausibly explains the slow start; that link is "
                   "not proven here. The score itself is checked: H g matches finite "
