@@ -184,7 +184,7 @@ def _px_claims(acc, layer_rows, high, long_means=None):
                      "theta^2 path mass, which a residual branch shares over many more weights than "
                      "its shortcut; global iterative pruning thins the branch first and its mass, a "
                      "product over two convs, then falls faster than the shortcut's.")
-        out.append(line)
+        out.append(line + _collapse_check())
         conn = {m: statistics.mean(r["connected_outputs"] for r in rows)
                 for m, rows in layer_rows.items()}
         rivals = [m for m in ("snip", "grasp") if m in conn]
@@ -194,6 +194,32 @@ def _px_claims(acc, layer_rows, high, long_means=None):
                        f"{' and '.join(LABELS[m] for m in rivals)}: {'holds' if ok else 'does not hold'} ("
                        + ", ".join(f"{LABELS[m]} {conn[m]:.3f}" for m in ["px", *rivals]) + ").")
     return out or ["- pending"]
+
+
+def _collapse_check():
+    """A sentence from benchmarks/px_collapse.py: does the collapse survive data-calibrated BN
+    statistics, and does a per-layer floor prevent it?"""
+    path = os.path.join(HERE, "results", "px_collapse.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        rows = {(r["method"], r["bn"], r["min_density"] > 0): r for r in json.load(f)["rows"]}
+    parts = []
+    cal, syn, syn_cal = (rows.get(k) for k in [("px", "calibrated", False), ("synflow", "init", False),
+                                                ("synflow", "calibrated", False)])
+    if cal:
+        parts.append(f"with every BN layer's moving statistics set from the pruning batch, PX still "
+                     f"empties {cal['empty']} layers"
+                     + (f" and SynFlow {syn_cal['empty']} (it empties {syn['empty']} with the fresh "
+                        f"statistics)" if syn and syn_cal else ""))
+    floor = rows.get(("px", "init", True))
+    if floor:
+        parts.append(f"`min_density={floor['min_density']:g}` keeps every layer (empty: "
+                     f"{floor['empty']}, mean connected outputs {floor['connected_outputs']:.3f})")
+    if not parts:
+        return ""
+    return (" Not an artefact of BN statistics at initialization (benchmarks/px_collapse.py, "
+            "pruning only): " + "; ".join(parts) + ".")
 
 
 def _pyplot():
