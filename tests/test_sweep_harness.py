@@ -82,6 +82,20 @@ def test_px_claim_checks():
     assert results_report._px_claims({}, {}, None) == ["- pending"]
 
 
+def test_a_px_variant_is_reported_but_never_judged_as_a_baseline(tmp_path):
+    def cell(method, sparsity, acc, density):
+        return {"cell": {"suite": "px", "method": method, "sparsity": sparsity, "seed": 0, "epochs": 3},
+                "data": "test", "test_accuracy": acc, "train_loss": [2.0], "scoring_seconds": 1.0,
+                "layers": _layers(density, [1.0 if d else 0.0 for d in density])}
+    cells = [cell("dense", 0.0, 0.7, [1.0, 1.0]), cell("px", 0.982, 0.50, [0.0, 0.1]),
+             cell("snip", 0.982, 0.45, [0.05, 0.05]), cell("px_floor", 0.982, 0.60, [0.01, 0.09])]
+    out = "\n".join(results_report._px_section(cells, str(tmp_path), smoke=False))
+    assert "PX >= every baseline at 98.20%, 3 epochs, one seed: holds" in out  # 0.60 is PX's own
+    assert "| PX, layer floor 0.005 (variant) | not run | 60.00 | 1.0 s |" in out
+    assert "reaches 60.00 at 98.20% (plain PX 50.00), 3 epochs, one seed; it empties 0 layers" in out
+    assert "PX leaves no layer collapsed: does not hold (1 empty layers: l0)" in out
+
+
 def test_kept_positive_is_weighted_by_kept_weights():
     rows = [{"kept": 30, "kept_positive": 1.0}, {"kept": 10, "kept_positive": 0.0},
             {"kept": 0, "kept_positive": 0.0}]
