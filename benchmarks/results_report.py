@@ -137,9 +137,11 @@ def _sign_bias_lines(cells):
              "(ln 10 = 2.30 is chance):", "",
              "| method | " + " | ".join(f"{s:.2%}: > 0 / loss" for s in sparsities) + " |",
              "|---|" + "---|" * len(sparsities)]
+    from sweep import PX_VARIANTS
     for m in methods:
         lines.append(f"| {LABELS[m]} | " + " | ".join(
-            f"{table.get((s, m), 'pending')} / {first[(s, m)]:.2f}" if (s, m) in first else "pending"
+            f"{table.get((s, m), 'pending')} / {first[(s, m)]:.2f}" if (s, m) in first
+            else "not run" if m in PX_VARIANTS and abs(s - 0.982) > 1e-9 else "pending"
             for s in sparsities) + " |")
     lines.append("")
     biased = {}
