@@ -340,7 +340,7 @@ def _tradi_section(cells, figdir, smoke):
                      f"{f' ± {100 * std:.2f}' if len(accs) > 1 else ''} | {e['units']:,} | "
                      f"{e['activation_sparsity']:.1%} | {e['weight_derivative_sparsity']:.1%} | "
                      f"{e['weight_derivative_flops_saved']:.1%} | "
-                     f"{'' if mem is None else f'{mem:.1f}'} |")
+                     f"{'' if mem is None else f'{max(mem, 0.0):.1f}'} |")
     lines.append("")
     if memory and means:
         png = _accuracy_memory_plot(means, memory, figdir)
