@@ -30,6 +30,10 @@ def test_all_cells_hold_every_cell_once_in_claims_first_order():
     assert last["px"] < first["tradi"] <= last["tradi"] < first["long"] <= last["long"] < first["optional"]
     # the highest sparsity runs first, PX leading
     assert [sweep.cell_id(c) for c in cells[1:3]] == ["px_s0.9820_seed0_e3", "synflow_s0.9820_seed0_e3"]
+    # the 10-epoch runs: every seed of the claim's three methods before the dense reference
+    long_ids = [sweep.cell_id(c) for c in sweep.px_cells(False, True)]
+    assert len(long_ids) == 12 and all(i.startswith("dense") for i in long_ids[9:])
+    assert long_ids[:3] == ["px_s0.9820_seed0_e10", "synflow_s0.9820_seed0_e10", "snip_s0.9820_seed0_e10"]
     # two seeds exactly where the issue asks
     seeds = {}
     for c in sweep.tradi_cells(False):
