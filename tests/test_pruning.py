@@ -1,5 +1,7 @@
 """Masks, wrap/strip, the baselines against direct computations, scope options, bad input."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -324,6 +326,28 @@ def test_local_scope_min_density_and_pruner_skip():
     report = tx.pruning.PXPruner(rounds=2, skip=["fc"], verbose=False).prune(masked, 0.9, (x, y))
     fc = [r for r in report.rows if r["name"] == "fc/kernel"][0]
     assert fc["density"] == 1.0
+
+
+def test_an_emptied_layer_is_reported_and_warned_about_and_min_density_prevents_it():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="d1"),
+                              keras.layers.Dense(4, name="d2"), keras.layers.Dense(2, name="d3")])
+    d2 = model.get_layer("d2")
+    d2.set_weights([np.full((4, 4), 1e-3, np.float32), np.zeros(4, np.float32)])
+    masked = tx.pruning.wrap(model)
+    # 36 weights, 18 kept by magnitude: all of them fit in d1 (12) and d3 (8), so d2 empties.
+    with pytest.warns(UserWarning, match=r"left no weight in 1 layer\(s\): d2/kernel.*min_density"):
+        report = tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
+    assert report.collapsed == ["d2/kernel"]
+    assert report.as_dict()["totals"]["collapsed"] == ["d2/kernel"]
+    assert "collapsed (no weight kept): d2/kernel" in str(report)
+    masked = tx.pruning.wrap(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = tx.pruning.MagnitudePruner(min_density=0.1, verbose=False).prune(masked, 0.5)
+    assert report.collapsed == [] and "collapsed" not in str(report)
+    kept = [r["kept"] for r in report.rows]
+    assert sum(kept) == 18 and kept[1] == 2  # ceil(0.1 * 16) forced into d2, the rest by magnitude
 
 
 def test_bad_input_is_rejected_and_model_unchanged():

@@ -6,6 +6,7 @@ restored if anything fails (bad data, non-finite scores, an interrupt).
 
 import abc
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -188,4 +189,9 @@ class Pruner(abc.ABC):
         result.meta.update({"method": self.name, "target_sparsity": float(sparsity),
                             "rounds": self.rounds, "scope": self.scope,
                             "seconds": round(time.time() - start, 3), "history": history})
+        if result.collapsed:
+            warnings.warn(f"{self.name} pruning to sparsity {sparsity} left no weight in "
+                          f"{len(result.collapsed)} layer(s): {', '.join(result.collapsed)}. A plain "
+                          "chain through them is cut; pass min_density (e.g. 0.005) to the pruner to "
+                          "keep a few weights in every layer.", stacklevel=2)
         return result

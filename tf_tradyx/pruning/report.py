@@ -41,10 +41,16 @@ class PruningReport:
     def density(self):
         return self.kept / self.total if self.total else 1.0
 
+    @property
+    def collapsed(self):
+        """Kernels with no weight left: their layer passes nothing on (a residual branch still
+        leaves its shortcut; a plain chain is cut)."""
+        return [r["name"] for r in self.rows if r["weights"] and not r["kept"]]
+
     def as_dict(self):
         return {"layers": self.rows,
                 "totals": {"weights": self.total, "kept": self.kept, "density": self.density,
-                           "sparsity": 1.0 - self.density},
+                           "sparsity": 1.0 - self.density, "collapsed": self.collapsed},
                 **self.meta}
 
     def to_json(self, path):
@@ -60,6 +66,8 @@ class PruningReport:
                          f"{r['connected_outputs']:>8.3f}")
         lines.append("-" * len(head))
         lines.append(f"{'total':<34} {'':<18} {self.total:>9,} {self.kept:>9,} {self.density:>8.4f}")
+        if self.collapsed:
+            lines.append(f"collapsed (no weight kept): {', '.join(self.collapsed)}")
         return "\n".join(lines)
 
     __repr__ = __str__
