@@ -356,20 +356,34 @@ def _tradi_claims(means):
     def m(s):
         return means[s][0] if s in means else None
 
+    stds = [v[1] for v in means.values() if v[2] > 1]
+    noise = max(stds) if stds else None
+
+    def resolved(a, b):
+        """A note when two means differ by less than the largest seed std measured."""
+        if noise is None or abs(a - b) > noise:
+            return ""
+        return f"; the difference is within the largest seed std, {100 * noise:.2f}"
+
     out = []
     if m("tradi") is not None:
         rivals = [s for s in ("su", "static_full_random", "static_topk_random") if s in means]
         if rivals:
             ok = all(m("tradi") >= m(s) for s in rivals)
+            closest = min(rivals, key=lambda s: abs(m("tradi") - m(s)))
             out.append("- TraDy >= SU and every static variant: " + ("holds" if ok else "does not hold")
                        + " (" + ", ".join(f"{TRADI_LABELS[s]} {100 * m(s):.2f}" for s in rivals)
-                       + f"; TraDy {100 * m('tradi'):.2f}).")
+                       + f"; TraDy {100 * m('tradi'):.2f}"
+                       + resolved(m("tradi"), m(closest)).replace("the difference",
+                                                                   f"the gap to {TRADI_LABELS[closest]}")
+                       + ").")
         for dyn, static in (("dynamic_full_random", "static_full_random"),
                             ("tradi", "static_topk_random")):
             if m(dyn) is not None and m(static) is not None:
                 out.append(f"- dynamic beats static ({TRADI_LABELS[dyn]} vs {TRADI_LABELS[static]}): "
                            f"{'holds' if m(dyn) > m(static) else 'does not hold'} "
-                           f"({100 * m(dyn):.2f} vs {100 * m(static):.2f}).")
+                           f"({100 * m(dyn):.2f} vs {100 * m(static):.2f}"
+                           f"{resolved(m(dyn), m(static))}).")
         if m("full") is not None:
             gap = 100 * (m("full") - m("tradi"))
             out.append(f"- TraDy within 3 points of full fine-tuning: "

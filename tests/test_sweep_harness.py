@@ -125,3 +125,14 @@ def test_tradi_claim_checks(tradi, verdict):
            f"(gap {gap:.2f} points)" in out
     assert "TraDy (dynamic TopK Random) ±1.00" in out and "Full fine-tuning ±0.50" in out
     assert results_report._tradi_claims({}) == ["- pending"]
+
+
+def test_tradi_claims_flag_differences_inside_the_seed_spread():
+    means = {"tradi": (0.885, 0.01, 2), "su": (0.88, 0.0, 2), "static_topk_random": (0.87, 0.0, 2),
+             "static_full_random": (0.86, 0.0, 1), "dynamic_full_random": (0.865, 0.0, 1)}
+    out = "\n".join(results_report._tradi_claims(means))
+    assert ("every static variant: holds (SU (MCUNetV3 scheme) 88.00, Static Full Random 86.00, "
+            "Static TopK Random 87.00; TraDy 88.50; the gap to SU (MCUNetV3 scheme) is within the "
+            "largest seed std, 1.00).") in out
+    assert "holds (86.50 vs 86.00; the difference is within the largest seed std, 1.00)." in out
+    assert "holds (88.50 vs 87.00)." in out  # 1.5 points: outside the spread, no note
