@@ -325,13 +325,13 @@ def _tradi_section(cells, figdir, smoke):
               "measured (benchmarks/memory.py, TensorFlow allocator); one step holds one selection, so "
               "a static variant shows the figure of its dynamic counterpart.", "",
               "| strategy | accuracy % (seeds) | mean | units | activation sparsity | "
-              "weight-derivative sparsity | FLOPs saved | memory overhead MB |",
-              "|---|---|---|---|---|---|---|---|"]
+              "weight-derivative sparsity | FLOPs saved | memory overhead MB | training min |",
+              "|---|---|---|---|---|---|---|---|---|"]
     means = {}
     for s, label in TRADI_LABELS.items():
         runs = sorted((c for c in cells if c["cell"]["strategy"] == s), key=lambda c: c["cell"]["seed"])
         if not runs:
-            lines.append(f"| {label} | pending | | | | | | |")
+            lines.append(f"| {label} | pending | | | | | | | |")
             continue
         accs = [c["test_accuracy"] for c in runs]
         mean, std = _mean_std(accs)
@@ -342,7 +342,12 @@ def _tradi_section(cells, figdir, smoke):
                      f"{f' ± {100 * std:.2f}' if len(accs) > 1 else ''} | {e['units']:,} | "
                      f"{e['activation_sparsity']:.1%} | {e['weight_derivative_sparsity']:.1%} | "
                      f"{e['weight_derivative_flops_saved']:.1%} | "
-                     f"{'' if mem is None else f'{max(mem, 0.0):.1f}'} |")
+                     f"{'' if mem is None else f'{max(mem, 0.0):.1f}'} | "
+                     f"{statistics.mean(c['train_seconds'] for c in runs) / 60:.1f} |")
+    total = sum(c["train_seconds"] for c in cells)
+    lines += ["", f"*training min*: wall clock of `fit` per run (mean over seeds) on the 2 shared "
+              f"cores, so only a rough guide; all {len(cells)} runs so far took {total / 3600:.2f} h "
+              "of training."]
     lines.append("")
     if memory and means:
         png = _accuracy_memory_plot(means, memory, figdir)
