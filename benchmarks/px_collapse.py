@@ -37,7 +37,6 @@ def calibrate_batch_norm(model, x):
     finally:
         for bn, m in zip(bns, momenta):
             bn.momentum = m
-    return len(bns)
 
 
 def main(argv):
@@ -59,8 +58,9 @@ def main(argv):
         start = time.perf_counter()
         pruner.prune(masked, FLAGS.sparsity, data=(x, y))
         seconds = time.perf_counter() - start
-        layers = tx.pruning.report(masked).as_dict()["layers"]
-        empty = [r["name"].split("/")[0] for r in layers if r["kept"] == 0]
+        result = tx.pruning.report(masked)
+        layers = result.rows
+        empty = [name.split("/")[0] for name in result.collapsed]
         rows.append({"method": method, "bn": bn, "min_density": floor, "empty": len(empty),
                      "empty_layers": empty,
                      "min_layer_density": round(min(r["density"] for r in layers), 4),

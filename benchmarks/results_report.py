@@ -92,7 +92,7 @@ def _px_section(cells, figdir, smoke):
                   "|---|---|---|---|---|"]
         for m, rows in sorted(layer_rows.items(), key=lambda item: list(LABELS).index(item[0])):
             lines.append(f"| {LABELS[m]} | {min(r['density'] for r in rows):.4f} | "
-                         f"{sum(r['kept'] == 0 for r in rows)} | "
+                         f"{len(_empty(rows))} | "
                          f"{statistics.mean(r['connected_outputs'] for r in rows):.3f} | "
                          f"{_positive(rows)} |")
         lines += ["", "*kept weights > 0*: the share of kept weights that are positive, over the "
@@ -110,11 +110,16 @@ def _px_section(cells, figdir, smoke):
         floor = layer_rows.get("px_floor", [])
         better = acc[("px_floor", high)] > acc[("px", high)]
         lines.append(f"- Not a claim: PX with a per-layer floor (`min_density=0.005`) empties "
-                     f"{sum(r['kept'] == 0 for r in floor)} layers and reaches "
+                     f"{len(_empty(floor))} layers and reaches "
                      f"{_pct(acc[('px_floor', high)])} at {high:.2%} (plain PX "
                      f"{_pct(acc[('px', high)])}), 3 epochs, one seed: keeping the branches alive "
                      f"{'raises' if better else 'does not raise'} short-run accuracy here.")
     return lines + [""]
+
+
+def _empty(rows):
+    """Layers (names without the kernel suffix) whose masks keep no weight."""
+    return [r["name"].split("/")[0] for r in rows if r["kept"] == 0]
 
 
 def _positive(rows):
@@ -186,7 +191,7 @@ def _px_claims(acc, layer_rows, high, long_means=None):
         out.append("- every method beats Random: " + ("holds." if not worse else
                                                       f"does not hold for {', '.join(worse)}."))
     if "px" in layer_rows:
-        empty = [r["name"].split("/")[0] for r in layer_rows["px"] if r["kept"] == 0]
+        empty = _empty(layer_rows["px"])
         line = (f"- PX leaves no layer collapsed: {'holds' if not empty else 'does not hold'} "
                 f"({len(empty)} empty layers{': ' + ', '.join(empty) if empty else ''}).")
         if empty and all(re.fullmatch(r"stage\d_block\d_[12]_conv", n) for n in empty):

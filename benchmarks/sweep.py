@@ -30,7 +30,7 @@ PX_METHODS = ["dense", "random", "magnitude", "snip", "grasp", "synflow", "iters
 # Variants beyond the issue's methods: name -> (pruner, keyword arguments). "px_floor" is PX with a
 # per-layer floor, the remedy for the residual-branch collapse that RESULTS.md reports.
 PX_VARIANTS = {"px_floor": ("px", {"min_density": 0.005})}
-ITERATIVE = {"synflow", "itersnip", "px", "px_floor"}
+ITERATIVE = {"synflow", "itersnip", "px"}
 PX_SPARSITIES = [0.8926, 0.982, 0.7379, 0.956]  # the last two "if time allows"
 LONG_METHODS = ["px", "synflow", "snip", "dense"]
 TRADI_STRATEGIES = ["full", "classifier", "bias", "su", "static_full_random", "dynamic_full_random",
@@ -120,8 +120,8 @@ def _pruned_resnet20(cell, train):
     out = {}
     if cell["method"] != "dense":
         prune_ds = tx.data.balanced_subset(train, 10, 10).map(lambda x, y: (norm(x), y))
-        rounds = (5 if cell.get("smoke") else 100) if cell["method"] in ITERATIVE else 1
         method, extra = PX_VARIANTS.get(cell["method"], (cell["method"], {}))
+        rounds = (5 if cell.get("smoke") else 100) if method in ITERATIVE else 1
         pruner = tx.pruning.get_pruner(method, rounds=rounds, seed=cell["seed"], verbose=0, **extra)
         start = time.time()
         pruner.prune(masked, cell["sparsity"], data=prune_ds)
