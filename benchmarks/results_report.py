@@ -376,31 +376,30 @@ def _tradi_claims(means):
         return f"; the difference is within the largest seed std, {100 * noise:.2f}"
 
     out = []
-    if m("tradi") is not None:
-        rivals = [s for s in ("su", "static_full_random", "static_topk_random") if s in means]
-        if rivals:
-            ok = all(m("tradi") >= m(s) for s in rivals)
-            closest = min(rivals, key=lambda s: abs(m("tradi") - m(s)))
-            out.append("- TraDy >= SU and every static variant: " + ("holds" if ok else "does not hold")
-                       + " (" + ", ".join(f"{TRADI_LABELS[s]} {100 * m(s):.2f}" for s in rivals)
-                       + f"; TraDy {100 * m('tradi'):.2f}"
-                       + resolved(m("tradi"), m(closest)).replace("the difference",
-                                                                   f"the gap to {TRADI_LABELS[closest]}")
-                       + ").")
-        for dyn, static in (("dynamic_full_random", "static_full_random"),
-                            ("tradi", "static_topk_random")):
-            if m(dyn) is not None and m(static) is not None:
-                out.append(f"- dynamic beats static ({TRADI_LABELS[dyn]} vs {TRADI_LABELS[static]}): "
-                           f"{'holds' if m(dyn) > m(static) else 'does not hold'} "
-                           f"({100 * m(dyn):.2f} vs {100 * m(static):.2f}"
-                           f"{resolved(m(dyn), m(static))}).")
-        if m("full") is not None:
-            gap = 100 * (m("full") - m("tradi"))
-            out.append(f"- TraDy within 3 points of full fine-tuning: "
-                       f"{'holds' if gap <= 3 else 'does not hold'} (gap {gap:.2f} points).")
-        spread = [f"{TRADI_LABELS[s]} ±{100 * v[1]:.2f}" for s, v in means.items() if v[2] > 1]
-        if spread:
-            out.append("- seed spread (std over two seeds): " + ", ".join(spread) + ".")
+    rivals = [r for r in ("su", "static_full_random", "static_topk_random") if r in means]
+    if m("tradi") is not None and rivals:
+        ok = all(m("tradi") >= m(r) for r in rivals)
+        closest = min(rivals, key=lambda r: abs(m("tradi") - m(r)))
+        out.append("- TraDy >= SU and every static variant: " + ("holds" if ok else "does not hold")
+                   + " (" + ", ".join(f"{TRADI_LABELS[r]} {100 * m(r):.2f}" for r in rivals)
+                   + f"; TraDy {100 * m('tradi'):.2f}"
+                   + resolved(m("tradi"), m(closest)).replace("the difference",
+                                                               f"the gap to {TRADI_LABELS[closest]}")
+                   + ").")
+    for dyn, static in (("dynamic_full_random", "static_full_random"),
+                        ("tradi", "static_topk_random")):
+        if m(dyn) is not None and m(static) is not None:
+            out.append(f"- dynamic beats static ({TRADI_LABELS[dyn]} vs {TRADI_LABELS[static]}): "
+                       f"{'holds' if m(dyn) > m(static) else 'does not hold'} "
+                       f"({100 * m(dyn):.2f} vs {100 * m(static):.2f}"
+                       f"{resolved(m(dyn), m(static))}).")
+    if m("tradi") is not None and m("full") is not None:
+        gap = 100 * (m("full") - m("tradi"))
+        out.append(f"- TraDy within 3 points of full fine-tuning: "
+                   f"{'holds' if gap <= 3 else 'does not hold'} (gap {gap:.2f} points).")
+    spread = [f"{TRADI_LABELS[r]} ±{100 * v[1]:.2f}" for r, v in means.items() if v[2] > 1]
+    if spread:
+        out.append("- seed spread (std over two seeds): " + ", ".join(spread) + ".")
     return out or ["- pending"]
 
 

@@ -136,3 +136,11 @@ def test_tradi_claims_flag_differences_inside_the_seed_spread():
             "largest seed std, 1.00).") in out
     assert "holds (86.50 vs 86.00; the difference is within the largest seed std, 1.00)." in out
     assert "holds (88.50 vs 87.00)." in out  # 1.5 points: outside the spread, no note
+
+
+def test_tradi_claims_are_judged_as_soon_as_their_own_cells_are_in():
+    means = {"static_full_random": (0.7221, 0.0, 1), "dynamic_full_random": (0.7219, 0.0, 1),
+             "full": (0.79, 0.0, 1)}
+    out = results_report._tradi_claims(means)
+    assert out == ["- dynamic beats static (Dynamic Full Random vs Static Full Random): does not hold "
+                   "(72.19 vs 72.21)."]
