@@ -62,8 +62,7 @@ def _px_section(cells, figdir, smoke):
     for m in PX_METHODS[1:] + list(PX_VARIANTS):
         t = next((c.get("scoring_seconds") for c in short if c["cell"]["method"] == m
                   and abs(c["cell"]["sparsity"] - max(sparsities)) < 1e-9), None)
-        planned = {s for s in sparsities if m not in PX_VARIANTS or abs(s - 0.982) < 1e-9}
-        lines.append(f"| {LABELS[m]} | " + " | ".join(_pct(acc.get((m, s))) if s in planned
+        lines.append(f"| {LABELS[m]} | " + " | ".join(_pct(acc.get((m, s))) if _planned(m, s)
                                                      else "not run" for s in sparsities)
                      + f" | {'pending' if t is None else f'{t:.1f} s'} |")
     lines += ["", "Scoring time is the wall clock of the pruning call inside the cell (100 images, "
@@ -117,6 +116,12 @@ def _px_section(cells, figdir, smoke):
     return lines + [""]
 
 
+def _planned(method, sparsity):
+    """Whether the sweep runs `method` at `sparsity`: a variant runs at 98.2 % only."""
+    from sweep import PX_VARIANTS
+    return method not in PX_VARIANTS or abs(sparsity - 0.982) < 1e-9
+
+
 def _empty(rows):
     """Layers (names without the kernel suffix) whose masks keep no weight."""
     return [r["name"].split("/")[0] for r in rows if r["kept"] == 0]
@@ -144,11 +149,10 @@ def _sign_bias_lines(cells):
              "(ln 10 = 2.30 is chance):", "",
              "| method | " + " | ".join(f"{s:.2%}: > 0 / loss" for s in sparsities) + " |",
              "|---|" + "---|" * len(sparsities)]
-    from sweep import PX_VARIANTS
     for m in methods:
         lines.append(f"| {LABELS[m]} | " + " | ".join(
             f"{table.get((s, m), 'pending')} / {first[(s, m)]:.2f}" if (s, m) in first
-            else "not run" if m in PX_VARIANTS and abs(s - 0.982) > 1e-9 else "pending"
+            else "pending" if _planned(m, s) else "not run"
             for s in sparsities) + " |")
     lines.append("")
     biased = {}
