@@ -75,15 +75,28 @@ def test_px_claim_checks():
     layers["px"] = _layers([0.0, 0.02], [0.0, 0.9])
     out = "\n".join(results_report._px_claims(acc, layers, high))
     assert "PX >= every baseline at 98.20%, 3 epochs, one seed: does not hold" in out
-    long_runs = {"px": [0.60, 0.62, 0.61], "snip": [0.58, 0.66, 0.60], "synflow": [0.59, 0.6, 0.61],
-                 "dense": [0.9, 0.9, 0.9]}
+    long_runs = {"px": {0: 0.60, 1: 0.62, 2: 0.61}, "snip": {0: 0.58, 1: 0.66, 2: 0.60},
+                 "synflow": {0: 0.59, 1: 0.6, 2: 0.61}, "dense": {0: 0.9, 1: 0.9, 2: 0.9}}
     out = "\n".join(results_report._px_claims(acc, layers, high, long_runs))
-    assert "10 epochs, mean of 3 seeds: does not hold (PX 61.00, best SNIP 61.33)" in out
-    long_runs["px"] = [0.62, 0.62, 0.62, 0.62]  # the seed count is the fewest any method has
+    assert ("10 epochs, mean of 3 seeds (0, 1, 2): does not hold (PX 61.00, best SNIP 61.33; "
+            "the difference is within the largest seed std, 4.16)") in out
+    long_runs["px"] = {0: 0.62, 1: 0.62, 2: 0.62}
+    long_runs["snip"] = {0: 0.58, 1: 0.59, 2: 0.60}
     out = "\n".join(results_report._px_claims(acc, layers, high, long_runs))
-    assert "10 epochs, mean of 3 seeds: holds (PX 62.00, best SNIP 61.33)" in out
+    assert "10 epochs, mean of 3 seeds (0, 1, 2): holds (PX 62.00, best SynFlow (100 rounds) 60.00)." in out
     assert "PX leaves no layer collapsed: does not hold (1 empty layers: l0)." in out
     assert results_report._px_claims({}, {}, None) == ["- pending"]
+
+
+def test_the_ten_epoch_claim_compares_only_seeds_every_method_has():
+    runs = {"px": {0: 0.55}, "synflow": {0: 0.50}}
+    assert results_report._px_long_claim(runs) == []  # SNIP not in yet: nothing to judge
+    runs["snip"] = {1: 0.70}
+    assert results_report._px_long_claim(runs) == []  # no seed shared by all three
+    runs["snip"][0] = 0.52
+    runs["px"][1] = 0.40  # PX's seed 1 must not count until SynFlow has seed 1 too
+    (line,) = results_report._px_long_claim(runs)
+    assert "mean of 1 seed (0), provisional (1 of 3 seeds in): holds (PX 55.00, best SNIP 52.00)" in line
 
 
 def test_a_px_variant_is_reported_but_never_judged_as_a_baseline(tmp_path):
