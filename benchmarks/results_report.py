@@ -43,6 +43,12 @@ def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _mean_std_text(mean, std, n):
+    if mean is None:
+        return "pending"
+    return f"{100 * mean:.2f} (1 seed)" if n == 1 else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
 def _px_section(cells, figdir, smoke):
     from sweep import PX_METHODS, PX_VARIANTS
     short = [c for c in cells if c["cell"]["epochs"] <= 3 or smoke]
@@ -76,7 +82,7 @@ def _px_section(cells, figdir, smoke):
                        if c["cell"]["method"] == m}
             mean, std = _mean_std(list(by_seed.values()))
             lines.append(f"| {LABELS[m]} | " + " | ".join(_pct(by_seed.get(s)) for s in (0, 1, 2))
-                         + f" | {'pending' if mean is None else f'{100 * mean:.2f} ± {100 * std:.2f}'} |")
+                         + f" | {_mean_std_text(mean, std, len(by_seed))} |")
         lines.append("")
     high = max(sparsities) if sparsities else None
     layer_rows = {c["cell"]["method"]: c["layers"] for c in short
