@@ -43,6 +43,13 @@ def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _within_noise(a, b, noise):
+    """A note when two means differ by less than the largest seed std measured (None: unmeasured)."""
+    if noise is None or abs(a - b) > noise:
+        return ""
+    return f"; the difference is within the largest seed std, {100 * noise:.2f}"
+
+
 def _mean_std_text(mean, std, n):
     if mean is None:
         return "pending"
@@ -191,17 +198,15 @@ def _px_long_claim(runs, methods=("px", "snip", "synflow"), planned_seeds=3):
     stats = {m: _mean_std([runs[m][s] for s in seeds]) for m in methods}
     best = max(methods[1:], key=lambda m: stats[m][0])
     holds = stats["px"][0] >= stats[best][0]
-    gap = abs(stats["px"][0] - stats[best][0])
-    spread = max(std for _, std in stats.values())
+    spread = max(std for _, std in stats.values()) if len(seeds) > 1 else None
     status = ("" if len(seeds) >= planned_seeds else
               f", provisional ({len(seeds)} of {planned_seeds} seeds in)")
     line = (f"- PX >= SNIP and SynFlow at 98.20%, 10 epochs, mean of {len(seeds)} "
             f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}){status}: "
             f"{'holds' if holds else 'does not hold'} (PX {100 * stats['px'][0]:.2f}, "
-            f"best {LABELS[best]} {100 * stats[best][0]:.2f}")
-    if len(seeds) > 1 and gap <= spread:
-        line += f"; the difference is within the largest seed std, {100 * spread:.2f}"
-    return [line + ")."]
+            f"best {LABELS[best]} {100 * stats[best][0]:.2f}"
+            f"{_within_noise(stats['px'][0], stats[best][0], spread)}).")
+    return [line]
 
 
 def _px_claims(acc, layer_rows, high, long_means=None):
@@ -400,10 +405,7 @@ def _tradi_claims(means):
     noise = max(stds) if stds else None
 
     def resolved(a, b):
-        """A note when two means differ by less than the largest seed std measured."""
-        if noise is None or abs(a - b) > noise:
-            return ""
-        return f"; the difference is within the largest seed std, {100 * noise:.2f}"
+        return _within_noise(a, b, noise)
 
     out = []
     rivals = [r for r in ("su", "static_full_random", "static_topk_random") if r in means]
