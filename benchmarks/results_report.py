@@ -53,7 +53,7 @@ def _within_noise(a, b, noise):
 def _mean_std_text(mean, std, n):
     if mean is None:
         return "pending"
-    return f"{100 * mean:.2f} (1 seed)" if n == 1 else f"{100 * mean:.2f} ± {100 * std:.2f}"
+    return f"{_pct(mean)} (1 seed)" if n == 1 else f"{_pct(mean)} ± {_pct(std)}"
 
 
 def _px_section(cells, figdir, smoke):
@@ -203,8 +203,8 @@ def _px_long_claim(runs, methods=("px", "snip", "synflow"), planned_seeds=3):
               f", provisional ({len(seeds)} of {planned_seeds} seeds in)")
     line = (f"- PX >= SNIP and SynFlow at 98.20%, 10 epochs, mean of {len(seeds)} "
             f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}){status}: "
-            f"{'holds' if holds else 'does not hold'} (PX {100 * stats['px'][0]:.2f}, "
-            f"best {LABELS[best]} {100 * stats[best][0]:.2f}"
+            f"{'holds' if holds else 'does not hold'} (PX {_pct(stats['px'][0])}, "
+            f"best {LABELS[best]} {_pct(stats[best][0])}"
             f"{_within_noise(stats['px'][0], stats[best][0], spread)}).")
     return [line]
 
