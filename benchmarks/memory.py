@@ -176,20 +176,49 @@ def _child_step_seconds(config):
     return json.loads(proc.stdout.strip().splitlines()[-1])["step_seconds"]
 
 
-def retime():
-    """Step times again, one fresh process per configuration, nothing else running."""
+def retime(only=None):
+    """Step times again, one fresh process per configuration, nothing else running.
+
+    With ``only`` (a set of strategies) just those rows are re-timed, each next to a fresh timing of
+    its own full fine-tuning reference (same network and batch), so their ``time_vs_full`` is a
+    side-by-side ratio; the stored full rows and every other row keep their times.
+    """
     from _common import RESULTS
     path = os.path.join(RESULTS, "memory.json")
     with open(path) as f:
         payload = json.load(f)
+    rows = payload["rows"]
     keys = ("net", "batch", "strategy", "budget", "simulate")
-    for row in payload["rows"]:
-        row["step_seconds"] = _child_step_seconds({k: row[k] for k in keys if k in row})
-        print(f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s", flush=True)
-    for row in payload["rows"]:
-        ref = next(x for x in payload["rows"] if x["net"] == row["net"]
-                   and x["batch"] == row["batch"] and x["strategy"] == "full")
-        row["time_vs_full"] = row["step_seconds"] / ref["step_seconds"]
+    config = lambda row: {k: row[k] for k in keys if k in row}
+    if only:
+        unknown = only - {r["strategy"] for r in rows}
+        if unknown:
+            raise ValueError(f"--only: strategies {sorted(unknown)} are not in {path}; measure "
+                             "their memory first (memory.py --only ...)")
+        references = {}
+        for row in (r for r in rows if r["strategy"] in only):
+            key = (row["net"], row["batch"])
+            if key not in references:
+                full = next(x for x in rows if (x["net"], x["batch"]) == key
+                            and x["strategy"] == "full")
+                references[key] = _child_step_seconds(config(full))
+                print(f"  {key[0]} b{key[1]} full fine-tuning (reference): {references[key]:.3f} s",
+                      flush=True)
+            row["step_seconds"] = _child_step_seconds(config(row))
+            row["time_reference_seconds"] = references[key]
+            row["time_vs_full"] = row["step_seconds"] / references[key]
+            print(f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s "
+                  f"({row['time_vs_full']:.2f} x full)", flush=True)
+    else:
+        for row in rows:
+            row["step_seconds"] = _child_step_seconds(config(row))
+            row.pop("time_reference_seconds", None)
+            print(f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s",
+                  flush=True)
+        for row in rows:
+            ref = next(x for x in rows if x["net"] == row["net"]
+                       and x["batch"] == row["batch"] and x["strategy"] == "full")
+            row["time_vs_full"] = row["step_seconds"] / ref["step_seconds"]
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
 
@@ -207,13 +236,17 @@ def main():
     parser.add_argument("--only", help="comma-separated strategies: measure just those rows' "
                         "memory (no step time) and merge them into results/memory.json")
     parser.add_argument("--timing", action="store_true",
-                        help="re-measure only the step times of results/memory.json (idle machine)")
+                        help="re-measure only the step times of results/memory.json (idle "
+                        "machine); with --only, just those rows, each next to its full reference")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
     if args.timing:
-        retime()
+        try:
+            retime(set(args.only.split(",")) if args.only else None)
+        except ValueError as err:
+            parser.error(str(err))
         return
     from _common import RESULTS, write_json
     runs = configs(args.quick)
@@ -264,8 +297,9 @@ def main():
         row["overhead_vs_full"] = row["overhead_mb"] / max(ref["overhead_mb"], 1e-9)
         row["tensor_overhead_vs_full"] = row["tensor_overhead_mb"] / max(ref["tensor_overhead_mb"],
                                                                           1e-9)
+        reference = row.get("time_reference_seconds") or ref["step_seconds"]  # see retime()
         row["time_vs_full"] = (None if row["step_seconds"] is None
-                               else row["step_seconds"] / ref["step_seconds"])
+                               else row["step_seconds"] / reference)
     head = (f"{'network':<15}{'batch':>6}  {'configuration':<26}{'units':>10}{'RSS ovh MB':>11}"
             f"{'x full':>8}{'tensor ovh MB':>14}{'x full':>8}{'retained MB':>12}{'step s':>8}"
             f"{'x full':>8}")

@@ -157,3 +157,27 @@ def test_tradi_claims_are_judged_as_soon_as_their_own_cells_are_in():
     out = results_report._tradi_claims(means)
     assert out == ["- dynamic beats static (Dynamic Full Random vs Static Full Random): does not hold "
                    "(72.19 vs 72.21)."]
+
+
+def test_retiming_only_some_rows_times_them_next_to_a_fresh_full_reference(tmp_path, monkeypatch):
+    import _common
+    import memory
+    rows = [{"net": "n", "batch": 64, "strategy": s, "budget": b, "step_seconds": t,
+             "time_vs_full": r, "overhead_mb": 1.0, "tensor_overhead_mb": 1.0}
+            for s, b, t, r in [("full", None, 0.5, 1.0), ("tradi", 27946, 0.25, 0.5),
+                               ("dynamic_det_rgn", 27946, None, None)]]
+    monkeypatch.setattr(_common, "RESULTS", str(tmp_path))
+    with open(tmp_path / "memory.json", "w") as f:
+        json.dump({"rows": rows}, f)
+    timed = []
+    fresh = {"full": 0.8, "dynamic_det_rgn": 0.6, "tradi": 99.0}
+    monkeypatch.setattr(memory, "_child_step_seconds",
+                        lambda config: timed.append(config["strategy"]) or fresh[config["strategy"]])
+    memory.retime({"dynamic_det_rgn"})
+    with open(tmp_path / "memory.json") as f:
+        out = {r["strategy"]: r for r in json.load(f)["rows"]}
+    assert timed == ["full", "dynamic_det_rgn"]  # the row and its own reference, nothing else
+    assert out["dynamic_det_rgn"]["time_vs_full"] == pytest.approx(0.6 / 0.8)
+    assert out["full"]["step_seconds"] == 0.5 and out["tradi"]["time_vs_full"] == 0.5
+    with pytest.raises(ValueError, match="not in"):
+        memory.retime({"no_such_strategy"})
