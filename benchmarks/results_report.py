@@ -83,14 +83,19 @@ def _px_section(cells, figdir, smoke):
     long_cells = [c for c in cells if c["cell"]["epochs"] == 10]
     if long_cells:
         lines += ["10 epochs at 98.20 % sparsity, seeds 0, 1, 2 (mean ± standard deviation):", "",
-                  "| method | seed 0 | seed 1 | seed 2 | mean ± std |", "|---|---|---|---|---|"]
+                  "| method | seed 0 | seed 1 | seed 2 | mean ± std | empty layers per seed |",
+                  "|---|---|---|---|---|---|"]
         for m in ("dense", "snip", "synflow", "px"):
-            by_seed = {c["cell"]["seed"]: c["test_accuracy"] for c in long_cells
-                       if c["cell"]["method"] == m}
+            mine = {c["cell"]["seed"]: c for c in long_cells if c["cell"]["method"] == m}
+            by_seed = {s: c["test_accuracy"] for s, c in mine.items()}
             mean, std = _mean_std(list(by_seed.values()))
+            empty = ("n/a" if m == "dense" else ", ".join(
+                str(len(_empty(mine[s]["layers"]))) if s in mine else "pending" for s in (0, 1, 2)))
             lines.append(f"| {LABELS[m]} | " + " | ".join(_pct(by_seed.get(s)) for s in (0, 1, 2))
-                         + f" | {_mean_std_text(mean, std, len(by_seed))} |")
-        lines.append("")
+                         + f" | {_mean_std_text(mean, std, len(by_seed))} | {empty} |")
+        lines += ["", "*empty layers*: layers whose mask keeps no weight. The seed sets the "
+                  "initialization and the order of training batches; the 100 pruning images are "
+                  "the same for every seed.", ""]
     high = max(sparsities) if sparsities else None
     layer_rows = {c["cell"]["method"]: c["layers"] for c in short
                   if high is not None and c["cell"]["method"] != "dense"
@@ -228,7 +233,8 @@ def _px_claims(acc, layer_rows, high, long_means=None):
     if "px" in layer_rows:
         empty = _empty(layer_rows["px"])
         line = (f"- PX leaves no layer collapsed: {'holds' if not empty else 'does not hold'} "
-                f"({len(empty)} empty layers{': ' + ', '.join(empty) if empty else ''}).")
+                f"(seed 0: {len(empty)} empty layers{': ' + ', '.join(empty) if empty else ''}"
+                f"{'; the 10-epoch table counts them for every seed' if long_means else ''}).")
         if empty and all(re.fullmatch(r"stage\d_block\d_[12]_conv", n) for n in empty):
             line += (" All are convs of residual branches: the network stays connected through the "
                      "shortcuts, so it still trains, but those blocks are gone. Why: PX's data term "

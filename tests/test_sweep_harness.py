@@ -69,7 +69,7 @@ def test_px_claim_checks():
     assert "PX >= every baseline at 98.20%, 3 epochs, one seed: holds" in out
     assert "best baseline SNIP 40.00" in out
     assert "every method beats Random: does not hold for GraSP." in out
-    assert "PX leaves no layer collapsed: holds (0 empty layers)" in out
+    assert "PX leaves no layer collapsed: holds (seed 0: 0 empty layers)" in out
     assert "than SNIP and GraSP: holds (PX (100 rounds) 0.950, SNIP 0.500, GraSP 0.750)" in out
     acc[("snip", high)] = 0.55
     layers["px"] = _layers([0.0, 0.02], [0.0, 0.9])
@@ -84,7 +84,8 @@ def test_px_claim_checks():
     long_runs["snip"] = {0: 0.58, 1: 0.59, 2: 0.60}
     out = "\n".join(results_report._px_claims(acc, layers, high, long_runs))
     assert "10 epochs, mean of 3 seeds (0, 1, 2): holds (PX 62.00, best SynFlow (100 rounds) 60.00)." in out
-    assert "PX leaves no layer collapsed: does not hold (1 empty layers: l0)." in out
+    assert ("PX leaves no layer collapsed: does not hold (seed 0: 1 empty layers: l0; the "
+            "10-epoch table counts them for every seed).") in out
     assert results_report._px_claims({}, {}, None) == ["- pending"]
 
 
@@ -111,10 +112,24 @@ def test_a_px_variant_is_reported_but_never_judged_as_a_baseline(tmp_path):
     assert "| PX, layer floor 0.005 (variant) | not run | 60.00 | 1.0 s |" in out
     assert ("empties 0 layers and reaches 60.00 at 98.20% (plain PX 50.00), 3 epochs, one seed: "
             "keeping the branches alive raises short-run accuracy here.") in out
-    assert "PX leaves no layer collapsed: does not hold (1 empty layers: l0)" in out
+    assert "PX leaves no layer collapsed: does not hold (seed 0: 1 empty layers: l0)" in out
     cells.append(cell("snip", 0.8926, 0.6, [0.2, 0.2]))
     out = "\n".join(results_report._px_section(cells, str(tmp_path), smoke=False))
     assert "| PX, layer floor 0.005 (variant) | not run | 0.50 / 2.00 |" in out
+
+
+def test_the_ten_epoch_table_counts_empty_layers_per_seed(tmp_path):
+    def cell(method, seed, epochs, acc, density):
+        return {"cell": {"suite": "px", "method": method, "sparsity": 0.982 if method != "dense" else 0.0,
+                         "seed": seed, "epochs": epochs}, "data": "test", "test_accuracy": acc,
+                "train_loss": [2.0], "layers": _layers(density, [1.0 if d else 0.0 for d in density])}
+    cells = [cell("dense", 0, 3, 0.7, [1.0, 1.0]), cell("px", 0, 3, 0.5, [0.0, 0.1]),
+             cell("px", 0, 10, 0.60, [0.0, 0.0, 0.1]), cell("px", 2, 10, 0.64, [0.1, 0.0, 0.1]),
+             cell("snip", 1, 10, 0.55, [0.1, 0.1, 0.1])]
+    out = "\n".join(results_report._px_section(cells, str(tmp_path), smoke=False))
+    assert "| PX (100 rounds) | 60.00 | pending | 64.00 | 62.00 ± 2.83 | 2, pending, 1 |" in out
+    assert "| SNIP | pending | 55.00 | pending | 55.00 (1 seed) | pending, 0, pending |" in out
+    assert "| Dense | pending | pending | pending | pending | n/a |" in out
 
 
 def test_kept_positive_is_weighted_by_kept_weights():
