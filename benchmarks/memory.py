@@ -176,6 +176,12 @@ def _child_step_seconds(config):
     return json.loads(proc.stdout.strip().splitlines()[-1])["step_seconds"]
 
 
+def _full_reference(rows, row):
+    """The full fine-tuning row of `row`'s network and batch: every ratio's denominator."""
+    return next(x for x in rows if (x["net"], x["batch"]) == (row["net"], row["batch"])
+                and x["strategy"] == "full")
+
+
 def retime(only=None):
     """Step times again, one fresh process per configuration, nothing else running.
 
@@ -199,9 +205,7 @@ def retime(only=None):
         for row in (r for r in rows if r["strategy"] in only):
             key = (row["net"], row["batch"])
             if key not in references:
-                full = next(x for x in rows if (x["net"], x["batch"]) == key
-                            and x["strategy"] == "full")
-                references[key] = _child_step_seconds(config(full))
+                references[key] = _child_step_seconds(config(_full_reference(rows, row)))
                 print(f"  {key[0]} b{key[1]} full fine-tuning (reference): {references[key]:.3f} s",
                       flush=True)
             row["step_seconds"] = _child_step_seconds(config(row))
@@ -216,9 +220,7 @@ def retime(only=None):
             print(f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s",
                   flush=True)
         for row in rows:
-            ref = next(x for x in rows if x["net"] == row["net"]
-                       and x["batch"] == row["batch"] and x["strategy"] == "full")
-            row["time_vs_full"] = row["step_seconds"] / ref["step_seconds"]
+            row["time_vs_full"] = row["step_seconds"] / _full_reference(rows, row)["step_seconds"]
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
 
@@ -292,8 +294,7 @@ def main():
               flush=True)
     rows = kept + rows
     for row in rows:
-        ref = next(x for x in rows if x["net"] == row["net"] and x["batch"] == row["batch"]
-                   and x["strategy"] == "full")
+        ref = _full_reference(rows, row)
         row["overhead_vs_full"] = row["overhead_mb"] / max(ref["overhead_mb"], 1e-9)
         row["tensor_overhead_vs_full"] = row["tensor_overhead_mb"] / max(ref["tensor_overhead_mb"],
                                                                           1e-9)
