@@ -47,7 +47,7 @@ def _within_noise(a, b, noise):
     """A note when two means differ by less than the largest seed std measured (None: unmeasured)."""
     if noise is None or abs(a - b) > noise:
         return ""
-    return f"; the difference is within the largest seed std, {100 * noise:.2f}"
+    return f"; the difference is within the largest seed std, {_pct(noise)}"
 
 
 def _mean_std_text(mean, std, n):
@@ -384,8 +384,8 @@ def _tradi_section(cells, figdir, smoke):
         means[s] = (mean, std, len(accs))
         e = runs[0]["efficiency"]
         mem = memory.get(MEMORY_LABELS.get(s, ""))
-        lines.append(f"| {label} | {', '.join(_pct(a) for a in accs)} | {100 * mean:.2f}"
-                     f"{f' ± {100 * std:.2f}' if len(accs) > 1 else ''} | {e['units']:,} | "
+        lines.append(f"| {label} | {', '.join(_pct(a) for a in accs)} | {_pct(mean)}"
+                     f"{' ± ' + _pct(std) if len(accs) > 1 else ''} | {e['units']:,} | "
                      f"{e['activation_sparsity']:.1%} | {e['weight_derivative_sparsity']:.1%} | "
                      f"{e['weight_derivative_flops_saved']:.1%} | "
                      f"{'' if mem is None else f'{max(mem, 0.0):.1f}'} | "
@@ -419,8 +419,8 @@ def _tradi_claims(means):
         ok = all(m("tradi") >= m(r) for r in rivals)
         closest = min(rivals, key=lambda r: abs(m("tradi") - m(r)))
         out.append("- TraDy >= SU and every static variant: " + ("holds" if ok else "does not hold")
-                   + " (" + ", ".join(f"{TRADI_LABELS[r]} {100 * m(r):.2f}" for r in rivals)
-                   + f"; TraDy {100 * m('tradi'):.2f}"
+                   + " (" + ", ".join(f"{TRADI_LABELS[r]} {_pct(m(r))}" for r in rivals)
+                   + f"; TraDy {_pct(m('tradi'))}"
                    + resolved(m("tradi"), m(closest)).replace("the difference",
                                                                f"the gap to {TRADI_LABELS[closest]}")
                    + ").")
@@ -429,13 +429,13 @@ def _tradi_claims(means):
         if m(dyn) is not None and m(static) is not None:
             out.append(f"- dynamic beats static ({TRADI_LABELS[dyn]} vs {TRADI_LABELS[static]}): "
                        f"{'holds' if m(dyn) > m(static) else 'does not hold'} "
-                       f"({100 * m(dyn):.2f} vs {100 * m(static):.2f}"
+                       f"({_pct(m(dyn))} vs {_pct(m(static))}"
                        f"{resolved(m(dyn), m(static))}).")
     if m("tradi") is not None and m("full") is not None:
         gap = 100 * (m("full") - m("tradi"))
         out.append(f"- TraDy within 3 points of full fine-tuning: "
                    f"{'holds' if gap <= 3 else 'does not hold'} (gap {gap:.2f} points).")
-    spread = [f"{TRADI_LABELS[r]} ±{100 * v[1]:.2f}" for r, v in means.items() if v[2] > 1]
+    spread = [f"{TRADI_LABELS[r]} ±{_pct(v[1])}" for r, v in means.items() if v[2] > 1]
     if spread:
         out.append("- seed spread (std over two seeds): " + ", ".join(spread) + ".")
     return out or ["- pending"]
