@@ -83,17 +83,23 @@ def _px_section(cells, figdir, smoke):
     long_cells = [c for c in cells if c["cell"]["epochs"] == 10]
     if long_cells:
         lines += ["10 epochs at 98.20 % sparsity, seeds 0, 1, 2 (mean ± standard deviation):", "",
-                  "| method | seed 0 | seed 1 | seed 2 | mean ± std | empty layers per seed |",
-                  "|---|---|---|---|---|---|"]
+                  "| method | seed 0 | seed 1 | seed 2 | mean ± std | below dense | "
+                  "empty layers per seed |",
+                  "|---|---|---|---|---|---|---|"]
+        dense_mean = _mean_std([c["test_accuracy"] for c in long_cells
+                                if c["cell"]["method"] == "dense"])[0]
         for m in ("dense", "snip", "synflow", "px"):
             mine = {c["cell"]["seed"]: c for c in long_cells if c["cell"]["method"] == m}
             by_seed = {s: c["test_accuracy"] for s, c in mine.items()}
             mean, std = _mean_std(list(by_seed.values()))
+            below = ("n/a" if m == "dense" else "pending" if None in (mean, dense_mean)
+                     else f"{_pct(dense_mean - mean)} points")
             empty = ("n/a" if m == "dense" else ", ".join(
                 str(len(_empty(mine[s]["layers"]))) if s in mine else "pending" for s in (0, 1, 2)))
             lines.append(f"| {LABELS[m]} | " + " | ".join(_pct(by_seed.get(s)) for s in (0, 1, 2))
-                         + f" | {_mean_std_text(mean, std, len(by_seed))} | {empty} |")
-        lines += ["", "*empty layers*: layers whose mask keeps no weight. The seed sets the "
+                         + f" | {_mean_std_text(mean, std, len(by_seed))} | {below} | {empty} |")
+        lines += ["", "*below dense*: the dense mean minus the method's mean, over the seeds each "
+                  "has finished. *empty layers*: layers whose mask keeps no weight. The seed sets the "
                   "initialization and the order of training batches; the 100 pruning images are "
                   "the same for every seed.", ""]
     high = max(sparsities) if sparsities else None

@@ -127,9 +127,15 @@ def test_the_ten_epoch_table_counts_empty_layers_per_seed(tmp_path):
              cell("px", 0, 10, 0.60, [0.0, 0.0, 0.1]), cell("px", 2, 10, 0.64, [0.1, 0.0, 0.1]),
              cell("snip", 1, 10, 0.55, [0.1, 0.1, 0.1])]
     out = "\n".join(results_report._px_section(cells, str(tmp_path), smoke=False))
-    assert "| PX (100 rounds) | 60.00 | pending | 64.00 | 62.00 ± 2.83 | 2, pending, 1 |" in out
-    assert "| SNIP | pending | 55.00 | pending | 55.00 (1 seed) | pending, 0, pending |" in out
-    assert "| Dense | pending | pending | pending | pending | n/a |" in out
+    assert "| PX (100 rounds) | 60.00 | pending | 64.00 | 62.00 ± 2.83 | pending | 2, pending, 1 |" in out
+    assert "| SNIP | pending | 55.00 | pending | 55.00 (1 seed) | pending | pending, 0, pending |" in out
+    assert "| Dense | pending | pending | pending | pending | n/a | n/a |" in out
+    # with dense in, each method's gap is the dense mean minus its own (the 3-epoch dense is not used)
+    cells += [cell("dense", 0, 10, 0.70, [1.0, 1.0]), cell("dense", 1, 10, 0.68, [1.0, 1.0])]
+    out = "\n".join(results_report._px_section(cells, str(tmp_path), smoke=False))
+    assert "| PX (100 rounds) | 60.00 | pending | 64.00 | 62.00 ± 2.83 | 7.00 points | 2, pending, 1 |" in out
+    assert "| SNIP | pending | 55.00 | pending | 55.00 (1 seed) | 14.00 points | pending, 0, pending |" in out
+    assert "| Dense | 70.00 | 68.00 | pending | 69.00 ± 1.41 | n/a | n/a |" in out
 
 
 def test_kept_positive_is_weighted_by_kept_weights():
