@@ -476,7 +476,8 @@ def write(smoke=False):
              "`benchmarks/results/sweep/`; nothing here is typed by hand. Reproduce a table with "
              "`python benchmarks/sweep.py px` (3-epoch sweep), `python benchmarks/sweep.py px --long` "
              "(10-epoch runs) or `python benchmarks/sweep.py tradi`, or all of them with "
-             "`python benchmarks/sweep.py all`; cells that finished are not run again. "
+             "`python benchmarks/sweep.py all`; cells that finished are not run again, and a cell "
+             "stopped mid-training resumes from its last finished epoch. "
              "Machine: 2 CPU cores, no GPU.", ""]
     lines += _px_section(px, figdir, smoke)
     lines += _tradi_section(tradi, figdir, smoke)

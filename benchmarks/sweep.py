@@ -10,7 +10,9 @@
 
 Every cell runs in a fresh process and writes one JSON file under benchmarks/results/sweep/ (smoke
 runs under benchmarks/results/smoke/, not committed); a cell whose file exists is not run again, so
-an interrupted sweep resumes where it stopped. `--commit` commits each finished cell's JSON.
+an interrupted sweep resumes where it stopped. Inside a cell, training resumes from the last finished
+epoch (`<suite>/partial/<cell>.npz`, see resumable.py; commit it to carry an unfinished cell to
+another machine). `--commit` commits each finished cell's JSON.
 """
 
 import argparse
@@ -98,6 +100,12 @@ def cell_path(cell):
     return os.path.join(results_dir(cell.get("smoke", False)), cell["suite"], cell_id(cell) + ".json")
 
 
+def partial_path(cell):
+    """The epoch checkpoint of an unfinished cell (deleted once its JSON is written)."""
+    return os.path.join(results_dir(cell.get("smoke", False)), cell["suite"], "partial",
+                        cell_id(cell) + ".npz")
+
+
 def _data(smoke):
     import tf_tradyx as tx
     from _common import SHARED_CIFAR, SHARED_CIFAR_SHA256
@@ -159,6 +167,7 @@ def run_px_cell(cell):
 
     import tf_tradyx as tx
     from _common import CoupledSGD
+    from resumable import fit_resumable
 
     smoke = cell.get("smoke", False)
     train, test, source = _data(smoke)
@@ -173,14 +182,20 @@ def run_px_cell(cell):
     masked.compile(CoupledSGD(l2=1e-4, learning_rate=lr, momentum=0.9),
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    metrics=["accuracy"])
-    start = time.time()
-    history = masked.fit(train_ds, epochs=cell["epochs"], verbose=2)
-    out["train_seconds"] = time.time() - start
+
+    def same_masks(model):  # the layer rows below describe this run's pruning, so must the masks
+        if [r["kept"] for r in tx.pruning.report(model).as_dict()["layers"]] != \
+                [r["kept"] for r in out.get("layers", [])]:
+            raise RuntimeError(f"{partial_path(cell)} holds other masks than this run's pruning; "
+                               "delete it to train the cell from scratch.")
+
+    history, out["train_seconds"] = fit_resumable(masked, train_ds, cell["epochs"], partial_path(cell),
+                                                  cell, verify=same_masks, verbose=2)
     _, accuracy = masked.evaluate(test_ds, verbose=0)
     plain = tx.pruning.strip(masked)
     out["nonzero_after_training"] = int(sum(np.count_nonzero(np.asarray(l.kernel))
                                             for l in plain.layers if hasattr(l, "kernel")))
-    out.update(test_accuracy=float(accuracy), train_loss=[float(v) for v in history.history["loss"]])
+    out.update(test_accuracy=float(accuracy), train_loss=history["loss"])
     return out
 
 
@@ -208,6 +223,7 @@ def run_tradi_cell(cell):
     import keras
 
     import tf_tradyx as tx
+    from resumable import fit_resumable
 
     smoke = cell.get("smoke", False)
     train, test, source = _data(smoke)
@@ -241,17 +257,16 @@ def run_tradi_cell(cell):
           else keras.optimizers.schedules.CosineDecay(0.0125, epochs * steps))
     sparse.compile(keras.optimizers.SGD(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    metrics=["accuracy"])
-    start = time.time()
-    history = sparse.fit(train_ds, epochs=epochs, verbose=2,
-                         callbacks=[tx.sparse_update.ChannelResampler(),
-                                    tx.sparse_update.EfficiencyLogger()])
-    train_seconds = time.time() - start
+    # The resampler draws each epoch's channels from (seed, epoch), so a resumed run draws the same.
+    history, train_seconds = fit_resumable(
+        sparse, train_ds, epochs, partial_path(cell), cell, verbose=2,
+        callbacks=[tx.sparse_update.ChannelResampler(), tx.sparse_update.EfficiencyLogger()])
     _, accuracy = sparse.evaluate(test_ds, verbose=0)
     return {"cell": cell, "data": source, "train_images": per_class * 10,
             "test_accuracy": float(accuracy), "train_seconds": train_seconds,
             "efficiency": tx.sparse_update.efficiency(sparse).as_dict(),
             "layers": kwargs.get("layers"),
-            "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}}
+            "history": history}
 
 
 # --- driver ----------------------------------------------------------------------------------------
@@ -272,9 +287,13 @@ def run_cells(cells, commit):
         done += 1
         print(f"   done in {time.time() - start:.0f} s -> {os.path.relpath(path, ROOT)}", flush=True)
         if commit:
-            subprocess.run(["git", "add", path], cwd=ROOT)
+            paths = [path]
+            if subprocess.run(["git", "ls-files", "--error-unmatch", partial_path(cell)], cwd=ROOT,
+                              capture_output=True).returncode == 0:
+                paths.append(partial_path(cell))  # a committed checkpoint: commit its removal too
+            subprocess.run(["git", "add", "-A", "--", *paths], cwd=ROOT)
             subprocess.run(["git", "commit", "-q", "-m", f"Sweep cell {cell['suite']}/{cell_id(cell)}",
-                            "--", path], cwd=ROOT)
+                            "--", *paths], cwd=ROOT)
     return done
 
 
@@ -295,6 +314,8 @@ def main():
         with open(tmp, "w") as f:
             json.dump(out, f, indent=1)
         os.replace(tmp, path)  # a cell exists only once it is complete
+        if os.path.exists(partial_path(cell)):
+            os.remove(partial_path(cell))
         return
     if args.what == "px-layers":
         refresh_px_layers(args.smoke)

@@ -202,3 +202,68 @@ def test_retiming_only_some_rows_times_them_next_to_a_fresh_full_reference(tmp_p
     assert out["full"]["step_seconds"] == 0.5 and out["tradi"]["time_vs_full"] == 0.5
     with pytest.raises(ValueError, match="not in"):
         memory.retime({"no_such_strategy"})
+
+
+def _fit_tiny(path, epochs, cell="tiny", verify=None):
+    """A small compiled model (with BatchNorm statistics and a momentum optimizer on a cosine
+    schedule over 3 epochs) trained by fit_resumable on fixed, unshuffled data."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import resumable
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("int32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                              keras.layers.ReLU(), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, 3 * 4), momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    history, seconds = resumable.fit_resumable(model, ds, epochs, path, {"id": cell}, verify=verify,
+                                               verbose=0)
+    return model, history, seconds
+
+
+def test_an_interrupted_fit_resumes_exactly_where_it_stopped(tmp_path):
+    import numpy as np
+
+    straight, h_straight, _ = _fit_tiny(str(tmp_path / "a.npz"), 3)
+    path = str(tmp_path / "b.npz")
+    _fit_tiny(path, 1)  # stopped after its first epoch's checkpoint
+    resumed, h_resumed, seconds = _fit_tiny(path, 3)
+    # weights, BatchNorm statistics, the step counter (so the schedule) and momentum carried over:
+    # dropping any of them changes the result
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(resumed.optimizer.iterations) == 12
+    assert len(h_resumed["loss"]) == 3
+    np.testing.assert_allclose(h_straight["loss"], h_resumed["loss"], rtol=1e-5)
+    assert seconds > 0
+    # a finished checkpoint trains nothing more
+    again, _, _ = _fit_tiny(path, 3)
+    for a, b in zip(resumed.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_of_another_cell_is_refused(tmp_path):
+    path = str(tmp_path / "c.npz")
+    _fit_tiny(path, 1, cell="one")
+    with pytest.raises(ValueError, match="not .*two.*delete it"):
+        _fit_tiny(path, 3, cell="two")
+
+
+def test_a_restored_model_that_fails_verification_is_not_trained(tmp_path):
+    path = str(tmp_path / "d.npz")
+    _fit_tiny(path, 1)
+    seen = []
+
+    def reject(model):
+        seen.append(int(model.optimizer.iterations))
+        raise RuntimeError("other masks")
+
+    with pytest.raises(RuntimeError, match="other masks"):
+        _fit_tiny(path, 3, verify=reject)
+    assert seen == [4]  # called once, on the restored state, before any further step
+    _fit_tiny(str(tmp_path / "fresh.npz"), 1, verify=reject)  # nothing to verify without a checkpoint
