@@ -267,3 +267,45 @@ def test_a_restored_model_that_fails_verification_is_not_trained(tmp_path):
         _fit_tiny(path, 3, verify=reject)
     assert seen == [4]  # called once, on the restored state, before any further step
     _fit_tiny(str(tmp_path / "fresh.npz"), 1, verify=reject)  # nothing to verify without a checkpoint
+
+
+def test_committing_a_cell_also_commits_the_removal_of_its_checkpoint(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    monkeypatch.setattr(sweep, "ROOT", str(tmp_path))
+    monkeypatch.setattr(sweep, "results_dir", lambda smoke: str(tmp_path / "results"))
+    cells = sweep.px_cells(True, False)[:2]
+    partial = sweep.partial_path(cells[0])  # carried over from another machine: committed
+    os.makedirs(os.path.dirname(partial))
+    with open(partial, "wb") as f:
+        f.write(b"checkpoint")
+    git("add", partial)
+    git("commit", "-q", "-m", "partial")
+    real_run = subprocess.run
+
+    def run(args, **kwargs):
+        if args[:2] == [sys.executable, sweep.__file__]:  # the cell: write its JSON, drop its checkpoint
+            cell = json.loads(args[3])
+            os.makedirs(os.path.dirname(sweep.cell_path(cell)), exist_ok=True)
+            with open(sweep.cell_path(cell), "w") as f:
+                json.dump({"cell": cell}, f)
+            if os.path.exists(sweep.partial_path(cell)):
+                os.remove(sweep.partial_path(cell))
+            return subprocess.CompletedProcess(args, 0)
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(sweep.subprocess, "run", run)
+    assert sweep.run_cells(cells, commit=True) == 2
+    assert git("status", "--porcelain") == ""  # nothing left uncommitted, the deletion included
+    tracked = git("ls-files").split()
+    assert os.path.relpath(partial, tmp_path) not in tracked
+    assert sorted(tracked) == sorted(os.path.relpath(sweep.cell_path(c), tmp_path) for c in cells)
+    assert git("log", "--format=%s").splitlines()[:2] == [
+        f"Sweep cell px/{sweep.cell_id(c)}" for c in reversed(cells)]
