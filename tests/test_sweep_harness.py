@@ -221,8 +221,8 @@ def _fit_tiny(path, epochs, cell="tiny", verify=None):
     model.compile(keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, 3 * 4), momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    history, seconds = resumable.fit_resumable(model, ds, epochs, path, {"id": cell}, verify=verify, shuffle=False,
-                                               verbose=0)
+    history, seconds = resumable.fit_resumable(model, ds, epochs, path, {"id": cell}, verify=verify,
+                                               shuffle=False, verbose=0)
     return model, history, seconds
 
 
