@@ -56,8 +56,8 @@ def fit_resumable(model, data, epochs, path, cell, verify=None, **fit_kwargs):
     `model` must be compiled; `cell` (any JSON value) names the run, and a checkpoint of another
     cell is refused. `verify(model)`, if given, runs right after a checkpoint is loaded (before any
     training) and raises if the restored model does not fit what this run set up. Returns (history
-    over all epochs as {metric: [values]}, seconds of training over all finished epochs). The caller deletes
-    `path` once the cell's result is safely written.
+    over all epochs as {metric: [values]}, seconds of training over all finished epochs). The
+    caller deletes `path` once the cell's result is safely written.
     """
     import keras
 
