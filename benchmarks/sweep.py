@@ -141,6 +141,11 @@ def _pruned_resnet20(cell, train):
     return masked, out
 
 
+def _mask_rows(layers):
+    """What a pruning report's layer rows say about the masks alone (not the weights' signs)."""
+    return [(r["name"], r["kept"], r["connected_outputs"]) for r in layers]
+
+
 def refresh_px_layers(smoke=False):
     """Re-prunes finished PX cells whose layer rows predate a report field (no training); the
     per-layer kept counts must come out identical, which also checks that pruning is reproducible."""
@@ -151,7 +156,7 @@ def refresh_px_layers(smoke=False):
         if out["cell"]["method"] == "dense" or all("kept_positive" in r for r in out["layers"]):
             continue
         _, fresh = _pruned_resnet20(out["cell"], train)
-        if [r["kept"] for r in fresh["layers"]] != [r["kept"] for r in out["layers"]]:
+        if _mask_rows(fresh["layers"]) != _mask_rows(out["layers"]):
             raise RuntimeError(f"{path}: re-pruning gave different masks; not updated.")
         out["layers"] = fresh["layers"]
         with open(path + ".tmp", "w") as f:
@@ -184,8 +189,7 @@ def run_px_cell(cell):
                    metrics=["accuracy"])
 
     def same_masks(model):  # the layer rows below describe this run's pruning, so must the masks
-        if [r["kept"] for r in tx.pruning.report(model).as_dict()["layers"]] != \
-                [r["kept"] for r in out.get("layers", [])]:
+        if _mask_rows(tx.pruning.report(model).as_dict()["layers"]) != _mask_rows(out["layers"]):
             raise RuntimeError(f"{partial_path(cell)} holds other masks than this run's pruning; "
                                "delete it to train the cell from scratch.")
 
