@@ -39,11 +39,12 @@ def _load(path, cell, model):
 
 
 def _save(path, cell, model, epoch, history, seconds):
-    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    weights = model.get_weights()
     slots = [np.asarray(v) for v in model.optimizer.variables]
+    arrays = {f"w{i}": w for i, w in enumerate(weights)}
     arrays.update({f"o{i}": v for i, v in enumerate(slots)})
     meta = {"cell": cell, "epoch": epoch, "history": history, "seconds": seconds,
-            "weights": len(model.get_weights()), "optimizer": len(slots)}
+            "weights": len(weights), "optimizer": len(slots)}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp.npz"
     np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
