@@ -47,7 +47,8 @@ def _within_noise(a, b, noise):
     """A note when two means differ by less than the largest seed std measured (None: unmeasured)."""
     if noise is None or abs(a - b) > noise:
         return ""
-    return f"; the difference is within the largest seed std, {_pct(noise)}"
+    return (f"; the difference, {_pct(abs(a - b))}, is within the largest seed std, {_pct(noise)}, "
+            "so these seeds do not separate the two")
 
 
 def _mean_std_text(mean, std, n):

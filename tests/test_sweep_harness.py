@@ -79,7 +79,8 @@ def test_px_claim_checks():
                  "synflow": {0: 0.59, 1: 0.6, 2: 0.61}, "dense": {0: 0.9, 1: 0.9, 2: 0.9}}
     out = "\n".join(results_report._px_claims(acc, layers, high, long_runs))
     assert ("10 epochs, mean of 3 seeds (0, 1, 2): does not hold (PX 61.00, best SNIP 61.33; "
-            "the difference is within the largest seed std, 4.16)") in out
+            "the difference, 0.33, is within the largest seed std, 4.16, so these seeds do not separate "
+            "the two)") in out
     long_runs["px"] = {0: 0.62, 1: 0.62, 2: 0.62}
     long_runs["snip"] = {0: 0.58, 1: 0.59, 2: 0.60}
     out = "\n".join(results_report._px_claims(acc, layers, high, long_runs))
@@ -166,9 +167,10 @@ def test_tradi_claims_flag_differences_inside_the_seed_spread():
              "static_full_random": (0.86, 0.0, 1), "dynamic_full_random": (0.865, 0.0, 1)}
     out = "\n".join(results_report._tradi_claims(means))
     assert ("every static variant: holds (SU (MCUNetV3 scheme) 88.00, Static Full Random 86.00, "
-            "Static TopK Random 87.00; TraDy 88.50; the gap to SU (MCUNetV3 scheme) is within the "
-            "largest seed std, 1.00).") in out
-    assert "holds (86.50 vs 86.00; the difference is within the largest seed std, 1.00)." in out
+            "Static TopK Random 87.00; TraDy 88.50; the gap to SU (MCUNetV3 scheme), 0.50, is within "
+            "the largest seed std, 1.00, so these seeds do not separate the two).") in out
+    assert ("holds (86.50 vs 86.00; the difference, 0.50, is within the largest seed std, 1.00, "
+            "so these seeds do not separate the two).") in out
     assert "holds (88.50 vs 87.00)." in out  # 1.5 points: outside the spread, no note
 
 
