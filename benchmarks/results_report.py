@@ -43,11 +43,11 @@ def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _within_noise(a, b, noise):
+def _within_noise(a, b, noise, what="the difference"):
     """A note when two means differ by less than the largest seed std measured (None: unmeasured)."""
     if noise is None or abs(a - b) > noise:
         return ""
-    return (f"; the difference, {_pct(abs(a - b))}, is within the largest seed std, {_pct(noise)}, "
+    return (f"; {what}, {_pct(abs(a - b))}, is within the largest seed std, {_pct(noise)}, "
             "so these seeds do not separate the two")
 
 
@@ -417,8 +417,8 @@ def _tradi_claims(means):
     stds = [v[1] for v in means.values() if v[2] > 1]
     noise = max(stds) if stds else None
 
-    def resolved(a, b):
-        return _within_noise(a, b, noise)
+    def resolved(a, b, what="the difference"):
+        return _within_noise(a, b, noise, what)
 
     out = []
     rivals = [r for r in ("su", "static_full_random", "static_topk_random") if r in means]
@@ -428,8 +428,7 @@ def _tradi_claims(means):
         out.append("- TraDy >= SU and every static variant: " + ("holds" if ok else "does not hold")
                    + " (" + ", ".join(f"{TRADI_LABELS[r]} {_pct(m(r))}" for r in rivals)
                    + f"; TraDy {_pct(m('tradi'))}"
-                   + resolved(m("tradi"), m(closest)).replace("the difference",
-                                                               f"the gap to {TRADI_LABELS[closest]}")
+                   + resolved(m("tradi"), m(closest), f"the gap to {TRADI_LABELS[closest]}")
                    + ").")
     for dyn, static in (("dynamic_full_random", "static_full_random"),
                         ("tradi", "static_topk_random")):
