@@ -234,6 +234,27 @@ def _prune_batch(n_per_class=2):
     return np.stack(x), np.array(y)
 
 
+def _z1_float32_rtol(masked, image_shape):
+    """A worst-case relative error of the scaled float32 data term, from an error analysis.
+
+    Every term of z1 is nonnegative (unit weights times 0/1 masks and gates, inputs x^2), so there
+    is no cancellation: an output that sums n float32 terms carries a relative error of at most
+    (n - 1) u, u = 2^-24, in any summation order (oneDNN's order differs between CPUs), and the
+    products by 0/1 are exact. Errors add along a path to first order; the sum over all layers
+    bounds every path. Each weighted layer adds its fan-in plus a few roundings (renormalization,
+    BatchNormalization, a residual add); pooling adds at most one rounding per pooled position
+    (at most H * W); x^2 and the first rescale add two. The scores are a nonnegative float64 linear
+    function of the summed z1, so their relative error is bounded by the same number (float64's own
+    error is 2^-53 times similar counts: below 1e-12 here).
+    """
+    u = 2.0 ** -24
+    terms = 2 + image_shape[0] * image_shape[1]
+    for layer in tx.pruning.masked_layers(masked):
+        shape = layer.layer.kernel.shape
+        terms += shape.num_elements() // shape[-1] + 4
+    return terms * u + 1e-12
+
+
 @pytest.mark.parametrize("builder", [tx.models.resnet20, lambda: tx.models.vgg16_bn(100)])
 def test_real_networks_scores_finite_nonzero_and_float64_ranking_holds(builder):
     keras.utils.set_random_seed(3)
@@ -246,14 +267,23 @@ def test_real_networks_scores_finite_nonzero_and_float64_ranking_holds(builder):
     assert np.all(np.isfinite(flat))
     # Every weight scores > 0 except one that is exactly 0 (VGG's initializer draws one at seed 3).
     np.testing.assert_array_equal(flat == 0, theta == 0)
-    # The production data term (scaled float32) ranks like the all-float64 computation.
+    # The production data term (scaled float32) agrees with the all-float64 computation within the
+    # bound of the error analysis (seen: 1e-7 on Intel, 5.7e-6 on AMD EPYC; the bound is ~1e-3).
     exact = tx.pruning.PXPruner(verbose=False, exact_data_term=True).score(masked, data)
     flat_exact = np.concatenate([s.ravel() for s in exact.values()])
-    np.testing.assert_allclose(flat, flat_exact, rtol=1e-6)
+    rtol = _z1_float32_rtol(masked, data[0].shape[1:3])
+    np.testing.assert_allclose(flat, flat_exact, rtol=rtol)
+    # The ranking is the property pruning uses: the top 1 % of the two computations may differ only
+    # by weights whose exact scores lie within the measured error of the boundary (near-ties).
     k = len(flat) // 100
-    top = set(np.argsort(-flat, kind="stable")[:k])
-    top_exact = set(np.argsort(-flat_exact, kind="stable")[:k])
-    assert len(top & top_exact) >= k - 2  # Only exact near-ties at the boundary may swap.
+    nonzero = flat_exact > 0
+    err = np.max(np.abs(flat[nonzero] - flat_exact[nonzero]) / flat_exact[nonzero])
+    top = np.argsort(-flat, kind="stable")[:k]
+    top_exact = np.argsort(-flat_exact, kind="stable")[:k]
+    boundary = flat_exact[top_exact[-1]]
+    swapped = np.setxor1d(top, top_exact)
+    near = np.abs(flat_exact[swapped] - boundary) <= (2 * err / (1 - err) + 1e-12) * boundary
+    assert np.all(near), (len(swapped), err)
     # The magnitudes are far outside float32's range: a float32 computation would overflow or
     # flush to zero and tie; the float64 path keeps every score distinct from zero.
     assert flat.max() > np.finfo(np.float32).max
