@@ -339,7 +339,7 @@ def _ranking_lines(smoke):
     path = os.path.join(base, "ranking_mbv2-w0.35.json")
     if not os.path.exists(path):
         return ["Layer ranking: pending.", ""]
-    from tf_tradyx.sparse_update.ranking import LayerRanking  # sweep.py puts the repo on the path
+    from tf_tradyx.sparse_update import LayerRanking  # sweep.py puts the repo on the path
     ranking = LayerRanking.load(path)
     k = len(ranking.top_k(0.97))
     png = path.replace(".json", ".png")

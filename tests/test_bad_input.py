@@ -120,7 +120,7 @@ CASES = [
     ("su/bad SU scheme", small_cnn, lambda m: SU.wrap(m, strategy="su", scheme={"pw": 2.0}),
      ValueError, "fraction"),
     ("su/resampler on plain model", small_cnn, _fit_with_resampler, ValueError,
-     "no sparse-update state"),
+     "no sparse-update sampler"),
     ("su/rank wrong shape", small_cnn, lambda m: SU.rank_layers(m, (X[:, :8, :8], Y), verbose=0),
      ValueError, "does not fit"),
     ("su/rank mislabeled", small_cnn, lambda m: SU.rank_layers(m, (X, Y + 3), verbose=0),

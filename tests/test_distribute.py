@@ -45,7 +45,7 @@ class Record(keras.callbacks.Callback):
                                   all(np.array_equal(values[0], v) for v in values))
 
 sparse.fit(ds, epochs=3, verbose=0, callbacks=[tx.sparse_update.ChannelResampler(), Record()])
-state = tx.sparse_update.api.state_of(sparse)
+state = tx.sparse_update.sampler_of(sparse)
 np.savez(out + ".npz", *[np.asarray(v) for v in sparse.weights], *masks)
 with open(out + ".json", "w") as f:
     json.dump({{"replicas": strategy.num_replicas_in_sync, "selections": selections,

@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 import tf_tradyx as tx
-from tf_tradyx.pruning import ranking
+from tf_tradyx.pruning import mask_selection as ranking
 
 
 def _small_cnn(seed=0, softmax=False, dtype="float32"):

@@ -137,8 +137,10 @@ class BudgetTest(parameterized.TestCase):
     def test_selection_fits_budget_and_stays_in_layers(self, seed, budget, layers):
         costs = SU.cost_table(small_cnn())
         if budget < costs.min_channel_units(layers):
+            # The sampler checks the budget once, when the model is wrapped.
             with pytest.raises(ValueError, match="cheapest"):
-                sampling.random_channels(costs, layers, budget, np.random.default_rng(seed))
+                SU.Sampler(SU.TraDy(layers), costs, layers, budget=budget, seed=seed)
+            assert sampling.random_channels(costs, layers, budget, np.random.default_rng(seed)) == {}
             return
         chosen = sampling.random_channels(costs, layers, budget, np.random.default_rng(seed))
         assert set(chosen) <= set(layers)
@@ -233,7 +235,7 @@ class CostTest(parameterized.TestCase):
         # Channels are the largest-norm ones of each layer.
         for w in SU.sparse_layers(sparse):
             chosen = SU.selection(sparse).get(w.layer.name, [])
-            norms = SU.strategies.channel_weight_norms(w.kernel, w.kind)
+            norms = SU.channel_norms(w.kernel, w.kind)
             if len(chosen):
                 rest = np.setdiff1d(np.arange(w.in_channels), chosen)
                 if len(rest):
@@ -382,7 +384,7 @@ class FitTest(parameterized.TestCase):
         model = small_cnn()
         _, _, ds = data()
         costs = SU.cost_table(model)
-        sparse = SU.wrap(model, budget=500, strategy="dynamic_det_rgn", data=ds, rgn_batches=2)
+        sparse = SU.wrap(model, budget=500, strategy=SU.DetRGN(data=ds, batches=2))
         # Brute force: dense gradients of the plain model over the same two batches.
         total = {}
         for x, y in ds.take(2):
@@ -410,7 +412,7 @@ class FitTest(parameterized.TestCase):
 
             def select(self, context):
                 w = [w for w in SU.sparse_layers(context.model) if w.layer.name == context.layers[0]][0]
-                norms = SU.strategies.channel_weight_norms(w.kernel, w.kind)
+                norms = SU.channel_norms(w.kernel, w.kind)
                 return {w.layer.name: np.argsort(-norms)[:2]}
 
         model = small_cnn()
@@ -550,5 +552,5 @@ class BadInputTest(parameterized.TestCase):
         w.num_channels.assign(99)  # a corrupted selection is detected
         with pytest.raises(ValueError, match="invalid"):
             w.check_selection()
-        with pytest.raises(ValueError, match="no sparse-update state"):
+        with pytest.raises(ValueError, match="no sparse-update sampler"):
             SU.resample(keras.models.clone_model(small_cnn()))

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tf_tradyx as tx
-from tf_tradyx.sparse_update import compact, memory
+from tf_tradyx.sparse_update import compact_relu as compact
+from tf_tradyx.sparse_update import memory
 from tests.test_sparse_update import CANDIDATES, LOSS, data, small_cnn
 
 SU = tx.sparse_update

@@ -6,9 +6,7 @@
 - `tf_tradyx.data`: datasets, offline folders and archives, preprocessing.
 """
 
-__version__ = "0.1.0"
+from tf_tradyx import data, models, pruning, sparse_update
+from tf_tradyx._version import __version__
 
-from tf_tradyx import data  # noqa: E402
-from tf_tradyx import models  # noqa: E402
-from tf_tradyx import pruning  # noqa: E402
-from tf_tradyx import sparse_update  # noqa: E402
+__all__ = ["data", "models", "pruning", "sparse_update", "__version__"]

@@ -10,3 +10,10 @@ from tf_tradyx.data.preprocessing import (CIFAR10_MEAN, CIFAR10_STD, balanced_su
                                           resize, scale_to_symmetric)
 from tf_tradyx.data.sample import SAMPLE_ARCHIVE, cifar10_sample
 from tf_tradyx.data.splits import train_test
+
+__all__ = [
+    "load", "num_classes", "SUPPORTED_DATASETS", "DatasetUnavailableError", "from_folder",
+    "image_size", "extract", "ArchiveError", "cifar10_sample", "SAMPLE_ARCHIVE", "train_test",
+    "balanced_subset", "prepare", "normalization", "normalize", "resize", "scale_to_symmetric",
+    "cifar_augment", "CIFAR10_MEAN", "CIFAR10_STD",
+]

@@ -4,6 +4,11 @@
     report = PXPruner(rounds=100).prune(masked, sparsity=0.982, data=prune_ds)
     masked.compile(...); masked.fit(...)
     plain = strip(masked)
+
+Modules, one job each: `masking` (MaskedLayer, wrap, strip), `pruner` (the iterative loop),
+`px`, `baselines`, `paths` (the auxiliary path networks PX and SynFlow score with),
+`mask_selection` (exact top-k), `schedules`, `pruning_report`, `sanity`, `summaries`. The method
+is specified in docs/METHODS.md, section 2.
 """
 
 from tf_tradyx.pruning.baselines import (GraSPPruner, IterSNIPPruner, MagnitudePruner, RandomPruner,
@@ -12,10 +17,19 @@ from tf_tradyx.pruning.masking import MaskedLayer, PrunableLayer, masked_layers,
 from tf_tradyx.pruning.paths import PathNetwork, UnsupportedLayerError
 from tf_tradyx.pruning.pruner import Pruner
 from tf_tradyx.pruning.px import PXPruner
-from tf_tradyx.pruning.report import PruningReport, plot_layer_density, report
+from tf_tradyx.pruning.pruning_report import (PruningReport, density_figure, plot_layer_density,
+                                              report)
 from tf_tradyx.pruning.sanity import reinitialize, shuffle_masks
 from tf_tradyx.pruning.summaries import PruningSummaries
 from tf_tradyx.pruning.schedules import DensitySchedule, ExponentialSchedule, LinearSchedule
+
+__all__ = [
+    "wrap", "strip", "masked_layers", "MaskedLayer", "PrunableLayer", "prune_at_init",
+    "get_pruner", "PRUNERS", "Pruner", "PXPruner", "SynFlowPruner", "SNIPPruner", "GraSPPruner",
+    "IterSNIPPruner", "MagnitudePruner", "RandomPruner", "DensitySchedule", "ExponentialSchedule",
+    "LinearSchedule", "PruningReport", "report", "density_figure", "plot_layer_density",
+    "PruningSummaries", "reinitialize", "shuffle_masks", "PathNetwork", "UnsupportedLayerError",
+]
 
 PRUNERS = {
     "px": PXPruner, "synflow": SynFlowPruner, "snip": SNIPPruner, "grasp": GraSPPruner,

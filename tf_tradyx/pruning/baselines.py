@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_tradyx import _losses
 from tf_tradyx.pruning import paths
 from tf_tradyx.pruning.pruner import Pruner
 
@@ -58,21 +59,6 @@ class SynFlowPruner(Pruner):
         return [s.numpy() for s in session.cache["synflow"]()]
 
 
-def _loss_fn(model, loss):
-    if loss is not None:
-        return keras.losses.get(loss)
-    last = model.layers[-1]
-    inner = getattr(last, "layer", last)
-    from_logits = not (getattr(inner, "activation", None) is keras.activations.softmax or
-                       isinstance(inner, keras.layers.Softmax))
-
-    def fn(y, logits):
-        if len(y.shape) == len(logits.shape) and y.shape[-1] == logits.shape[-1]:
-            return keras.losses.categorical_crossentropy(y, logits, from_logits=from_logits)
-        return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=from_logits)
-    return lambda y, out: tf.reduce_mean(fn(y, out))
-
-
 class SNIPPruner(Pruner):
     """SNIP (Lee et al. 2019): |theta * dL/dtheta| on the pruning data, normalized; one shot.
 
@@ -89,7 +75,7 @@ class SNIPPruner(Pruner):
     def _gradients(self, session):
         if "snip" not in session.cache:
             model, variables = session.model, [e.variable for e in session.entries]
-            loss_fn = _loss_fn(model, self.loss)
+            loss_fn = _losses.default_loss(model, self.loss)
 
             @tf.function(reduce_retracing=True)
             def grads(x, y):
@@ -131,7 +117,7 @@ class GraSPPruner(Pruner):
         if "grasp" in session.cache:
             return session.cache["grasp"]
         model, variables = session.model, [e.variable for e in session.entries]
-        loss_fn = _loss_fn(model, self.loss)
+        loss_fn = _losses.default_loss(model, self.loss)
         temp = self.temperature
 
         @tf.function(reduce_retracing=True)

@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx._model_utils import check_cloneable, flatten_layers, layer_pairs
+from tf_tradyx import _keras_compat
+from tf_tradyx._model_walk import check_cloneable, flatten_layers, layer_pairs
 
 
 class PrunableLayer(abc.ABC):
@@ -95,7 +96,7 @@ class MaskedLayer(layers.Wrapper):
 
     def load_own_variables(self, store):
         """Loads the masks from a file, refusing wrong shapes or values other than 0 and 1."""
-        own = list(self._trainable_variables) + list(self._non_trainable_variables)
+        own = _keras_compat.layer_own_variables(self)
         for mask in self.masks:
             key = str(next(i for i, v in enumerate(own) if v is mask))
             if key in store and tuple(store[key].shape) != tuple(mask.shape):
@@ -119,15 +120,14 @@ class MaskedLayer(layers.Wrapper):
         for attr, var, mask in zip(self.kernel_attributes, self.kernels, self.masks):
             masked = tf.convert_to_tensor(var) * tf.convert_to_tensor(mask)
             saved.append((attr, getattr(self.layer, attr)))
-            # object.__setattr__ bypasses Keras' variable tracking: this is a temporary tensor.
-            object.__setattr__(self.layer, attr, tf.cast(masked, self.layer.compute_dtype))
+            _keras_compat.set_untracked(self.layer, attr, tf.cast(masked, self.layer.compute_dtype))
         try:
-            if getattr(self.layer, "_call_has_training_arg", False):
+            if _keras_compat.call_has_training_arg(self.layer):
                 return self.layer.call(inputs, training=training)
             return self.layer.call(inputs)
         finally:
             for attr, value in saved:
-                object.__setattr__(self.layer, attr, value)
+                _keras_compat.set_untracked(self.layer, attr, value)
 
     def apply_masks(self):
         """Writes zeros into the kernels where the masks are 0."""

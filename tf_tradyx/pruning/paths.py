@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from tf_tradyx import _keras_compat, _model_walk
 from tf_tradyx.pruning import masking
 
 DTYPE = tf.float64
@@ -152,22 +153,21 @@ def _bn_scale_shift(bn):
 # ----- the interpreter ---------------------------------------------------------------------------
 
 def _functional(model):
-    if isinstance(model, keras.Sequential):
-        if getattr(model, "_functional", None) is None:
-            raise ValueError(f"Sequential model {model.name!r} is not built with an input shape.")
-        return model._functional
-    return model
+    graph = _keras_compat.functional_graph(model)
+    if graph is None:
+        raise ValueError(f"Sequential model {model.name!r} is not built with an input shape.")
+    return graph
 
 
 class PathNetwork:
     """Runs the auxiliary networks of one Keras model (see the module docstring)."""
 
     def __init__(self, model):
-        masking.check_cloneable(model)
+        _model_walk.check_cloneable(model)
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ValueError("Path-based scoring supports models with one input and one output.")
         self.model = model
-        self._output_ops = {id(model.outputs[0]._keras_history.operation)}
+        self._output_ops = {id(_keras_compat.producer(model.outputs[0]))}
         self._check(model)
 
     # Validation walks the graph once so that errors name the first unsupported layer up front.
@@ -229,7 +229,7 @@ class PathNetwork:
             if "scales" in state and not isinstance(op, keras.Model):
                 return self._scaled_call(op, args, kwargs, state)
             return self._call(op, args, kwargs, state)
-        return _functional(model)._run_through_graph(x, operation_fn=lambda op: op, call_fn=call)
+        return _keras_compat.run_through_graph(_functional(model), x, call)
 
     # ---- one operation ----
     def _scaled_call(self, op, args, kwargs, state):

@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx import _model_utils
+from tf_tradyx import _batches as batch_utils
 
-from tf_tradyx.pruning import masking, ranking, report as report_lib, schedules
+from tf_tradyx.pruning import mask_selection, masking, pruning_report, schedules
 
 
 class Entry:
@@ -68,7 +68,7 @@ def _batches(model, data, needs_data, needs_labels, batch_size=256):
     for item in items:
         x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
         x = tf.convert_to_tensor(x)
-        _model_utils.check_batch(model, x, y)
+        batch_utils.check_batch(model, x, y)
         x = tf.cast(x, model.inputs[0].dtype)
         if needs_labels and y is None:
             raise ValueError("This pruner needs labels: pass data as (x, y) pairs.")
@@ -172,7 +172,7 @@ class Pruner(abc.ABC):
             for r, density in enumerate(densities, start=1):
                 session.round = r
                 scores = self._checked_scores(session)
-                keep = ranking.select(scores, alive, density, self.scope, self.min_density)
+                keep = mask_selection.select(scores, alive, density, self.scope, self.min_density)
                 for e, k in zip(entries, keep):
                     e.mask.assign(k.astype(e.mask.dtype))
                     e.variable.assign(np.asarray(e.variable) * k)
@@ -185,7 +185,7 @@ class Pruner(abc.ABC):
                 e.mask.assign(mask)
                 e.variable.assign(value)
             raise
-        result = report_lib.report(model)
+        result = pruning_report.report(model)
         result.meta.update({"method": self.name, "target_sparsity": float(sparsity),
                             "rounds": self.rounds, "scope": self.scope,
                             "seconds": round(time.time() - start, 3), "history": history})

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from tf_tradyx._summaries import SummaryCallback
-from tf_tradyx.pruning.report import report as pruning_report
+from tf_tradyx.pruning.pruning_report import report as pruning_report
 
 
 class PruningSummaries(SummaryCallback):

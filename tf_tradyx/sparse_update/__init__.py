@@ -2,23 +2,52 @@
 
     costs = cost_table(model)                         # units and FLOPs per input channel
     layers = rank_layers(model, data).top_k(0.97)     # RGN preselection, once per architecture
-    sparse = wrap(model, budget=27_946, layers=layers, strategy="tradi", seed=0)
+    sparse = wrap(model, budget=27_946, strategy=TraDy(layers), seed=0)
     sparse.compile(...); sparse.fit(..., callbacks=[ChannelResampler()])
     efficiency(sparse); selection(sparse); plain = strip(sparse)
 
-See METHODS.md section 1 for the method and `api` for the optimizer-state rules.
+Modules, one job each: `transforms` (wrap, attach, strip), `sampler` (the model's strategy, budget
+and seed; resampling), `strategies`, `sampling` (filling a budget), `optimizer_state` (optimizer
+slots at a resample), `efficiency_report`, `costs`, `layer_ranking` (RGN), `gradients`,
+`wrapper` (ChannelSparseUpdate), `compact_relu`, `memory` (what a train step keeps),
+`callbacks`. The method is specified in docs/METHODS.md, section 1.
 """
 
-from tf_tradyx.sparse_update import memory  # noqa: F401 - sp.memory.retained_tensors(...)
-from tf_tradyx.sparse_update.api import (Efficiency, attach, check_optimizer, efficiency,
-                                         reset_optimizer_state, resample, selection, set_selection,
-                                         sparse_kernels, sparse_layers, strip, wrap)
+from tf_tradyx.sparse_update import memory
 from tf_tradyx.sparse_update.callbacks import ChannelResampler, EfficiencyLogger, SelectionSummaries
-from tf_tradyx.sparse_update.costs import (CostTable, LayerCost, cost_table, parse_budget,
-                                           units_from_bytes)
-from tf_tradyx.sparse_update.ranking import LayerRanking, rank_layers
-from tf_tradyx.sparse_update.strategies import (NAMES as STRATEGIES, PAPER_SCHEMES, DetRGN,
-                                                RandomChannels, SelectionContext, SparseUpdateScheme,
-                                                Strategy, WholeVariables)
-from tf_tradyx.sparse_update.compact import CompactReLU
+from tf_tradyx.sparse_update.compact_relu import CompactReLU
+from tf_tradyx.sparse_update.costs import (CostTable, LayerCost, channel_norms, cost_table,
+                                           parse_budget, units_from_bytes)
+from tf_tradyx.sparse_update.efficiency_report import Efficiency, efficiency
+from tf_tradyx.sparse_update.layer_ranking import LayerRanking, rank_layers
+from tf_tradyx.sparse_update.optimizer_state import check_optimizer, reset_optimizer_state
+from tf_tradyx.sparse_update.sampler import (Sampler, resample, sampler_of, selection, set_selection,
+                                             sparse_kernels, sparse_layers)
+from tf_tradyx.sparse_update.strategies import NAMES as STRATEGIES
+from tf_tradyx.sparse_update.strategies import (PAPER_SCHEMES, SU, DetRGN, RandomChannels,
+                                                SelectionContext, SparseUpdateScheme, Strategy,
+                                                TraDy, WholeVariables)
+from tf_tradyx.sparse_update.transforms import attach, strip, wrap
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+
+__all__ = [
+    # transforms
+    "wrap", "attach", "strip",
+    # strategies
+    "Strategy", "TraDy", "RandomChannels", "DetRGN", "SU", "SparseUpdateScheme", "WholeVariables",
+    "SelectionContext", "STRATEGIES", "PAPER_SCHEMES",
+    # sampling at run time
+    "Sampler", "sampler_of", "resample", "selection", "set_selection", "sparse_layers",
+    "sparse_kernels", "reset_optimizer_state", "check_optimizer",
+    # callbacks
+    "ChannelResampler", "EfficiencyLogger", "SelectionSummaries",
+    # costs and efficiency
+    "CostTable", "LayerCost", "cost_table", "parse_budget", "units_from_bytes", "channel_norms",
+    "Efficiency", "efficiency",
+    # layer preselection
+    "LayerRanking", "rank_layers",
+    # layers
+    "ChannelSparseUpdate", "CompactReLU",
+    # what a train step keeps (a module: memory.retained_bytes, memory.retained_tensors)
+    "memory",
+]

@@ -4,7 +4,9 @@ import keras
 import tensorflow as tf
 
 from tf_tradyx._summaries import SummaryCallback
-from tf_tradyx.sparse_update import api
+from tf_tradyx.sparse_update import efficiency_report as efficiency_lib
+from tf_tradyx.sparse_update import optimizer_state
+from tf_tradyx.sparse_update import sampler as sampler_lib
 
 
 class ChannelResampler(keras.callbacks.Callback):
@@ -12,7 +14,7 @@ class ChannelResampler(keras.callbacks.Callback):
 
     Static strategies keep the selection `wrap` drew. Resampling assigns the wrappers' index
     variables, so the compiled train function is reused, never retraced. The optimizer state of
-    channels left out of the new selection is zeroed (see `tf_tradyx.sparse_update.api`).
+    channels left out of the new selection is zeroed (see `tf_tradyx.sparse_update.optimizer_state`).
 
     Args:
       verbose: 1 prints the units and channel count of each new selection.
@@ -23,16 +25,16 @@ class ChannelResampler(keras.callbacks.Callback):
         self.verbose = verbose
 
     def on_train_begin(self, logs=None):
-        api.state_of(self.model)
-        api.check_optimizer(self.model, getattr(self.model, "optimizer", None))
+        sampler_lib.sampler_of(self.model)
+        optimizer_state.check_optimizer(self.model, getattr(self.model, "optimizer", None))
 
     def on_epoch_begin(self, epoch, logs=None):
-        state = api.state_of(self.model)
-        if not state.strategy.dynamic or state.strategy.mode != "channels":
+        strategy = sampler_lib.sampler_of(self.model).strategy
+        if not strategy.dynamic or strategy.mode != "channels":
             return
-        api.resample(self.model, epoch=epoch, optimizer=getattr(self.model, "optimizer", None))
+        sampler_lib.resample(self.model, epoch=epoch, optimizer=getattr(self.model, "optimizer", None))
         if self.verbose:
-            e = api.efficiency(self.model)
+            e = efficiency_lib.efficiency(self.model)
             print(f"\nEpoch {epoch + 1}: {e.channels} channels in {e.layers_updated} layers, "
                   f"{e.units:,} of {e.budget:,} units")
 
@@ -46,7 +48,7 @@ class EfficiencyLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs.update(api.efficiency(self.model).as_logs())
+            logs.update(efficiency_lib.efficiency(self.model).as_logs())
 
 
 class SelectionSummaries(SummaryCallback):
@@ -58,14 +60,14 @@ class SelectionSummaries(SummaryCallback):
     """
 
     def on_epoch_begin(self, epoch, logs=None):
-        chosen = api.selection(self.model)
+        chosen = sampler_lib.selection(self.model)
         with self.writer().as_default(step=epoch):
-            for w in api.sparse_layers(self.model):
+            for w in sampler_lib.sparse_layers(self.model):
                 idx = chosen.get(w.layer.name, [])
                 tf.summary.scalar(f"selected_channels/{w.layer.name}", len(idx))
                 tf.summary.scalar(f"selected_fraction/{w.layer.name}", len(idx) / w.in_channels)
                 if len(idx):
                     tf.summary.histogram(f"selected_index/{w.layer.name}", idx)
-            for k, v in api.efficiency(self.model).as_logs(prefix="efficiency/").items():
+            for k, v in efficiency_lib.efficiency(self.model).as_logs(prefix="efficiency/").items():
                 tf.summary.scalar(k, v)
         self.writer().flush()

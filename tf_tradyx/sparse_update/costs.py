@@ -20,13 +20,11 @@ import keras
 import numpy as np
 from keras import layers
 
-from tf_tradyx import _model_utils
+from tf_tradyx import _keras_compat, _model_walk
 
 BYTES_PER_UNIT = 4  # float32
 
 SELECTABLE_TYPES = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
-_PASS_THROUGH = (layers.Activation, layers.Softmax, layers.ReLU, layers.Dropout, layers.Flatten,
-                 layers.Reshape, layers.Identity)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,11 +158,6 @@ def _count(channels):
     return int(channels) if np.isscalar(channels) else len(channels)
 
 
-def _inner(layer):
-    """The layer inside a tf_tradyx wrapper (sparse update or pruning mask), else the layer."""
-    return getattr(layer, "layer", layer) if getattr(layer, "_tradyx_wrapper", False) else layer
-
-
 def _alive(layer):
     """Unpruned weights per input channel of a masked layer, else None."""
     mask = getattr(layer, "kernel_mask", None)
@@ -179,7 +172,7 @@ def _alive(layer):
 
 def is_selectable(layer):
     """Conv2D (groups=1, dilation 1), DepthwiseConv2D (dilation 1) and Dense, channels_last."""
-    layer = _inner(layer)
+    layer = _model_walk.inner(layer)
     if not isinstance(layer, SELECTABLE_TYPES):
         return False
     # (Conv2DTranspose and SeparableConv2D are not Conv2D subclasses in Keras 3: not selectable.)
@@ -193,22 +186,17 @@ def find_classifier(model):
     """The layer that produces the model's output (walking back through weightless layers)."""
     if len(model.outputs) != 1:
         raise ValueError("cost_table needs a single-output model; pass classifier= to name the head.")
-    layer = _producer(model.outputs[0])
-    while layer is not None and not layer.weights and isinstance(layer, _PASS_THROUGH):
-        layer = _producer(layer.input)
-    return _inner(layer).name if layer is not None and layer.weights else None
-
-
-def _producer(tensor):
-    history = getattr(tensor, "_keras_history", None)
-    return history.operation if history is not None else None
+    layer = _keras_compat.producer(model.outputs[0])
+    while layer is not None and not layer.weights and isinstance(layer, _model_walk.PASS_THROUGH):
+        layer = _keras_compat.producer(layer.input)
+    return _model_walk.inner(layer).name if layer is not None and layer.weights else None
 
 
 def _input_hw(layer):
     """H * W of the map entering `layer`, before a ZeroPadding2D that serves only this layer."""
     tensor = layer.input
-    source = _producer(tensor)
-    if isinstance(source, layers.ZeroPadding2D) and len(source._outbound_nodes) == 1:
+    source = _keras_compat.producer(tensor)
+    if isinstance(source, layers.ZeroPadding2D) and len(_keras_compat.outbound_nodes(source)) == 1:
         tensor = source.input
     shape = tuple(tensor.shape)
     return _static(shape[1:-1], layer)
@@ -223,7 +211,7 @@ def _static(dims, layer):
 
 def layer_cost(layer):
     """The `LayerCost` of one built, selectable layer inside a Functional model."""
-    inner = _inner(layer)
+    inner = _model_walk.inner(layer)
     if not is_selectable(inner):
         raise ValueError(f"Layer {inner.name!r} ({type(inner).__name__}) is not selectable: supported "
                          "are Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last, dilation 1.")
@@ -247,21 +235,22 @@ def cost_table(model, classifier="auto"):
       model: a built Functional or Sequential model with a fixed input size (a wrapped model too).
       classifier: the head's layer name, "auto" (the layer producing the output), or None.
     """
-    _model_utils.check_cloneable(model)
+    _model_walk.check_cloneable(model)
     if not model.built or not getattr(model, "inputs", None):
         raise ValueError("cost_table needs a built model with an Input (keras.Input((H, W, C))).")
     if classifier == "auto":
         classifier = find_classifier(model)
-    names = {_inner(l).name for l in _model_utils.flatten_layers(model)}
+    names = {_model_walk.inner(l).name for l in _model_walk.flatten_layers(model)}
     if classifier is not None and classifier not in names:
         raise ValueError(f"classifier {classifier!r} is not a layer of the model.")
     rows = []
-    for layer in _model_utils.flatten_layers(model):
-        inner = _inner(layer)
+    for layer in _model_walk.flatten_layers(model):
+        inner = _model_walk.inner(layer)
         if inner.name == classifier or not is_selectable(inner):
             continue
-        if len(layer._inbound_nodes) != 1:
-            raise ValueError(f"Layer {inner.name!r} is called {len(layer._inbound_nodes)} times; "
+        calls = len(_keras_compat.inbound_nodes(layer))
+        if calls != 1:
+            raise ValueError(f"Layer {inner.name!r} is called {calls} times; "
                              "shared layers are not supported.")
         rows.append(layer_cost(layer))
     if not rows:

@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx.sparse_update import strategies
+from tf_tradyx import _losses, _model_walk
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 
@@ -52,7 +52,7 @@ def train_step_graph(model, batch_size=1, loss=None):
     """The traced graph of one training step (loss and gradients of the trainable variables)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    loss_fn = strategies.loss_function(model, loss)
+    loss_fn = _losses.default_loss(model, loss)
     variables = model.trainable_variables
     if not variables:
         raise ValueError("The model has no trainable variable; there is no backward pass.")
@@ -92,7 +92,7 @@ def retained_tensors(model, batch_size=1, loss=None):
     backward = _depends_on(graph, {graph.inputs[2].op}) & needed
     data_ops = _depends_on(graph, {graph.inputs[0].op})
     label_ops = _depends_on(graph, {graph.inputs[1].op})
-    selected = {w.name: int(w.num_channels.numpy()) for w in _wrappers(model)}
+    selected = {w.name: int(w.num_channels.numpy()) for w in _model_walk.layers_of_type(model, ChannelSparseUpdate)}
     out, seen = [], set()
     for op in backward:
         for t in op.inputs:
@@ -122,8 +122,3 @@ def retained_bytes(model, batch_size=1, loss=None):
     for r in retained_tensors(model, batch_size, loss):
         total[r.kind] += r.nbytes or 0
     return total
-
-
-def _wrappers(model):
-    from tf_tradyx import _model_utils
-    return [l for l in _model_utils.flatten_layers(model) if isinstance(l, ChannelSparseUpdate)]

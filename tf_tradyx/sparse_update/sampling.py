@@ -45,8 +45,10 @@ def check_budget(costs, names, budget, count_pruned=True):
 
 
 def random_channels(costs, names, budget, rng, count_pruned=True):
-    """Channels of layers `names` drawn uniformly at random until `budget` units are spent."""
-    check_budget(costs, names, budget, count_pruned)
+    """Channels of layers `names` drawn uniformly at random until `budget` units are spent.
+
+    The budget is checked once, by the sampler (`check_budget`); a budget below every channel
+    selects nothing here."""
     layer_of, channel_of, unit_of = _candidates(costs, names, count_pruned)
     return _fill(rng.permutation(len(unit_of)), layer_of, channel_of, unit_of, budget, names)
 
@@ -54,7 +56,6 @@ def random_channels(costs, names, budget, rng, count_pruned=True):
 def top_channels(costs, scores, budget, count_pruned=True):
     """The highest-scoring channels until `budget`; `scores` = {layer: per-channel scores}."""
     names = list(scores)
-    check_budget(costs, names, budget, count_pruned)
     layer_of, channel_of, unit_of = _candidates(costs, names, count_pruned)
     flat = np.concatenate([np.asarray(scores[n], np.float64).reshape(-1) for n in names])
     if flat.shape != unit_of.shape:

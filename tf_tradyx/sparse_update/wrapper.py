@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx.sparse_update import compact as compact_lib
+from tf_tradyx.sparse_update import compact_relu
 from tf_tradyx.sparse_update import costs
 
 
@@ -37,12 +37,13 @@ class ChannelSparseUpdate(layers.Wrapper):
       compact_activation: apply a relu/relu6 activation of the layer with a 1-bit backward mask.
       kernel_mask: the layer is pruned: keep a 0/1 `kernel_mask` (non-trainable) and compute with
         kernel * mask, so pruned weights get a zero gradient and stay exactly zero.
+      sampler: the config of the model's sampler (set by `wrap`; saved with the model).
     """
 
     _tradyx_wrapper = True
 
     def __init__(self, layer, update_bias=False, input_gradient=True, simulate=False,
-                 compact_activation=True, kernel_mask=False, **kwargs):
+                 compact_activation=True, kernel_mask=False, sampler=None, **kwargs):
         if not costs.is_selectable(layer):
             raise ValueError(
                 f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
@@ -57,8 +58,11 @@ class ChannelSparseUpdate(layers.Wrapper):
         self.compact_activation = bool(compact_activation) and not self.simulate
         self.has_kernel_mask = bool(kernel_mask)
         self.kernel_mask = None
+        # The model's sampler (strategy, budget, seed) as a config, so that a loaded model can
+        # resample without re-typed arguments (`attach`). Set by `wrap`; the same in every wrapper.
+        self.sampler_config = sampler
         self._traces = 0  # Python executions of `call`: counts graph traces in fit.
-        self._dense_gradient = False  # Set (eagerly) by ranking.dense_gradients for Det RGN.
+        self.dense_gradient = False  # Set (eagerly) by gradients.dense_gradients.
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -94,7 +98,7 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     def set_channels(self, channels):
         """Selects these input channels (any iterable of distinct ints in [0, in_channels))."""
-        self._assign(self.validated(channels))
+        self.assign_validated(self.validated(channels))
 
     def validated(self, channels):
         """`channels` as a sorted int32 array; ValueError when they are not valid for this layer."""
@@ -106,7 +110,8 @@ class ChannelSparseUpdate(layers.Wrapper):
                              f"got {list(idx)}.")
         return idx
 
-    def _assign(self, idx):
+    def assign_validated(self, idx):
+        """Assigns a selection that `validated` returned."""
         padded = np.zeros(self.in_channels, np.int32)
         padded[:len(idx)] = idx
         self.channel_indices.assign(padded)
@@ -212,7 +217,7 @@ class ChannelSparseUpdate(layers.Wrapper):
         kernel = tf.cast(kernel, x.dtype)
         idx = tf.convert_to_tensor(self.channel_indices)[:tf.convert_to_tensor(self.num_channels)]
         kernel_shape = tuple(int(d) for d in layer.kernel.shape)
-        if self._dense_gradient:
+        if self.dense_gradient:
             return self._finish(self._linear(x, kernel))
         if self.simulate:
             return self._finish(self._linear(x, self._masked_gradient(kernel, idx)))
@@ -253,7 +258,7 @@ class ChannelSparseUpdate(layers.Wrapper):
             y = tf.nn.bias_add(y, tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
         if layer.activation is None:
             return y
-        compact = compact_lib.compact_activation(layer.activation) if self.compact_activation \
+        compact = compact_relu.compact_activation(layer.activation) if self.compact_activation \
             else None
         return compact(y) if compact is not None else layer.activation(y)
 
@@ -267,4 +272,5 @@ class ChannelSparseUpdate(layers.Wrapper):
         config["simulate"] = self.simulate
         config["compact_activation"] = self.compact_activation
         config["kernel_mask"] = self.has_kernel_mask
+        config["sampler"] = self.sampler_config
         return config

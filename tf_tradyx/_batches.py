@@ -1,48 +1,29 @@
-"""Helpers both wrappers share: which models can be cloned, nested layers, layer pairs."""
+"""Reading (x, y) batches from what users pass as data, and checking them against a model."""
 
-import keras
-from keras.src.models.functional import Functional
-
-
-def check_cloneable(model):
-    """Raises a TypeError for a subclassed model (its layers cannot be cloned with wrappers)."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
-    if isinstance(model, keras.Sequential) or type(model) is Functional or (
-            isinstance(model, Functional) and type(model).__init__ is Functional.__init__):
-        return
-    raise TypeError(
-        f"{type(model).__name__} is a subclassed Keras model; its layers cannot be cloned with "
-        "wrappers. Build it with the Functional or Sequential API, or put the tf_tradyx wrapper "
-        "layers around its layers yourself.")
+import numpy as np
+import tensorflow as tf
 
 
-def layer_pairs(original, clone):
-    """(original layer, cloned layer) pairs, recursing into nested models."""
-    for a, b in zip(original.layers, clone.layers):
-        if isinstance(a, keras.Model) and isinstance(b, keras.Model):
-            yield from layer_pairs(a, b)
-        else:
-            yield a, b
+def as_dataset(data, batch_size=32):
+    """A dataset of (x, y) batches from a dataset or an (x, y) tuple of arrays."""
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
+    raise TypeError(f"data must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple, got "
+                    f"{type(data).__name__}.")
 
 
-def flatten_layers(model):
-    """All layers of a model, nested models expanded, in graph order."""
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out.extend(flatten_layers(layer))
-        else:
-            out.append(layer)
-    return out
+def xy(batch):
+    """(x, y) of one batch; sample weights, when present, are ignored."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise ValueError("data must yield (x, y) batches (optionally with sample weights).")
+    return batch[0], batch[1]
 
 
 def check_batch(model, x, y=None):
     """Raises ValueError for a batch the model cannot learn from: non-numeric or misshaped inputs,
     or integer labels outside [0, number of outputs)."""
-    import numpy as np
-    import tensorflow as tf
-
     dtype = tf.as_dtype(x.dtype)
     if not (dtype.is_floating or dtype.is_integer):
         raise ValueError(f"Inputs must be numeric images, got dtype {dtype.name}; decode and "

@@ -8,7 +8,6 @@ architecture, so a `LayerRanking` is saved as JSON keyed by layer name and reuse
 and budgets; `top_k(coverage=0.97)` gives the smallest set of layers holding 97 % of the total.
 """
 
-import contextlib
 import json
 import warnings
 
@@ -16,18 +15,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx import _model_utils
+from tf_tradyx import _batches, _losses, _model_walk
 from tf_tradyx.sparse_update import costs as costs_lib
-from tf_tradyx.sparse_update import strategies
-from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
-
-
-channel_norms = costs_lib.channel_norms
-
-
-def _channel_norms_tf(g, kind):
-    axes = [1] if kind == "dense" else [0, 1, 3]
-    return tf.sqrt(tf.reduce_sum(tf.square(g), axis=axes))
+from tf_tradyx.sparse_update import gradients
+from tf_tradyx.sparse_update import sampler as sampler_lib
+from tf_tradyx.sparse_update import transforms
 
 
 _SORTED_PROBE = 4  # batches inspected for a class-sorted stream
@@ -50,66 +42,6 @@ def _warn_if_sorted(probe):
                       "the data looks sorted by class. Shuffle it (e.g. tx.data.prepare(..., "
                       "shuffle_buffer=N)) or the ranking will overweight the last layers.",
                       stacklevel=3)
-
-
-def as_dataset(data, batch_size=32):
-    """A dataset of (x, y) batches from a dataset or an (x, y) tuple of arrays."""
-    if isinstance(data, tf.data.Dataset):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
-    raise TypeError(f"data must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple, got "
-                    f"{type(data).__name__}.")
-
-
-def _xy(batch):
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise ValueError("data must yield (x, y) batches (optionally with sample weights).")
-    return batch[0], batch[1]
-
-
-@contextlib.contextmanager
-def dense_gradients(model):
-    """Within this block (eager calls only), wrapped layers compute their ordinary full gradient."""
-    wrappers = [l for l in _model_utils.flatten_layers(model) if isinstance(l, ChannelSparseUpdate)]
-    for w in wrappers:
-        w._dense_gradient = True
-    try:
-        yield
-    finally:
-        for w in wrappers:
-            w._dense_gradient = False
-
-
-def full_kernel_gradients(model, data, layer_names, batches=4, loss=None):
-    """{layer name: kernel gradient summed over `batches` batches}, computed in inference mode."""
-    loss_fn = strategies.loss_function(model, loss)
-    kernels = {}
-    for layer in _model_utils.flatten_layers(model):
-        inner = costs_lib._inner(layer)
-        if inner.name in layer_names:
-            kernels[inner.name] = inner.kernel
-    missing = [n for n in layer_names if n not in kernels]
-    if missing:
-        raise ValueError(f"Layers {missing} are not in the model.")
-    names = list(layer_names)
-    total = {n: None for n in names}
-    seen = 0
-    with dense_gradients(model):
-        for batch in as_dataset(data).take(batches):
-            x, y = _xy(batch)
-            _model_utils.check_batch(model, x, y)
-            with tf.GradientTape() as tape:
-                tape.watch([kernels[n].value for n in names])
-                value = loss_fn(y, model(x, training=False))
-            grads = tape.gradient(value, [kernels[n].value for n in names])
-            for n, g in zip(names, grads):
-                g = np.zeros(kernels[n].shape) if g is None else g.numpy()
-                total[n] = g if total[n] is None else total[n] + g
-            seen += 1
-    if not seen:
-        raise ValueError("data yielded no batch; Det RGN needs at least one.")
-    return total
 
 
 class LayerRanking:
@@ -188,17 +120,18 @@ class LayerRanking:
             raise ValueError(f"The ranking names layers that the model lacks: {unknown[:5]}... "
                              "It was computed for another architecture.")
 
-    def plot(self, path, coverage=0.97):
-        """Writes a PNG of cumulative RGN against the number of top-ranked layers (needs matplotlib)."""
+    def figure(self, coverage=0.97):
+        """A matplotlib `Figure` of cumulative RGN against the number of top-ranked layers (needs
+        the `plots` extra). Made without pyplot, so the user's backend and figures are untouched."""
         try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            from matplotlib.figure import Figure
         except ImportError as e:
-            raise ImportError("ranking.plot needs matplotlib: pip install 'tf_tradyx[plots]'.") from e
+            raise ImportError("LayerRanking.figure needs matplotlib: pip install "
+                              "'tf_tradyx[plots]'.") from e
         cum = self.cumulative()
         k = len(self.top_k(coverage))
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.add_subplot()
         ax.plot(np.arange(1, len(cum) + 1), cum, marker=".")
         ax.axhline(coverage, color="gray", ls="--", lw=0.8)
         ax.axvline(k, color="gray", ls=":", lw=0.8)
@@ -207,8 +140,11 @@ class LayerRanking:
         ax.set_title(f"{self.info.get('model', 'model')}: {k} of {len(cum)} layers hold "
                      f"{coverage:.0%} of RGN")
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        return fig
+
+    def plot(self, path, coverage=0.97):
+        """Writes `figure(coverage)` as a PNG to `path` and returns the path."""
+        self.figure(coverage).savefig(path, dpi=120)
         return path
 
     def __repr__(self):
@@ -217,10 +153,9 @@ class LayerRanking:
 
 def plain_copy(model):
     """An unwrapped copy of `model` with its weights (wrappers stripped)."""
-    from tf_tradyx.sparse_update import api
-    if api.sparse_layers(model):
-        return api.strip(model)
-    _model_utils.check_cloneable(model)
+    if sampler_lib.sparse_layers(model):
+        return transforms.strip(model)
+    _model_walk.check_cloneable(model)
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     return clone
@@ -234,7 +169,7 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
       model: a Functional/Sequential model (not modified).
       data: a dataset of (x, y) batches, or an (x, y) tuple of arrays.
       epochs: passes over `data` (the paper uses a few).
-      loss: defaults to the model's compiled loss, else logits sparse cross-entropy.
+      loss: defaults to the model's compiled loss, else the cross-entropy its output calls for.
       optimizer: defaults to SGD(0.01) without momentum.
       steps_per_epoch: cap on batches per epoch.
     """
@@ -244,13 +179,13 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
     if not all(np.all(np.isfinite(np.asarray(v))) for v in work.weights):
         raise ValueError("The model's weights hold NaN or Inf; rank_layers needs a finite model.")
     table = costs_lib.cost_table(work, classifier=classifier)
-    loss_fn = strategies.loss_function(model, loss)
+    loss_fn = _losses.default_loss(model, loss)
     optimizer = optimizer or keras.optimizers.SGD(0.01)
-    for layer in _model_utils.flatten_layers(work):
+    for layer in _model_walk.flatten_layers(work):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    by_name = {costs_lib._inner(l).name: costs_lib._inner(l)
-               for l in _model_utils.flatten_layers(work)}
+    by_name = {_model_walk.inner(l).name: _model_walk.inner(l)
+               for l in _model_walk.flatten_layers(work)}
     kernels = [by_name[r.name].kernel for r in table]
     units = [r.units_per_channel for r in table]
     kinds = [r.kind for r in table]
@@ -263,21 +198,21 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
             value = loss_fn(y, work(x, training=True))
         grads = tape.gradient(value, train_vars)
         optimizer.apply_gradients(zip(grads, train_vars))
-        rgn = tf.stack([tf.reduce_sum(_channel_norms_tf(grads[p], kind)) / u
+        rgn = tf.stack([tf.reduce_sum(gradients.channel_norms_tf(grads[p], kind)) / u
                         for p, kind, u in zip(kernel_pos, kinds, units)])
         return value, rgn
 
     total = np.zeros(len(kernels))
     steps = 0
     first_labels = []
-    dataset = as_dataset(data)
+    dataset = _batches.as_dataset(data)
     for epoch in range(epochs):
         batches = dataset.take(steps_per_epoch) if steps_per_epoch else dataset
         bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose, stateful_metrics=["loss"])
         for i, batch in enumerate(batches):
-            x, y = _xy(batch)
+            x, y = _batches.xy(batch)
             if i == 0:
-                _model_utils.check_batch(work, x, y)
+                _batches.check_batch(work, x, y)
             if epoch == 0 and i < _SORTED_PROBE:
                 first_labels.append(_batch_classes(y))
                 if i == _SORTED_PROBE - 1:

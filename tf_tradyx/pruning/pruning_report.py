@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 
+from tf_tradyx import _model_walk
 from tf_tradyx.pruning import masking
 
 
@@ -76,7 +77,7 @@ class PruningReport:
 def _masks(model):
     """(wrapper, kernel name, mask, kernel) of MaskedLayers, and of sparse-update wrappers of pruned
     layers."""
-    for layer in masking.flatten_layers(model):
+    for layer in _model_walk.flatten_layers(model):
         if isinstance(layer, masking.MaskedLayer):
             yield from ((layer, n, m, k)
                         for n, m, k in zip(layer.kernel_names, layer.masks, layer.kernels))
@@ -102,17 +103,17 @@ def report(model):
     return PruningReport(rows)
 
 
-def plot_layer_density(result, path, title=None):
-    """Writes a bar chart of per-layer density to `path` (PNG). Needs matplotlib (extra "plots")."""
+def density_figure(result, title=None):
+    """A matplotlib `Figure`: per-layer density (bars) and connected outputs (dots). Needs the
+    `plots` extra. Made without pyplot, so the user's backend and open figures are untouched."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as e:
-        raise ImportError("plot_layer_density needs matplotlib: pip install 'tf_tradyx[plots]'.") from e
+        raise ImportError("density_figure needs matplotlib: pip install 'tf_tradyx[plots]'.") from e
     rows = result.rows if isinstance(result, PruningReport) else result["layers"]
     names = [r["name"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(rows)), 4))
+    fig = Figure(figsize=(max(6, 0.35 * len(rows)), 4))
+    ax = fig.add_subplot()
     ax.bar(range(len(rows)), [r["density"] for r in rows], color="tab:blue", label="density")
     ax.plot(range(len(rows)), [r["connected_outputs"] for r in rows], "o", color="tab:orange",
             label="connected outputs")
@@ -125,6 +126,10 @@ def plot_layer_density(result, path, title=None):
                  loc="left")
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def plot_layer_density(result, path, title=None):
+    """Writes `density_figure(result, title)` as a PNG to `path` and returns the path."""
+    density_figure(result, title).savefig(path, dpi=120)
     return path

@@ -1,0 +1,137 @@
+"""Every use of a private Keras API in tf_tradyx, in one place, each with the reason.
+
+Keras 3 has no public API for a few things both methods need (interpreting a model's layer graph
+op by op, finding an optimizer's per-variable state, swapping a layer's kernel for a masked tensor
+during one call). Each helper below wraps one such use; `tests/test_keras_compat.py` exercises every
+one of them, so an upgrade of Keras that changes an internal fails there, loudly and by name, not
+deep inside a pruning round. The tested range is `keras>=3.14,<4` (setup.cfg).
+"""
+
+import keras
+from keras.src.models.functional import Functional  # No public class for "plain Functional".
+
+TESTED_KERAS = "3.14 - 3.15"
+
+
+class KerasInternalsChanged(RuntimeError):
+    """A private Keras API tf_tradyx relies on is missing or changed in this Keras version."""
+
+
+def _changed(what, error):
+    return KerasInternalsChanged(
+        f"tf_tradyx relies on the Keras internal {what}, which Keras {keras.__version__} does not "
+        f"provide as expected ({type(error).__name__}: {error}). tf_tradyx is tested with Keras "
+        f"{TESTED_KERAS}; install one of those (pip install 'keras>=3.14,<4') or report this.")
+
+
+# ---- models and their graphs -----------------------------------------------------------------
+
+def is_graph_model(model):
+    """True for Sequential models and plain Functional models (not subclasses with their own
+    __init__/call): only those can be cloned layer by layer and interpreted op by op. Keras exports
+    `keras.Model` (which may be subclassed) but not the Functional class that tells them apart."""
+    if isinstance(model, keras.Sequential) or type(model) is Functional:
+        return True
+    return isinstance(model, Functional) and type(model).__init__ is Functional.__init__
+
+
+def functional_graph(model):
+    """The Functional graph of a model: Sequential models keep theirs in `_functional` (rebuilt
+    on load and clone); Functional models are their own graph. None for an unbuilt Sequential."""
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return model
+
+
+def run_through_graph(model, inputs, call_fn):
+    """Runs `call_fn(op, *args, **kwargs)` in place of every operation of the model's graph, in
+    topological order. Keras' `Functional._run_through_graph` is the interpreter `model(x)` uses;
+    the path networks of PX and SynFlow reuse it to compute modified versions of each layer."""
+    graph = functional_graph(model)
+    if not hasattr(graph, "_run_through_graph"):
+        raise _changed("Functional._run_through_graph", AttributeError("missing"))
+    return graph._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call_fn)
+
+
+def producer(tensor):
+    """The operation that made a symbolic tensor (`KerasTensor._keras_history`), or None."""
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history is not None else None
+
+
+def inbound_nodes(layer):
+    """The layer's call nodes in the graphs it belongs to (`Operation._inbound_nodes`)."""
+    return list(layer._inbound_nodes)
+
+
+def outbound_nodes(layer):
+    """The nodes that consume the layer's outputs (`Operation._outbound_nodes`)."""
+    return list(layer._outbound_nodes)
+
+
+def layer_own_variables(layer):
+    """A layer's own variables in the order `save_own_variables` numbers them ("0", "1", ...)."""
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+def call_has_training_arg(layer):
+    """Whether `layer.call` takes `training=` (Keras inspects the signature once, privately)."""
+    return bool(getattr(layer, "_call_has_training_arg", False))
+
+
+def set_untracked(obj, name, value):
+    """Sets an attribute without Keras' tracking: a masked kernel tensor put in place of a layer's
+    kernel variable for the duration of one call must not become a tracked weight, and Python-side
+    state on a model (a sampler) must not be wrapped into a tracked structure."""
+    object.__setattr__(obj, name, value)
+
+
+# ---- optimizers ----------------------------------------------------------------------------------
+
+def optimizer_variable_index(optimizer, variable):
+    """The index of `variable` among the optimizer's trainable variables (its slot lists use it),
+    or None when the optimizer does not track it."""
+    try:
+        return optimizer._get_variable_index(variable)
+    except (KeyError, ValueError):
+        return None
+    except AttributeError as e:
+        raise _changed("Optimizer._get_variable_index", e) from e
+
+
+def optimizer_tracked_variables(optimizer):
+    """The trainable variables an optimizer was built for, in its slot order."""
+    try:
+        return list(optimizer._trainable_variables)
+    except AttributeError as e:
+        raise _changed("Optimizer._trainable_variables", e) from e
+
+
+def optimizer_slot_lists(optimizer):
+    """Every attribute of the optimizer holding one slot variable (or None) per tracked variable,
+    each of its variable's shape: SGD's momentums, Adam's moments, RMSprop's velocities... Keras
+    has no public listing of per-variable state; this finds it by shape."""
+    refs = optimizer_tracked_variables(optimizer)
+    out = []
+    for key, value in vars(optimizer).items():
+        if key in ("_trainable_variables", "_variables") or not isinstance(value, (list, tuple)):
+            continue
+        slots = list(value)
+        if len(slots) == len(refs) and all(
+                s is None or (isinstance(s, keras.Variable) and tuple(s.shape) == tuple(r.shape))
+                for s, r in zip(slots, refs)):
+            out.append((key, slots))
+    return out
+
+
+def optimizer_decays(optimizer, variable):
+    """Whether the optimizer's decoupled weight decay applies to `variable` (its exclusion lists)."""
+    try:
+        return bool(optimizer._use_weight_decay(variable))
+    except AttributeError as e:
+        raise _changed("Optimizer._use_weight_decay", e) from e
+
+
+def parent_layers(layer):
+    """The operations whose outputs feed the layer's first call (`Node.parent_nodes`)."""
+    return [parent.operation for node in inbound_nodes(layer)[:1] for parent in node.parent_nodes]

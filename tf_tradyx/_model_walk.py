@@ -1,0 +1,73 @@
+"""Walking a Keras model's layers, shared by both methods: which models can be wrapped, nested
+layers in graph order, the layer inside a tf_tradyx wrapper, and what activation ends the model."""
+
+import keras
+
+from tf_tradyx import _keras_compat
+
+# Layers with no weights that pass a classifier's output through unchanged in kind (logits stay
+# logits or become probabilities): walked through to find the head and the output activation.
+PASS_THROUGH = (keras.layers.Activation, keras.layers.Softmax, keras.layers.ReLU,
+                keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
+                keras.layers.Identity)
+
+
+def check_cloneable(model):
+    """Raises a TypeError for a subclassed model (its layers cannot be cloned with wrappers)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
+    if _keras_compat.is_graph_model(model):
+        return
+    raise TypeError(
+        f"{type(model).__name__} is a subclassed Keras model; its layers cannot be cloned with "
+        "wrappers. Build it with the Functional or Sequential API, or put the tf_tradyx wrapper "
+        "layers around its layers yourself.")
+
+
+def layer_pairs(original, clone):
+    """(original layer, cloned layer) pairs, recursing into nested models."""
+    for a, b in zip(original.layers, clone.layers):
+        if isinstance(a, keras.Model) and isinstance(b, keras.Model):
+            yield from layer_pairs(a, b)
+        else:
+            yield a, b
+
+
+def flatten_layers(model):
+    """All layers of a model, nested models expanded, in graph order."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(flatten_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def layers_of_type(model, cls):
+    """The layers of `model` (nested models expanded) that are instances of `cls`, in graph order."""
+    return [layer for layer in flatten_layers(model) if isinstance(layer, cls)]
+
+
+def inner(layer):
+    """The layer inside a tf_tradyx wrapper (sparse update or pruning mask), else the layer."""
+    return getattr(layer, "layer", layer) if getattr(layer, "_tradyx_wrapper", False) else layer
+
+
+def output_activation(model):
+    """The name of the activation that ends a single-output model ("softmax", "sigmoid", or
+    "linear" for logits), walking back through weightless pass-through layers."""
+    if len(model.outputs) != 1:
+        return "linear"
+    layer = _keras_compat.producer(model.outputs[0])
+    while layer is not None:
+        if isinstance(layer, keras.layers.Softmax):
+            return "softmax"
+        activation = getattr(inner(layer), "activation", None)
+        name = getattr(activation, "__name__", None)
+        if name in ("softmax", "sigmoid"):
+            return name
+        if layer.weights or not isinstance(layer, PASS_THROUGH) or isinstance(layer, keras.Model):
+            return "linear"
+        layer = _keras_compat.producer(layer.input)
+    return "linear"

@@ -1,0 +1,63 @@
+"""What the current selection saves against full fine-tuning (METHODS.md 1.6), per sample."""
+
+import dataclasses
+
+import numpy as np
+
+from tf_tradyx.sparse_update import costs as costs_lib
+from tf_tradyx.sparse_update import sampler as sampler_lib
+
+
+@dataclasses.dataclass
+class Efficiency:
+    """The savings of the current selection (METHODS.md 1.6), per sample."""
+    strategy: str
+    units: int
+    budget: object
+    full_units: int
+    channels: int
+    layers_updated: int
+    activation_sparsity: float
+    weight_derivative_sparsity: float
+    weight_derivative_flops_saved: float
+    units_all_weights: int = 0       # a selected channel charged for all its weights
+    units_unpruned_weights: int = 0  # ... only for its unpruned ones (differs on pruned models)
+    count_pruned: bool = True        # which of the two `units` (and the budget) uses
+
+    @property
+    def budget_used(self):
+        return self.units / self.budget if self.budget else None
+
+    def as_dict(self):
+        d = dataclasses.asdict(self)
+        d["budget_used"] = self.budget_used
+        d["units_fraction_of_full"] = self.units / self.full_units
+        return d
+
+    def as_logs(self, prefix="sparse_update/"):
+        """Numeric figures for Keras epoch logs (History, TensorBoard)."""
+        d = self.as_dict()
+        return {prefix + k: float(v) for k, v in d.items()
+                if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
+
+
+def efficiency(model):
+    """`Efficiency` of the model's current selection against full fine-tuning of all its layers."""
+    sampler = sampler_lib.sampler_of(model, required=False)
+    table = sampler.costs if sampler is not None else costs_lib.cost_table(model)
+    chosen = sampler_lib.selection(model)
+    sel_w = sum(table[n].weight_units * len(c) for n, c in chosen.items())
+    sel_a = sum(table[n].in_hw * len(c) for n, c in chosen.items())
+    sel_f = sum(table[n].flops_per_channel * len(c) for n, c in chosen.items())
+    count_pruned = sampler.count_pruned if sampler is not None else True
+    return Efficiency(
+        strategy=sampler.strategy.name if sampler is not None else "unknown",
+        units=int(table.units(chosen, count_pruned)),
+        budget=sampler.budget if sampler is not None else None,
+        units_all_weights=int(table.units(chosen, True)),
+        units_unpruned_weights=int(table.units(chosen, False)), count_pruned=count_pruned,
+        full_units=int(table.full_units), channels=int(sum(len(c) for c in chosen.values())),
+        layers_updated=len(chosen),
+        activation_sparsity=1.0 - sel_a / table.total_activation_units,
+        weight_derivative_sparsity=1.0 - sel_w / table.total_weight_units,
+        weight_derivative_flops_saved=1.0 - sel_f / table.full_flops)

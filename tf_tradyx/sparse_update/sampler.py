@@ -1,0 +1,138 @@
+"""The sampler of a wrapped model: its strategy, budget and seed, and the selections it draws.
+
+`wrap` (or `attach`, for a loaded model) puts a `Sampler` on the model; `resample` asks it for the
+next selection and writes it into the wrappers' index variables. Each draw depends only on
+(seed, epoch), so a run resumed at epoch e samples exactly what the uninterrupted run sampled there.
+The budget is checked once, when the sampler is made; every selection a strategy returns (a user's
+own included) is checked against it before anything is assigned.
+"""
+
+import numpy as np
+
+from tf_tradyx import _keras_compat, _model_walk, _seeds
+from tf_tradyx.sparse_update import costs as costs_lib
+from tf_tradyx.sparse_update import optimizer_state
+from tf_tradyx.sparse_update import sampling
+from tf_tradyx.sparse_update import strategies
+from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+
+_ATTRIBUTE = "_tradyx_sampler"
+
+
+class Sampler:
+    """Strategy, budget (units), seed and candidate layers of one wrapped model."""
+
+    def __init__(self, strategy, costs, layers, budget=None, seed=0, count_pruned=True):
+        self.strategy = strategy
+        self.costs = costs
+        self.layers = list(layers)
+        self.seed = _seeds.resolve(seed)
+        self.count_pruned = bool(count_pruned)
+        self.budget = None if budget is None else costs_lib.parse_budget(budget)
+        self.epoch = -1
+        self.resamples = 0
+        if strategy.budgeted and strategy.mode == "channels":
+            if self.budget is None:
+                raise ValueError(f"Strategy {strategy.name!r} needs budget= (memory units; full "
+                                 f"fine-tuning of this model costs {costs.full_units:,}).")
+            sampling.check_budget(costs, self.layers, self.budget, self.count_pruned)
+        elif self.budget is not None and self.budget <= 0:
+            raise ValueError(f"budget must be positive, got {self.budget}.")
+
+    def get_config(self):
+        """What a `.keras` file keeps of the sampler (in every wrapper's config)."""
+        return {"strategy": strategies.serialize(self.strategy), "budget": self.budget,
+                "seed": self.seed, "count_pruned": self.count_pruned}
+
+    def draw(self, model, epoch):
+        """The strategy's selection for `epoch`, checked against the layers and the budget."""
+        context = strategies.SelectionContext(
+            model=model, costs=self.costs, layers=self.layers, budget=self.budget,
+            rng=np.random.default_rng([self.seed, epoch + 1]), epoch=epoch,
+            count_pruned=self.count_pruned)
+        return self._validate(self.strategy.select(context))
+
+    def _validate(self, selection):
+        out = {}
+        for name, channels in selection.items():
+            if name not in self.layers:
+                raise ValueError(f"The strategy selected channels of {name!r}, which is not one of "
+                                 f"the wrapped layers {self.layers}.")
+            idx = np.asarray(channels, np.int64).reshape(-1)
+            row = self.costs[name]
+            if len(np.unique(idx)) != len(idx) or (
+                    len(idx) and (idx.min() < 0 or idx.max() >= row.in_channels)):
+                raise ValueError(f"Invalid channels for {name!r}: {idx.tolist()} (in_channels "
+                                 f"{row.in_channels}).")
+            if len(idx):
+                out[name] = np.sort(idx)
+        units = self.costs.units(out, self.count_pruned)
+        if self.strategy.budgeted and self.budget is not None and units > self.budget:
+            raise ValueError(f"Strategy {self.strategy.name!r} selected {units} units, over the "
+                             f"budget of {self.budget}.")
+        return out
+
+
+def install(model, sampler):
+    """Puts `sampler` on `model` and its config into every wrapper (saved with the model)."""
+    _keras_compat.set_untracked(model, _ATTRIBUTE, sampler)
+    config = sampler.get_config()
+    for w in _model_walk.layers_of_type(model, ChannelSparseUpdate):
+        w.sampler_config = config
+
+
+def sampler_of(model, required=True):
+    """The model's `Sampler` (None when absent and not `required`)."""
+    sampler = getattr(model, _ATTRIBUTE, None)
+    if sampler is None and required:
+        raise ValueError("This model carries no sparse-update sampler: make it with "
+                         "tx.sparse_update.wrap(model, budget=..., strategy=...), or give a model "
+                         "loaded from a .keras file its sampler back with "
+                         "tx.sparse_update.attach(model).")
+    return sampler
+
+
+def sparse_layers(model):
+    """The `ChannelSparseUpdate` wrappers of a model, in graph order."""
+    return _model_walk.layers_of_type(model, ChannelSparseUpdate)
+
+
+def sparse_kernels(model):
+    """The kernel variables of the wrapped layers."""
+    return [w.kernel for w in sparse_layers(model)]
+
+
+def set_selection(model, selection, optimizer="auto"):
+    """Selects exactly these channels {layer name: indices}; other wrapped layers get none."""
+    by_name = {w.layer.name: w for w in sparse_layers(model)}
+    unknown = [n for n in selection if n not in by_name]
+    if unknown:
+        raise ValueError(f"{unknown} are not wrapped layers; wrapped: {sorted(by_name)}.")
+    checked = {name: w.validated(selection.get(name, ())) for name, w in by_name.items()}
+    for name, w in by_name.items():  # all validated first: a bad entry changes nothing
+        w.assign_validated(checked[name])
+    opt = getattr(model, "optimizer", None) if optimizer == "auto" else optimizer
+    if opt is not None:
+        optimizer_state.reset_optimizer_state(model, opt)
+
+
+def resample(model, epoch=None, optimizer="auto"):
+    """Draws a new selection with the model's strategy; returns it ({layer: indices})."""
+    sampler = sampler_of(model)
+    if sampler.strategy.mode != "channels":
+        return selection(model)
+    epoch = sampler.epoch + 1 if epoch is None else epoch
+    chosen = sampler.draw(model, epoch)
+    set_selection(model, chosen, optimizer=optimizer)
+    sampler.epoch = epoch
+    sampler.resamples += 1
+    return chosen
+
+
+def selection(model):
+    """{layer name: sorted input-channel indices} of the channels currently updated."""
+    sampler = sampler_of(model, required=False)
+    if sampler is not None and sampler.strategy.mode == "full":
+        return {r.name: np.arange(r.in_channels) for r in sampler.costs}
+    return {w.layer.name: w.get_channels() for w in sparse_layers(model)
+            if int(np.asarray(w.num_channels)) > 0}

@@ -1,0 +1,222 @@
+"""Model transforms of the sparse-update workflow: `wrap`, `attach`, `strip`.
+
+`wrap` clones the model, puts a `ChannelSparseUpdate` around each candidate layer, freezes everything
+else except the classifier (BatchNormalization runs in inference mode), installs the model's
+`Sampler` (strategy, budget, seed) and draws a first selection. The sampler's config is saved in
+the wrappers, so `attach` gives a model loaded from a `.keras` file its sampler back.
+"""
+
+import logging
+
+import keras
+
+from tf_tradyx import _keras_compat, _model_walk
+from tf_tradyx.pruning.masking import MaskedLayer
+from tf_tradyx.sparse_update import compact_relu
+from tf_tradyx.sparse_update import costs as costs_lib
+from tf_tradyx.sparse_update import sampler as sampler_lib
+from tf_tradyx.sparse_update import strategies
+from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+
+_LOG = logging.getLogger("tf_tradyx")
+
+
+def _layer_names(layers):
+    if layers is None:
+        return None
+    if hasattr(layers, "top_k"):  # a LayerRanking
+        raise TypeError("layers= takes layer names; pass ranking.top_k(coverage=0.97).")
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(layers)
+    if not layers:
+        raise ValueError("layers= is empty; give at least one layer name.")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers= repeats names: {layers}.")
+    return layers
+
+
+def _set_trainability(model, sampler, update_bias, train_batchnorm):
+    mode = sampler.strategy.mode
+    classifier = sampler.costs.classifier
+    bias_layers = set(sampler.strategy.bias_layer_names(sampler.costs))
+    for layer in _model_walk.flatten_layers(model):
+        if isinstance(layer, ChannelSparseUpdate):
+            layer.trainable = True
+            if layer.layer.use_bias:
+                layer.layer.bias.trainable = update_bias or layer.layer.name in bias_layers
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if train_batchnorm is not None:
+                layer.trainable = bool(train_batchnorm)
+            continue
+        if _model_walk.inner(layer).name == classifier:
+            layer.trainable = True
+            continue
+        if mode == "full" and layer.weights:
+            layer.trainable = True
+        elif layer.name in bias_layers and getattr(layer, "bias", None) is not None:
+            layer.trainable = True
+            for v in layer.weights:
+                v.trainable = v is layer.bias
+        else:
+            layer.trainable = False
+
+
+def _set_input_gradients(model):
+    """Wrappers with nothing trainable upstream skip their input gradient (no backward below them)."""
+    if any(isinstance(layer, keras.Model) for layer in model.layers):
+        return  # nested models: keep every input gradient (conservative)
+    upstream = {}
+    for layer in model.layers:
+        upstream[id(layer)] = any(upstream.get(id(p), True) or bool(p.trainable_weights)
+                                  for p in _keras_compat.parent_layers(layer))
+        if isinstance(layer, ChannelSparseUpdate):
+            layer.input_gradient = upstream[id(layer)]
+
+
+def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, *, data=None, scheme=None,
+         update_bias=False, train_batchnorm=False, classifier="auto", compact_activations=True,
+         simulate=False, count_pruned=True):
+    """A clone of `model` ready for memory-budgeted fine-tuning.
+
+    Args:
+      model: a built Functional or Sequential model with a fixed input size (not modified).
+      budget: memory units (an int, or a string such as "109KiB", see `parse_budget`); required by
+        the channel-sampling strategies, optional for "su", "full", "classifier", "bias".
+      layers: the preselected layer names (`LayerRanking.top_k`), for "tradi",
+        "static_topk_random" and optionally the Det RGN strategies (or give them to the strategy).
+      strategy: a `Strategy` object (`TraDy(layers)`, `DetRGN(data)`, `SU(scheme)`, ...) or one of
+        `STRATEGIES` as a shortcut whose arguments come from `layers`, `data` and `scheme`.
+      seed: seeds the channel sampler (a reproducible stream of selections); None follows Keras'
+        global seed (`keras.utils.set_random_seed`).
+      data: (x, y) batches for the Det RGN shortcuts.
+      scheme: for "su": a {layer: fraction} dict or a name in `PAPER_SCHEMES`.
+      update_bias: also train the biases of the wrapped layers.
+      train_batchnorm: let BatchNormalization layers train (default: frozen, inference mode).
+      classifier: the head's name, or "auto" (the layer producing the output). It always trains.
+      compact_activations: replace ReLU/ReLU6 layers (and wrapped layers' relu activations) by
+        `CompactReLU`, whose backward pass keeps a 1-bit mask instead of a float map.
+      simulate: the paper's simulation (full backward pass, masked kernel gradients): identical
+        updates, none of the memory savings. Implies compact_activations=False.
+      count_pruned: for a pruned model (layers in `tx.pruning.MaskedLayer`): True charges a
+        channel for all its weights, False only for its unpruned ones. Masks stay enforced either
+        way; `efficiency` reports both counts.
+    """
+    _model_walk.check_cloneable(model)
+    if not model.built:
+        raise ValueError("The model is not built; call it on data or give it an Input first.")
+    if sampler_lib.sparse_layers(model):
+        raise ValueError("The model is already wrapped for sparse updates; wrap it only once "
+                         "(tx.sparse_update.strip(model) gives back a plain model).")
+    table = costs_lib.cost_table(model, classifier=classifier)
+    strat = strategies.get(strategy, layers=_layer_names(layers), data=data, scheme=scheme)
+    candidates = strat.candidate_layers(table)
+    for name in candidates:
+        table[name]  # noqa: B018 - raises a clear KeyError naming the selectable layers
+    # Everything about the sampler is checked before the model is cloned.
+    sampler = sampler_lib.Sampler(strat, table, candidates, budget=budget, seed=seed,
+                                  count_pruned=count_pruned)
+    wanted = set(candidates)
+    compact = bool(compact_activations) and not simulate
+
+    def clone_layer(layer):
+        if compact and compact_relu.replaceable_relu(layer) is not False:
+            return compact_relu.CompactReLU(compact_relu.replaceable_relu(layer), name=layer.name)
+        inner = _model_walk.inner(layer)
+        if inner.name in wanted:
+            fresh = inner.__class__.from_config(inner.get_config())
+            return ChannelSparseUpdate(fresh, update_bias=update_bias, simulate=simulate,
+                                       compact_activation=compact,
+                                       kernel_mask=isinstance(layer, MaskedLayer))
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    for original, cloned in _model_walk.layer_pairs(model, clone):
+        if isinstance(cloned, ChannelSparseUpdate):
+            source = _model_walk.inner(original)
+            cloned.layer.set_weights(source.get_weights())
+            if isinstance(original, MaskedLayer):
+                cloned.kernel_mask.assign(original.masks[0])
+        elif cloned.weights or original.weights:
+            cloned.set_weights(original.get_weights())
+    sampler.costs = costs_lib.cost_table(clone, classifier=table.classifier)
+    sampler_lib.install(clone, sampler)
+    _set_trainability(clone, sampler, update_bias, train_batchnorm)
+    _set_input_gradients(clone)
+    if strat.mode == "channels":
+        sampler_lib.resample(clone, epoch=-1)
+    if sampler.budget is not None and sampler.budget > table.full_units:
+        _LOG.info("The budget (%d units) exceeds full fine-tuning (%d units).", sampler.budget,
+                  table.full_units)
+    return clone
+
+
+def attach(model, budget=None, strategy=None, seed=None, data=None, scheme=None,
+           classifier="auto", count_pruned=None, train_batchnorm=None):
+    """Gives a model loaded from a `.keras` file its sampler (and trainability) back.
+
+    With no arguments the sampler `wrap` saved in the model comes back: strategy, budget, seed.
+    Arguments given replace the saved ones (`data=` for the Det RGN strategies, whose data is not
+    saved). For "full", "classifier" and "bias" (no wrappers) pass `strategy=`; for "bias" (and an
+    "su" scheme's bias layers) the kernels are frozen again: Keras files keep which layers train,
+    not which of a layer's variables do. `train_batchnorm=None` keeps what the file recorded.
+    """
+    _model_walk.check_cloneable(model)
+    wrappers = sampler_lib.sparse_layers(model)
+    for w in wrappers:
+        w.check_selection()
+    saved = next((w.sampler_config for w in wrappers if w.sampler_config), None) or {}
+    table = costs_lib.cost_table(model, classifier=classifier)
+    names = [w.layer.name for w in wrappers]
+    if strategy is None:
+        if "strategy" not in saved:
+            raise ValueError("The model records no sparse-update strategy (it has no wrappers, or "
+                             "was wrapped by an older version); pass strategy=.")
+        strat = strategies.deserialize(saved["strategy"])
+        if data is not None and isinstance(strat, strategies.DetRGN):
+            strat.data = data
+    else:
+        wants_layers = strategy in ("tradi", "static_topk_random")
+        strat = strategies.get(strategy, layers=names if wants_layers else None, data=data,
+                               scheme=scheme)
+    if strat.mode == "channels" and not wrappers:
+        raise ValueError("The model has no sparse-update wrappers; use tx.sparse_update.wrap.")
+    sampler = sampler_lib.Sampler(
+        strat, table, names,
+        budget=budget if budget is not None else saved.get("budget"),
+        seed=seed if seed is not None else saved.get("seed", 0),
+        count_pruned=count_pruned if count_pruned is not None else saved.get("count_pruned", True))
+    sampler_lib.install(model, sampler)
+    update_bias = any(w.update_bias for w in wrappers)
+    _set_trainability(model, sampler, update_bias, train_batchnorm)
+    return model
+
+
+def strip(model):
+    """An ordinary Keras model: every wrapper replaced by its layer, all layers trainable again."""
+    _model_walk.check_cloneable(model)
+    if not sampler_lib.sparse_layers(model) and sampler_lib.sampler_of(model, False) is None:
+        raise ValueError("The model has no sparse-update wrappers; there is nothing to strip.")
+
+    def clone_layer(layer):
+        if isinstance(layer, compact_relu.CompactReLU):
+            return layer.to_keras()
+        if isinstance(layer, ChannelSparseUpdate):
+            fresh = layer.layer.__class__.from_config(layer.layer.get_config())
+            # A pruned layer goes back into its pruning mask (tx.pruning.strip bakes it in).
+            return MaskedLayer(fresh) if layer.kernel_mask is not None else fresh
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    for original, cloned in _model_walk.layer_pairs(model, clone):
+        if isinstance(original, ChannelSparseUpdate):
+            target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
+            target.set_weights(original.layer.get_weights())
+            if isinstance(cloned, MaskedLayer):
+                cloned.masks[0].assign(original.kernel_mask)
+        elif original.weights:
+            cloned.set_weights(original.get_weights())
+    for layer in _model_walk.flatten_layers(clone):
+        layer.trainable = True
+    return clone
