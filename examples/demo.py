@@ -10,7 +10,11 @@ import json
 import os
 import time
 
+import keras
+import numpy as np
 from absl import app, flags
+
+import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("sparsity", 0.9, "Target sparsity.")
@@ -20,11 +24,6 @@ flags.DEFINE_string("out", "out/demo", "Output directory.")
 
 def main(argv):
     del argv
-    import keras
-    import numpy as np
-
-    import tf_tradyx as tx
-
     os.makedirs(FLAGS.out, exist_ok=True)
     train, test = tx.data.cifar10_sample("train"), tx.data.cifar10_sample("test")
     norm = tx.data.normalization("resnet20")

@@ -14,7 +14,11 @@ import json
 import os
 import time
 
+import keras
+import tensorflow as tf
 from absl import app, flags
+
+import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2-w0.35",
@@ -56,11 +60,6 @@ def _model(tx, keras, num_classes):
 
 def main(argv):
     del argv
-    import keras
-    import tensorflow as tf
-
-    import tf_tradyx as tx
-
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
     train, test, num_classes = tx.data.train_test(FLAGS.dataset, FLAGS.data_dir, FLAGS.seed)

@@ -13,7 +13,12 @@ import json
 import os
 import time
 
+import keras
+import numpy as np
+import tensorflow as tf
 from absl import app, flags, logging
+
+import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "resnet20", ["resnet20", "vgg16_bn"], "Network to prune.")
@@ -39,12 +44,6 @@ flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >
 
 def main(argv):
     del argv
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    import tf_tradyx as tx
-
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
     train, test, num_classes = tx.data.train_test(FLAGS.dataset, FLAGS.data_dir, FLAGS.seed)

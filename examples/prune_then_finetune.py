@@ -14,7 +14,12 @@ import json
 import os
 import time
 
+import keras
+import numpy as np
+import tensorflow as tf
 from absl import app, flags
+
+import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "mbv2-w0.35", ["mbv2-w0.35", "mcunet-in1", "proxyless-w0.3"],
@@ -38,12 +43,6 @@ flags.register_validator("sparsity", lambda s: 0.0 <= s < 1.0,
 
 def main(argv):
     del argv
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    import tf_tradyx as tx
-
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
     started = time.time()

@@ -4,13 +4,13 @@ Keras 3 has no public API for a few things both methods need (interpreting a mod
 op by op, finding an optimizer's per-variable state, swapping a layer's kernel for a masked tensor
 during one call). Each helper below wraps one such use; `tests/test_keras_compat.py` exercises every
 one of them, so an upgrade of Keras that changes an internal fails there, loudly and by name, not
-deep inside a pruning round. The tested range is `keras>=3.14,<4` (setup.cfg).
+deep inside a pruning round. The tested range is `keras>=3.15,<4` (setup.cfg).
 """
 
 import keras
 from keras.src.models.functional import Functional  # No public class for "plain Functional".
 
-TESTED_KERAS = "3.14 - 3.15"
+TESTED_KERAS = "3.15"
 
 
 class KerasInternalsChanged(RuntimeError):
@@ -21,7 +21,7 @@ def _changed(what, error):
     return KerasInternalsChanged(
         f"tf_tradyx relies on the Keras internal {what}, which Keras {keras.__version__} does not "
         f"provide as expected ({type(error).__name__}: {error}). tf_tradyx is tested with Keras "
-        f"{TESTED_KERAS}; install one of those (pip install 'keras>=3.14,<4') or report this.")
+        f"{TESTED_KERAS}; install it (pip install 'keras>=3.15,<4') or report this.")
 
 
 # ---- models and their graphs -----------------------------------------------------------------

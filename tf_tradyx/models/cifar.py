@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+
 # PyTorch's kaiming_normal_ (fan_in, ReLU gain): an untruncated normal with std sqrt(2 / fan_in).
 def _he_normal():
     return keras.initializers.VarianceScaling(2.0, mode="fan_in", distribution="untruncated_normal")

@@ -11,17 +11,27 @@ Modules, one job each: `masking` (MaskedLayer, wrap, strip), `pruner` (the itera
 is specified in docs/METHODS.md, section 2.
 """
 
-from tf_tradyx.pruning.baselines import (GraSPPruner, IterSNIPPruner, MagnitudePruner, RandomPruner,
-                                         SNIPPruner, SynFlowPruner)
+from tf_tradyx.pruning.baselines import (
+    GraSPPruner,
+    IterSNIPPruner,
+    MagnitudePruner,
+    RandomPruner,
+    SNIPPruner,
+    SynFlowPruner,
+)
 from tf_tradyx.pruning.masking import MaskedLayer, PrunableLayer, masked_layers, strip, wrap
 from tf_tradyx.pruning.paths import PathNetwork, UnsupportedLayerError
 from tf_tradyx.pruning.pruner import Pruner
+from tf_tradyx.pruning.pruning_report import (
+    PruningReport,
+    density_figure,
+    plot_layer_density,
+    report,
+)
 from tf_tradyx.pruning.px import PXPruner
-from tf_tradyx.pruning.pruning_report import (PruningReport, density_figure, plot_layer_density,
-                                              report)
 from tf_tradyx.pruning.sanity import reinitialize, shuffle_masks
-from tf_tradyx.pruning.summaries import PruningSummaries
 from tf_tradyx.pruning.schedules import DensitySchedule, ExponentialSchedule, LinearSchedule
+from tf_tradyx.pruning.summaries import PruningSummaries
 
 __all__ = [
     "wrap", "strip", "masked_layers", "MaskedLayer", "PrunableLayer", "prune_at_init",

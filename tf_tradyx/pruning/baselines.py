@@ -3,7 +3,6 @@
 All rank globally and remove the lowest scores (METHODS.md 2.4).
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 

@@ -25,130 +25,14 @@ identity at inference) and run unchanged in every mode. A softmax on the model o
 in the auxiliary modes (paths end at the logits).
 """
 
-import math
 
 import keras
 import tensorflow as tf
-from keras import layers, ops
+from keras import layers
 
 from tf_tradyx import _keras_compat, _model_walk
-from tf_tradyx.pruning import masking
-
-DTYPE = tf.float64
-
-_LINEAR_LAYERS = (
-    layers.Add, layers.Average, layers.Concatenate, layers.Flatten, layers.Reshape, layers.Permute,
-    layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D, layers.GlobalAveragePooling3D,
-    layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D,
-    layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D,
-    layers.Cropping1D, layers.Cropping2D, layers.Cropping3D,
-    layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D,
-    layers.GaussianDropout, layers.GaussianNoise, layers.AlphaDropout, layers.Identity,
-)
-_LINEAR_OPS = ("Add", "Concatenate", "Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze")
-
-
-class UnsupportedLayerError(ValueError):
-    """A layer the path-based scorers cannot treat exactly."""
-
-
-def _unsupported(op, why):
-    return UnsupportedLayerError(
-        f"Layer {op.name!r} ({type(op).__name__}) is not supported by path-based scoring (PX, "
-        f"SynFlow): {why}. Supported: Conv/DepthwiseConv/SeparableConv/Dense, BatchNormalization, "
-        "ReLU/ReLU6/LeakyReLU (as layers or fused), average and max pooling, Add, Concatenate, "
-        "Flatten, padding, dropout, Rescaling. Use a data-driven scorer (SNIP, GraSP) for this "
-        "model, or pass the layer in skip= only if it sits outside every input-output path.")
-
-
-# ----- activations -------------------------------------------------------------------------------
-
-def activation_spec(fn):
-    """("linear",), ("relu", negative_slope, max_value), ("softmax",), or None if unsupported."""
-    if fn is None or fn is keras.activations.linear:
-        return ("linear",)
-    if fn is keras.activations.relu:
-        return ("relu", 0.0, math.inf)
-    if fn is keras.activations.relu6:
-        return ("relu", 0.0, 6.0)
-    if fn is keras.activations.leaky_relu:
-        return ("relu", 0.2, math.inf)
-    if fn is keras.activations.softmax:
-        return ("softmax",)
-    return None
-
-
-def _layer_activation_spec(op):
-    if isinstance(op, layers.ReLU):
-        if float(op.threshold) != 0.0:
-            return None
-        max_value = math.inf if op.max_value is None else float(op.max_value)
-        return ("relu", float(op.negative_slope), max_value)
-    if isinstance(op, layers.LeakyReLU):
-        return ("relu", float(op.negative_slope), math.inf)
-    if isinstance(op, layers.Activation):
-        return activation_spec(op.activation)
-    if isinstance(op, layers.Softmax):
-        return ("softmax",)
-    return None
-
-
-def _squared_gate(y, spec, dtype):
-    """(d act / d pre)^2 read off the activation output y (the sign and saturation of y tell)."""
-    _, slope, max_value = spec
-    if slope == 0.0:
-        active = y > 0 if not math.isfinite(max_value) else tf.logical_and(y > 0, y < max_value)
-        return tf.cast(active, dtype)
-    one, zero = tf.ones_like(y), tf.zeros_like(y)
-    active = tf.where(y < max_value, one, zero) if math.isfinite(max_value) else one
-    gate = tf.where(y > 0, active, tf.where(y < 0, slope * one, zero))
-    return tf.cast(gate * gate, dtype)
-
-
-# ----- weighted layers ---------------------------------------------------------------------------
-
-def linear_call(layer, x, kernels):
-    """The layer's output with the given kernels: no bias, no activation."""
-    if isinstance(layer, masking.PrunableLayer):
-        if not hasattr(layer, "linear_call"):
-            raise UnsupportedLayerError(
-                f"Layer {layer.name!r} implements PrunableLayer but not linear_call(inputs, "
-                "kernels), which path-based scoring needs.")
-        return layer.linear_call(x, kernels)
-    if isinstance(layer, layers.Dense):
-        return ops.matmul(x, kernels[0])
-    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
-        return ops.separable_conv(x, kernels[0], kernels[1], strides=layer.strides,
-                                  padding=layer.padding, dilation_rate=layer.dilation_rate,
-                                  data_format=layer.data_format)
-    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
-        return ops.depthwise_conv(x, kernels[0], strides=layer.strides, padding=layer.padding,
-                                  dilation_rate=layer.dilation_rate, data_format=layer.data_format)
-    if layer.padding == "causal":
-        raise _unsupported(layer, "causal padding")
-    return layer.convolution_op(x, kernels[0])
-
-
-def _channel_shape(layer, rank):
-    """Broadcast shape of a per-channel vector for an output of this rank."""
-    axis = -1
-    if getattr(layer, "data_format", "channels_last") == "channels_first" and rank > 2:
-        axis = 1
-    if isinstance(layer, layers.BatchNormalization):
-        axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
-    shape = [1] * rank
-    shape[axis] = -1
-    return shape
-
-
-def _bn_scale_shift(bn):
-    """Inference-mode y = scale * x + shift of a BatchNormalization layer, in float64."""
-    var = tf.cast(tf.convert_to_tensor(bn.moving_variance), DTYPE)
-    mean = tf.cast(tf.convert_to_tensor(bn.moving_mean), DTYPE)
-    gamma = tf.cast(tf.convert_to_tensor(bn.gamma), DTYPE) if bn.scale else tf.ones_like(var)
-    beta = tf.cast(tf.convert_to_tensor(bn.beta), DTYPE) if bn.center else tf.zeros_like(var)
-    return gamma, beta, mean, var
-
+from tf_tradyx.pruning import masking, path_layers
+from tf_tradyx.pruning.path_layers import DTYPE, UnsupportedLayerError, linear_call  # noqa: F401 - re-exported
 
 # ----- the interpreter ---------------------------------------------------------------------------
 
@@ -180,28 +64,28 @@ class PathNetwork:
                 continue
             inner = op.layer if isinstance(op, masking.MaskedLayer) else op
             if masking.is_prunable(inner):
-                if activation_spec(getattr(inner, "activation", None)) is None:
-                    raise _unsupported(op, f"activation {inner.activation.__name__!r}")
-                if activation_spec(getattr(inner, "activation", None)) == ("softmax",) and \
+                if path_layers.activation_spec(getattr(inner, "activation", None)) is None:
+                    raise path_layers.unsupported(op, f"activation {inner.activation.__name__!r}")
+                if path_layers.activation_spec(getattr(inner, "activation", None)) == ("softmax",) and \
                         id(op) not in self._output_ops:
-                    raise _unsupported(op, "softmax inside the network")
+                    raise path_layers.unsupported(op, "softmax inside the network")
                 continue
             if isinstance(op, (layers.BatchNormalization, layers.Rescaling, layers.MaxPooling2D)):
                 if isinstance(op, layers.MaxPooling2D) and op.data_format != "channels_last":
-                    raise _unsupported(op, "channels_first max pooling")
+                    raise path_layers.unsupported(op, "channels_first max pooling")
                 continue
-            if isinstance(op, _LINEAR_LAYERS):
+            if isinstance(op, path_layers.LINEAR_LAYERS):
                 continue
-            if not isinstance(op, layers.Layer) and type(op).__name__ in _LINEAR_OPS:
+            if not isinstance(op, layers.Layer) and type(op).__name__ in path_layers.LINEAR_OPS:
                 continue
             if isinstance(op, (layers.ReLU, layers.LeakyReLU, layers.Activation, layers.Softmax)):
-                spec = _layer_activation_spec(op)
+                spec = path_layers.layer_activation_spec(op)
                 if spec is None:
-                    raise _unsupported(op, "not a ReLU-family activation")
+                    raise path_layers.unsupported(op, "not a ReLU-family activation")
                 if spec == ("softmax",) and id(op) not in self._output_ops:
-                    raise _unsupported(op, "softmax inside the network")
+                    raise path_layers.unsupported(op, "softmax inside the network")
                 continue
-            raise _unsupported(op, "unknown layer type")
+            raise path_layers.unsupported(op, "unknown layer type")
 
     def run(self, x, mode, kernels=None, gates=None):
         """Runs one pass. `kernels`: {id(kernel variable): tensor} overriding the mode's default
@@ -267,7 +151,7 @@ class PathNetwork:
             y = op(*args, **kwargs)
             spec = self._activation_of(op)
             if spec is not None and spec[0] == "relu":
-                state["gates"].append(_squared_gate(y, spec, tf.float32))
+                state["gates"].append(path_layers.squared_gate(y, spec, tf.float32))
             return y
 
         kwargs.pop("training", None)
@@ -280,7 +164,7 @@ class PathNetwork:
             return self._rescaling(op, args[0], mode)
         if isinstance(op, layers.MaxPooling2D):
             return self._max_pool(op, args[0], state)
-        spec = _layer_activation_spec(op)
+        spec = path_layers.layer_activation_spec(op)
         if spec is not None:
             return self._activation(args[0], spec, state, op.call)
         if isinstance(op, (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D,
@@ -292,8 +176,8 @@ class PathNetwork:
     def _activation_of(self, op):
         inner = op.layer if isinstance(op, masking.MaskedLayer) else op
         if masking.is_prunable(inner):
-            return activation_spec(getattr(inner, "activation", None))
-        return _layer_activation_spec(op)
+            return path_layers.activation_spec(getattr(inner, "activation", None))
+        return path_layers.layer_activation_spec(op)
 
     def _activation(self, y, spec, state, real_fn):
         if spec[0] == "linear" or spec[0] == "softmax":
@@ -327,17 +211,17 @@ class PathNetwork:
             layer = op
             pairs = [(v, None) for v in masking.prunable_variables(op)]
         kernels = [self._kernel(layer, v, m, state) for v, m in pairs]
-        y = linear_call(layer, tf.cast(x, state["dtype"]), kernels)
+        y = path_layers.linear_call(layer, tf.cast(x, state["dtype"]), kernels)
         mode = state["mode"]
         if mode == "synflow" and getattr(layer, "use_bias", False) and layer.bias is not None:
             bias = tf.abs(tf.cast(tf.convert_to_tensor(layer.bias), DTYPE))
-            y = y + tf.reshape(bias, _channel_shape(layer, len(y.shape)))
+            y = y + tf.reshape(bias, path_layers.channel_shape(layer, len(y.shape)))
         activation = getattr(layer, "activation", None)
-        return self._activation(y, activation_spec(activation), state, activation)
+        return self._activation(y, path_layers.activation_spec(activation), state, activation)
 
     def _batch_norm(self, bn, x, mode):
-        gamma, beta, mean, var = _bn_scale_shift(bn)
-        shape = _channel_shape(bn, len(x.shape))
+        gamma, beta, mean, var = path_layers.bn_scale_shift(bn)
+        shape = path_layers.channel_shape(bn, len(x.shape))
         if mode == "z1":
             return x
         if mode == "z2":

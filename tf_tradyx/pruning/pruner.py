@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_tradyx import _batches as batch_utils
-
 from tf_tradyx.pruning import mask_selection, masking, pruning_report, schedules
 
 

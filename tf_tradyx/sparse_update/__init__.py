@@ -16,17 +16,38 @@ slots at a resample), `efficiency_report`, `costs`, `layer_ranking` (RGN), `grad
 from tf_tradyx.sparse_update import memory
 from tf_tradyx.sparse_update.callbacks import ChannelResampler, EfficiencyLogger, SelectionSummaries
 from tf_tradyx.sparse_update.compact_relu import CompactReLU
-from tf_tradyx.sparse_update.costs import (CostTable, LayerCost, channel_norms, cost_table,
-                                           parse_budget, units_from_bytes)
+from tf_tradyx.sparse_update.costs import (
+                                           CostTable,
+                                           LayerCost,
+                                           channel_norms,
+                                           cost_table,
+                                           parse_budget,
+                                           units_from_bytes,
+)
 from tf_tradyx.sparse_update.efficiency_report import Efficiency, efficiency
 from tf_tradyx.sparse_update.layer_ranking import LayerRanking, rank_layers
 from tf_tradyx.sparse_update.optimizer_state import check_optimizer, reset_optimizer_state
-from tf_tradyx.sparse_update.sampler import (Sampler, resample, sampler_of, selection, set_selection,
-                                             sparse_kernels, sparse_layers)
+from tf_tradyx.sparse_update.sampler import (
+                                           Sampler,
+                                           resample,
+                                           sampler_of,
+                                           selection,
+                                           set_selection,
+                                           sparse_kernels,
+                                           sparse_layers,
+)
 from tf_tradyx.sparse_update.strategies import NAMES as STRATEGIES
-from tf_tradyx.sparse_update.strategies import (PAPER_SCHEMES, SU, DetRGN, RandomChannels,
-                                                SelectionContext, SparseUpdateScheme, Strategy,
-                                                TraDy, WholeVariables)
+from tf_tradyx.sparse_update.strategies import (
+                                           PAPER_SCHEMES,
+                                           SU,
+                                           DetRGN,
+                                           RandomChannels,
+                                           SelectionContext,
+                                           SparseUpdateScheme,
+                                           Strategy,
+                                           TraDy,
+                                           WholeVariables,
+)
 from tf_tradyx.sparse_update.transforms import attach, strip, wrap
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 

@@ -16,7 +16,6 @@ import dataclasses
 import math
 import re
 
-import keras
 import numpy as np
 from keras import layers
 

@@ -17,10 +17,8 @@ import tensorflow as tf
 
 from tf_tradyx import _batches, _losses, _model_walk
 from tf_tradyx.sparse_update import costs as costs_lib
-from tf_tradyx.sparse_update import gradients
+from tf_tradyx.sparse_update import gradients, transforms
 from tf_tradyx.sparse_update import sampler as sampler_lib
-from tf_tradyx.sparse_update import transforms
-
 
 _SORTED_PROBE = 4  # batches inspected for a class-sorted stream
 

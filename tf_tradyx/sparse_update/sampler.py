@@ -11,9 +11,7 @@ import numpy as np
 
 from tf_tradyx import _keras_compat, _model_walk, _seeds
 from tf_tradyx.sparse_update import costs as costs_lib
-from tf_tradyx.sparse_update import optimizer_state
-from tf_tradyx.sparse_update import sampling
-from tf_tradyx.sparse_update import strategies
+from tf_tradyx.sparse_update import optimizer_state, sampling, strategies
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 _ATTRIBUTE = "_tradyx_sampler"

@@ -16,83 +16,18 @@ with `get_config`, and `wrap` stores the config in the wrapped model, so a model
 String names remain as shortcuts: `get("tradi", layers=...)` is `TraDy(layers=...)`.
 """
 
-import abc
-import copy
-import dataclasses
-
-import keras
-import numpy as np
-
-from tf_tradyx import _model_walk
 from tf_tradyx.sparse_update import costs as costs_lib
-from tf_tradyx.sparse_update import gradients
-from tf_tradyx.sparse_update import sampling
-from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+from tf_tradyx.sparse_update import gradients, sampling
+from tf_tradyx.sparse_update.strategy_base import (  # noqa: F401
+    SelectionContext,
+    Strategy,
+    deserialize,
+    register,
+    serialize,
+)
+from tf_tradyx.sparse_update.su_scheme import PAPER_SCHEMES, SU, SparseUpdateScheme  # noqa: F401
 
-_register = keras.saving.register_keras_serializable(package="tf_tradyx")
-
-
-@dataclasses.dataclass
-class SelectionContext:
-    """What a strategy may look at when it selects."""
-    model: object          # the wrapped model
-    costs: object          # CostTable of every selectable layer
-    layers: list           # candidate layer names (the wrapped ones)
-    budget: int            # units (None for fixed schemes)
-    rng: np.random.Generator
-    epoch: int = 0
-    count_pruned: bool = True  # False: only unpruned weights of a channel count toward the budget
-
-
-class Strategy(abc.ABC):
-    """Base class: implement `select`; set `dynamic = False` for a selection made once.
-
-    `layers` are the candidate layer names (None: the strategy decides, e.g. every selectable
-    layer). A subclass that takes arguments implements `get_config` so that it can be saved.
-    """
-    dynamic = True
-    mode = "channels"
-    budgeted = True          # the selection must fit the budget
-    uses_all_layers = False  # candidates are all selectable layers, not the ranking's top-K
-    layers = None
-    name = "custom"
-
-    @abc.abstractmethod
-    def select(self, context):
-        """{layer name: input-channel indices} to update, given a `SelectionContext`."""
-
-    def candidate_layers(self, costs):
-        """The layers to wrap."""
-        if self.uses_all_layers:
-            return costs.names
-        if self.layers is None:
-            raise ValueError(f"Strategy {self.name!r} needs layers=: the preselected layer names, "
-                             "e.g. rank_layers(model, data).top_k(coverage=0.97).")
-        return list(self.layers)
-
-    def bias_layer_names(self, costs):
-        """Layers whose biases train besides the selected channels (none by default)."""
-        return []
-
-    def with_layers(self, layers):
-        """A copy of this strategy with these candidate layers (for `wrap(..., layers=...)`)."""
-        if layers is None:
-            return self
-        if self.uses_all_layers or self.mode != "channels":
-            raise ValueError(f"Strategy {self.name!r} chooses its own layers; do not pass layers=.")
-        if self.layers is not None and list(self.layers) != list(layers):
-            raise ValueError(f"Strategy {self.name!r} already has layers {list(self.layers)}; "
-                             "pass them in one place only.")
-        out = copy.copy(self)
-        out.layers = list(layers)
-        return out
-
-    def get_config(self):
-        return {"layers": None if self.layers is None else list(self.layers)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+_register = register
 
 
 @_register
@@ -119,6 +54,9 @@ class RandomChannels(Strategy):
     def with_layers(self, layers):
         if layers is None:
             return self
+        if self.layers is not None and list(self.layers) != list(layers):
+            raise ValueError(f"Strategy {self.name!r} already has layers {list(self.layers)}; "
+                             "pass them in one place only.")
         return type(self)(**{**self.get_config(), "layers": list(layers)})
 
     def select(self, context):
@@ -180,119 +118,6 @@ class DetRGN(Strategy):
 
     def get_config(self):
         return {**super().get_config(), "batches": self.batches, "dynamic": self.dynamic}
-
-
-PAPER_SCHEMES = {
-    # MCUNetV3 (tiny-training) sparse-update schemes, in its notation (conv index, ratio, biases).
-    # "mbv2-w0.35/50kb" is the one the TraDy paper pairs with its smallest budget (27,946 units);
-    # it costs 28,282 units (METHODS.md 1.4).
-    "mbv2-w0.35/50kb": ("36-39-40-41-42-45-48-49", "1-1-0-0.25-0.125-0.125-0.125-0.125", 16),
-    "mcunet-in1/50kb": ("23-24-27-30-33-39", "0-0.25-0.5-0.5-0-0", 22),
-    "mcunet-in1/100kb": ("21-24-27-30-36-39", "1-1-1-1-0.125-0.25", 22),
-    "proxyless-w0.3/50kb": ("39-42-44-45-50-51-54-57", "0.25-1-0-1-0-0.125-0.25-0.25", 21),
-}
-
-
-@_register
-class SparseUpdateScheme(Strategy):
-    """MCUNetV3's sparse update ("su"): fixed layers, a fixed fraction of input channels each.
-
-    Channels are the ones with the largest input-channel weight norm. Biases of `bias_layers` (the
-    last `n` selectable layers when an int) train too; they cost no units. The scheme is fixed, so
-    its cost may differ from a budget; `efficiency` reports both.
-
-    Args:
-      scheme: {layer name: fraction of input channels in [0, 1]}, or a name in `PAPER_SCHEMES`
-        (tiny-training's notation, resolved against the model when it is wrapped).
-      bias_layers: an int n (the last n selectable layers) or a list of layer names.
-    """
-
-    dynamic = False
-    budgeted = False
-    name = "su"
-
-    def __init__(self, scheme, bias_layers=0):
-        if isinstance(scheme, str):
-            if scheme not in PAPER_SCHEMES:
-                raise ValueError(f"Unknown scheme {scheme!r}; known: {sorted(PAPER_SCHEMES)}.")
-            self.fractions = None
-        else:
-            if not scheme:
-                raise ValueError("A sparse-update scheme needs at least one {layer: fraction}.")
-            for n, f in dict(scheme).items():
-                if not 0.0 <= float(f) <= 1.0:
-                    raise ValueError(f"The fraction of layer {n!r} must lie in [0, 1], got {f!r}.")
-            self.fractions = {n: float(f) for n, f in dict(scheme).items()}
-        self.scheme = scheme if isinstance(scheme, str) else self.fractions
-        self.bias_layers = bias_layers if isinstance(bias_layers, int) else list(bias_layers)
-
-    @property
-    def layers(self):
-        return None if self.fractions is None else list(self.fractions)
-
-    @layers.setter
-    def layers(self, value):  # the scheme names its own layers
-        raise ValueError("The 'su' strategy has its own layers (the scheme); do not pass layers=.")
-
-    def resolved(self, costs):
-        """This scheme with a paper-scheme name turned into {layer: fraction} for `costs`' model."""
-        if self.fractions is not None:
-            return self
-        return self.from_tiny_training(costs, *PAPER_SCHEMES[self.scheme])
-
-    @classmethod
-    def from_tiny_training(cls, costs, weight_idx, ratios, n_bias_update):
-        """A scheme in tiny-training's notation: conv indices "36-39-..." and ratios "1-1-0-...".
-
-        Indices count the model's convolutions in graph order (first conv = 0), as
-        `--manual_weight_idx` does.
-        """
-        idx = [int(i) for i in str(weight_idx).split("-")]
-        rat = [float(r) for r in str(ratios).split("-")]
-        if len(idx) != len(rat):
-            raise ValueError(f"{len(idx)} layer indices but {len(rat)} ratios.")
-        convs = [r.name for r in costs if r.kind != "dense"]
-        bad = [i for i in idx if not 0 <= i < len(convs)]
-        if bad:
-            raise ValueError(f"Conv indices {bad} are out of range: the model has {len(convs)} convs.")
-        return cls({convs[i]: r for i, r in zip(idx, rat) if r > 0},
-                   bias_layers=convs[len(convs) - n_bias_update:] if n_bias_update else [])
-
-    def with_layers(self, layers):
-        if layers is not None:
-            self.layers = layers  # raises
-        return self
-
-    def candidate_layers(self, costs):
-        for n in self.resolved(costs).fractions:
-            costs[n]  # noqa: B018 - raises a clear KeyError for unknown layers
-        return list(self.resolved(costs).fractions)
-
-    def bias_layer_names(self, costs):
-        bias_layers = self.resolved(costs).bias_layers
-        if isinstance(bias_layers, int):
-            return costs.names[len(costs.names) - bias_layers:] if bias_layers else []
-        for n in bias_layers:
-            costs[n]  # noqa: B018
-        return list(bias_layers)
-
-    def select(self, context):
-        out = {}
-        wrappers = {w.layer.name: w for w in _model_walk.layers_of_type(context.model,
-                                                                         ChannelSparseUpdate)}
-        for name, fraction in self.resolved(context.costs).fractions.items():
-            k = int(round(fraction * context.costs[name].in_channels))
-            if k == 0:
-                continue
-            norms = costs_lib.channel_norms(wrappers[name].kernel, context.costs[name].kind)
-            out[name] = np.sort(np.argsort(-norms, kind="stable")[:k])
-        return out
-
-    def get_config(self):
-        return {"scheme": self.scheme, "bias_layers": self.bias_layers}
-
-
-SU = SparseUpdateScheme
 
 
 @_register
@@ -360,19 +185,3 @@ def get(strategy, layers=None, data=None, scheme=None):
         return WholeVariables(strategy).with_layers(layers)
     raise ValueError(f"Unknown strategy {strategy!r}; choose from {list(NAMES)} or pass a "
                      "tx.sparse_update.Strategy.")
-
-
-def serialize(strategy):
-    """A JSON-able config of a strategy (Keras' serialization format)."""
-    return keras.saving.serialize_keras_object(strategy)
-
-
-def deserialize(config):
-    """The strategy a `serialize` config describes; ValueError for an unregistered class."""
-    try:
-        return keras.saving.deserialize_keras_object(config)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"Cannot rebuild the saved strategy {config.get('class_name')!r} ({e}); "
-                         "register your Strategy subclass with "
-                         "@keras.saving.register_keras_serializable(), or pass strategy= to "
-                         "attach.") from None

@@ -12,10 +12,9 @@ import keras
 
 from tf_tradyx import _keras_compat, _model_walk
 from tf_tradyx.pruning.masking import MaskedLayer
-from tf_tradyx.sparse_update import compact_relu
+from tf_tradyx.sparse_update import compact_relu, strategies
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import sampler as sampler_lib
-from tf_tradyx.sparse_update import strategies
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 _LOG = logging.getLogger("tf_tradyx")

@@ -17,8 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx.sparse_update import compact_relu
-from tf_tradyx.sparse_update import costs
+from tf_tradyx.sparse_update import compact_relu, costs
 
 
 @keras.saving.register_keras_serializable(package="tf_tradyx")

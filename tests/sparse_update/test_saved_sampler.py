@@ -1,0 +1,114 @@
+"""Strategies as objects that serialize: a loaded `.keras` file knows its strategy, budget and seed,
+and the one default-loss rule that every gradient-based step uses."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_tradyx as tx
+from tf_tradyx import _losses
+from tf_tradyx.sparse_update import gradients, strategy_base
+
+SP = tx.sparse_update
+
+
+def _model(seed=0, softmax=False):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inp)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(8, 1, name="pw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(6, name="fc")(x)
+    out = keras.layers.Dense(3, name="head", activation="softmax" if softmax else None)(x)
+    return keras.Model(inp, out)
+
+
+def _ds(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 8, 8, 3), np.float32)
+    return tf.data.Dataset.from_tensor_slices((x, rng.integers(0, 3, n))).batch(8)
+
+
+@pytest.mark.parametrize("strategy", [
+    SP.TraDy(["c1", "pw"]), SP.RandomChannels(["pw", "fc"], dynamic=False),
+    SP.RandomChannels(None, dynamic=True), SP.DetRGN(layers=["pw"], batches=2, dynamic=False),
+    SP.SU({"pw": 0.5, "fc": 0.25}, bias_layers=1), SP.SU("mbv2-w0.35/50kb"),
+    SP.WholeVariables("bias"),
+])
+def test_every_strategy_round_trips_through_its_config(strategy):
+    again = strategy_base.deserialize(strategy_base.serialize(strategy))
+    assert type(again) is type(strategy)
+    assert again.get_config() == strategy.get_config()
+    assert (again.name, again.dynamic, again.mode) == (strategy.name, strategy.dynamic,
+                                                       strategy.mode)
+
+
+def test_a_loaded_model_resamples_like_the_original_with_no_arguments(tmp_path):
+    sparse = SP.wrap(_model(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=7)
+    path = str(tmp_path / "sparse.keras")
+    sparse.save(path)
+    loaded = SP.attach(keras.models.load_model(path))
+    sampler = SP.sampler_of(loaded)
+    assert (sampler.strategy.name, sampler.budget, sampler.seed) == ("tradi", 300, 7)
+    assert sampler.layers == ["c1", "pw", "fc"]
+    # The saved selection came back, and the next draws equal the original model's.
+    for name, idx in SP.selection(sparse).items():
+        np.testing.assert_array_equal(SP.selection(loaded)[name], idx)
+    for epoch in range(3):
+        a, b = SP.resample(sparse, epoch=epoch), SP.resample(loaded, epoch=epoch)
+        assert {k: v.tolist() for k, v in a.items()} == {k: v.tolist() for k, v in b.items()}
+    # Arguments given to attach win over the saved ones.
+    assert SP.sampler_of(SP.attach(keras.models.load_model(path), seed=8)).seed == 8
+
+
+def test_a_loaded_det_rgn_model_asks_for_its_data(tmp_path):
+    ds = _ds()
+    sparse = SP.wrap(_model(), budget=300, strategy=SP.DetRGN(data=ds, batches=2), seed=0)
+    path = str(tmp_path / "det.keras")
+    sparse.save(path)
+    loaded = SP.attach(keras.models.load_model(path))
+    with pytest.raises(ValueError, match="give it data"):
+        SP.resample(loaded)
+    loaded = SP.attach(keras.models.load_model(path), data=ds)
+    assert {k: v.tolist() for k, v in SP.resample(loaded, epoch=0).items()} == \
+        {k: v.tolist() for k, v in SP.resample(sparse, epoch=0).items()}
+
+
+def test_a_model_without_wrappers_needs_a_strategy():
+    with pytest.raises(ValueError, match="pass strategy="):
+        SP.attach(_model())
+
+
+def test_wrap_refuses_layers_given_twice_and_budget_is_checked_before_cloning():
+    with pytest.raises(ValueError, match="one place only"):
+        SP.wrap(_model(), budget=300, layers=["pw"], strategy=SP.TraDy(["c1"]))
+    with pytest.raises(ValueError, match="cheapest"):
+        SP.wrap(_model(), budget=3, strategy=SP.TraDy(["c1"]))
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_one_default_loss_rule_follows_the_output_activation(softmax):
+    model = _model(softmax=softmax)
+    x, y = next(iter(_ds()))
+    out = model(x)
+    expected = keras.losses.sparse_categorical_crossentropy(y, out, from_logits=not softmax)
+    np.testing.assert_allclose(float(_losses.default_loss(model)(y, out)),
+                               float(tf.reduce_mean(expected)), rtol=1e-6)
+    one_hot = tf.one_hot(y, 3)
+    np.testing.assert_allclose(float(_losses.default_loss(model)(one_hot, out)),
+                               float(tf.reduce_mean(expected)), rtol=1e-5)
+    model.compile(loss=keras.losses.MeanSquaredError())
+    assert isinstance(_losses.default_loss(model), keras.losses.MeanSquaredError)
+
+
+def test_ranking_on_a_softmax_model_differentiates_probability_cross_entropy():
+    """The old sparse-update default (logits cross-entropy) gave other gradients on softmax nets."""
+    model = _model(softmax=True)
+    grads = gradients.full_kernel_gradients(model, _ds(), ["pw"], batches=1)["pw"]
+    x, y = next(iter(_ds()))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x)))
+    np.testing.assert_allclose(grads, tape.gradient(loss, model.get_layer("pw").kernel),
+                               rtol=1e-5, atol=1e-7)

@@ -1,0 +1,137 @@
+"""Every private Keras API tf_tradyx uses (tf_tradyx/_keras_compat.py), exercised directly.
+
+When a Keras release changes one of them, the failure is here, with the Keras version and the
+internal's name in the message, instead of somewhere inside a pruning round or a resample.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_tradyx import _keras_compat as compat
+
+VERSION = f"Keras {keras.__version__} changed an internal tf_tradyx uses"
+
+
+def _functional():
+    inp = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(3, name="hidden")(inp)
+    out = keras.layers.Dense(2, name="out")(keras.layers.ReLU(name="act")(hidden))
+    return keras.Model(inp, out)
+
+
+def _sequential():
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d1"),
+                             keras.layers.Dense(2, name="d2")])
+
+
+def test_graph_models_are_told_apart_from_subclassed_ones():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    assert compat.is_graph_model(_functional()), VERSION
+    assert compat.is_graph_model(_sequential()), VERSION
+    assert not compat.is_graph_model(Sub()), VERSION
+
+
+@pytest.mark.parametrize("build", [_functional, _sequential])
+def test_run_through_graph_visits_every_layer_in_order_and_computes_the_model(build):
+    model = build()
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    visited = []
+
+    def call(op, *args, **kwargs):
+        visited.append(op.name)
+        return op(*args, **kwargs)
+
+    y = compat.run_through_graph(model, tf.constant(x), call)
+    weighted = [l.name for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    assert visited == weighted, VERSION
+    np.testing.assert_allclose(np.asarray(y), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_graph_of_an_unbuilt_sequential_is_none():
+    assert compat.functional_graph(keras.Sequential([keras.layers.Dense(2)])) is None, VERSION
+
+
+def test_producer_nodes_and_parents():
+    model = _functional()
+    hidden, act, out = (model.get_layer(n) for n in ("hidden", "act", "out"))
+    assert compat.producer(model.outputs[0]) is out, VERSION
+    assert compat.producer(np.zeros(2)) is None
+    assert len(compat.inbound_nodes(act)) == 1, VERSION
+    assert len(compat.outbound_nodes(hidden)) == 1, VERSION
+    assert compat.parent_layers(out) == [act], VERSION
+
+
+def test_own_variables_are_in_save_order():
+    class TwoVars(keras.layers.Layer):
+        def build(self, shape):
+            self.a = self.add_weight(name="a", shape=(2,), trainable=True)
+            self.b = self.add_weight(name="b", shape=(3,), trainable=False)
+
+        def call(self, x):
+            return x
+
+    layer = TwoVars()
+    layer.build((1,))
+    store = {}
+    layer.save_own_variables(store)
+    own = compat.layer_own_variables(layer)
+    assert [v.name for v in own] == ["a", "b"], VERSION
+    assert [tuple(store[str(i)].shape) for i in range(len(own))] == [(2,), (3,)], VERSION
+
+
+def test_call_training_argument_is_detected():
+    assert compat.call_has_training_arg(keras.layers.Dropout(0.5)), VERSION
+    class NoTraining(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    assert not compat.call_has_training_arg(NoTraining()), VERSION
+
+
+def test_set_untracked_does_not_add_a_weight():
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    before = len(layer.weights)
+    compat.set_untracked(layer, "_tmp", keras.Variable(np.zeros(2)))
+    assert len(layer.weights) == before, VERSION
+
+
+@pytest.mark.parametrize("make,slots", [
+    (lambda: keras.optimizers.SGD(0.1, momentum=0.9), 1),
+    (lambda: keras.optimizers.Adam(0.1), 2),
+    (lambda: keras.optimizers.RMSprop(0.1), 1),
+])
+def test_optimizer_slots_index_and_weight_decay(make, slots):
+    opt = make()
+    a, b = keras.Variable(np.ones((3, 2)), name="a"), keras.Variable(np.ones(4), name="b")
+    opt.build([a, b])
+    assert compat.optimizer_tracked_variables(opt) == [a, b], VERSION
+    assert compat.optimizer_variable_index(opt, b) == 1, VERSION
+    assert compat.optimizer_variable_index(opt, keras.Variable(np.ones(1))) is None, VERSION
+    lists = compat.optimizer_slot_lists(opt)
+    assert len(lists) == slots, (VERSION, [k for k, _ in lists])
+    for _, per_var in lists:
+        assert tuple(per_var[0].shape) == (3, 2) and tuple(per_var[1].shape) == (4,), VERSION
+    decayed = keras.optimizers.AdamW(0.1, weight_decay=0.1)
+    decayed.exclude_from_weight_decay(var_list=[a])
+    decayed.build([a, b])
+    assert not compat.optimizer_decays(decayed, a) and compat.optimizer_decays(decayed, b), VERSION
+
+
+def test_a_missing_internal_names_itself_and_the_keras_version():
+    class NoInternals:
+        pass
+
+    with pytest.raises(compat.KerasInternalsChanged, match=r"_get_variable_index.*Keras 3"):
+        compat.optimizer_variable_index(NoInternals(), None)
+    with pytest.raises(compat.KerasInternalsChanged, match="tested with Keras"):
+        compat.optimizer_tracked_variables(NoInternals())

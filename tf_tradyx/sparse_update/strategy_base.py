@@ -1,0 +1,90 @@
+"""The base of every sparse-update strategy: what it sees when it selects, what it must
+implement, and how it is saved with a model (Keras serialization of its `get_config`)."""
+
+import abc
+import copy
+import dataclasses
+
+import keras
+import numpy as np
+
+register = keras.saving.register_keras_serializable(package="tf_tradyx")
+
+
+@dataclasses.dataclass
+class SelectionContext:
+    """What a strategy may look at when it selects."""
+    model: object          # the wrapped model
+    costs: object          # CostTable of every selectable layer
+    layers: list           # candidate layer names (the wrapped ones)
+    budget: int            # units (None for fixed schemes)
+    rng: np.random.Generator
+    epoch: int = 0
+    count_pruned: bool = True  # False: only unpruned weights of a channel count toward the budget
+
+
+class Strategy(abc.ABC):
+    """Base class: implement `select`; set `dynamic = False` for a selection made once.
+
+    `layers` are the candidate layer names (None: the strategy decides, e.g. every selectable
+    layer). A subclass that takes arguments implements `get_config` so that it can be saved.
+    """
+    dynamic = True
+    mode = "channels"
+    budgeted = True          # the selection must fit the budget
+    uses_all_layers = False  # candidates are all selectable layers, not the ranking's top-K
+    layers = None
+    name = "custom"
+
+    @abc.abstractmethod
+    def select(self, context):
+        """{layer name: input-channel indices} to update, given a `SelectionContext`."""
+
+    def candidate_layers(self, costs):
+        """The layers to wrap."""
+        if self.uses_all_layers:
+            return costs.names
+        if self.layers is None:
+            raise ValueError(f"Strategy {self.name!r} needs layers=: the preselected layer names, "
+                             "e.g. rank_layers(model, data).top_k(coverage=0.97).")
+        return list(self.layers)
+
+    def bias_layer_names(self, costs):
+        """Layers whose biases train besides the selected channels (none by default)."""
+        return []
+
+    def with_layers(self, layers):
+        """A copy of this strategy with these candidate layers (for `wrap(..., layers=...)`)."""
+        if layers is None:
+            return self
+        if self.uses_all_layers or self.mode != "channels":
+            raise ValueError(f"Strategy {self.name!r} chooses its own layers; do not pass layers=.")
+        if self.layers is not None and list(self.layers) != list(layers):
+            raise ValueError(f"Strategy {self.name!r} already has layers {list(self.layers)}; "
+                             "pass them in one place only.")
+        out = copy.copy(self)
+        out.layers = list(layers)
+        return out
+
+    def get_config(self):
+        return {"layers": None if self.layers is None else list(self.layers)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def serialize(strategy):
+    """A JSON-able config of a strategy (Keras' serialization format)."""
+    return keras.saving.serialize_keras_object(strategy)
+
+
+def deserialize(config):
+    """The strategy a `serialize` config describes; ValueError for an unregistered class."""
+    try:
+        return keras.saving.deserialize_keras_object(config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"Cannot rebuild the saved strategy {config.get('class_name')!r} ({e}); "
+                         "register your Strategy subclass with "
+                         "@keras.saving.register_keras_serializable(), or pass strategy= to "
+                         "attach.") from None
