@@ -112,3 +112,74 @@ def test_ranking_on_a_softmax_model_differentiates_probability_cross_entropy():
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x)))
     np.testing.assert_allclose(grads, tape.gradient(loss, model.get_layer("pw").kernel),
                                rtol=1e-5, atol=1e-7)
+
+
+class _Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.selections = []
+
+    def on_epoch_begin(self, epoch, logs=None):  # runs after ChannelResampler (listed first)
+        self.selections.append({k: v.tolist() for k, v in SP.selection(self.model).items()})
+
+
+def _fit(model, epochs, callbacks):
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(_ds(), epochs=epochs, verbose=0, shuffle=False,
+              callbacks=[SP.ChannelResampler(), *callbacks])
+
+
+def test_repeated_fit_calls_continue_the_draws_instead_of_replaying_them(tmp_path):
+    once, split = _Record(), _Record()
+    _fit(SP.wrap(_model(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=3), 4, [once])
+    sparse = SP.wrap(_model(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=3)
+    for _ in range(4):
+        _fit(sparse, 1, [split])
+    assert split.selections == once.selections
+    assert len({str(s) for s in split.selections}) == 4
+    assert SP.sampler_of(sparse).resamples == 5 and SP.draws(sparse) == 4
+    # The stream position is saved with the model: a reloaded model draws the fifth selection.
+    path = str(tmp_path / "m.keras")
+    sparse.save(path)
+    loaded = SP.attach(keras.models.load_model(path))
+    assert SP.draws(loaded) == 4
+    assert {k: v.tolist() for k, v in SP.resample(loaded).items()} == \
+        {k: v.tolist() for k, v in SP.resample(sparse).items()}
+
+
+def test_backup_and_restore_resumes_the_same_draws(tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    whole, first, rest = _Record(), _Record(), _Record()
+    strategy = SP.TraDy(["c1", "pw", "fc"])
+    _fit(SP.wrap(_model(), budget=300, strategy=strategy, seed=5), 4, [whole])
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _fit(SP.wrap(_model(), budget=300, strategy=strategy, seed=5), 4,
+             [first, backup, Interrupt()])
+    # A new process would build the same wrapped model; BackupAndRestore restores its variables
+    # (weights, selection, draw number) and continues at epoch 2.
+    _fit(SP.wrap(_model(), budget=300, strategy=strategy, seed=5), 4, [rest, backup])
+    assert len(first.selections) == 2 and len(rest.selections) == 2
+    assert first.selections + rest.selections == whole.selections
+
+
+def test_seed_none_follows_keras_global_seed_and_an_explicit_seed_wins():
+    def draw(global_seed, seed=None):
+        model, masked = _model(), tx.pruning.wrap(_model())  # (_model seeds with 0 itself)
+        keras.utils.set_random_seed(global_seed)
+        sparse = SP.wrap(model, budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=seed)
+        keras.utils.set_random_seed(global_seed)
+        tx.pruning.RandomPruner(seed=seed, verbose=False).prune(masked, 0.5)
+        return (str({k: v.tolist() for k, v in SP.selection(sparse).items()}),
+                np.concatenate([np.asarray(w.masks[0]).ravel()
+                                for w in tx.pruning.masked_layers(masked)]).tobytes())
+
+    assert draw(0) == draw(0)
+    a, b = draw(0), draw(1)
+    assert a[0] != b[0] and a[1] != b[1]
+    assert draw(0, seed=4) == draw(1, seed=4)

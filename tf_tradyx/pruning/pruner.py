@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_tradyx import _batches as batch_utils
+from tf_tradyx import _seeds
 from tf_tradyx.pruning import mask_selection, masking, pruning_report, schedules
 
 
@@ -86,7 +87,8 @@ class Pruner(abc.ABC):
       scope: "global" (one ranking over all layers) or "local" (per-layer ranking).
       min_density: each layer keeps at least this fraction of its weights.
       skip: layer names or classes whose kernels are not ranked (their masks stay as they are).
-      seed: seed for random scores and tie-free randomness.
+      seed: seed for random scores; None follows Keras' global seed (keras.utils.set_random_seed),
+        drawn when the pruner is made.
       verbose: show a Progbar over the rounds.
     """
 
@@ -108,7 +110,7 @@ class Pruner(abc.ABC):
         self.scope = scope
         self.min_density = float(min_density)
         self.skip = tuple(skip) if isinstance(skip, (list, tuple, set)) else (skip,)
-        self.seed = seed
+        self.seed = _seeds.resolve(seed)
         self.verbose = verbose
 
     @property

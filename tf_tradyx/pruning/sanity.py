@@ -6,6 +6,7 @@ per-layer density, not which weights matter.
 import keras
 import numpy as np
 
+from tf_tradyx import _seeds
 from tf_tradyx.pruning import masking
 
 
@@ -36,6 +37,7 @@ def shuffle_masks(model, seed=0):
 
     Weights that become unpruned get fresh values from the layer's initializer.
     """
+    seed = _seeds.resolve(seed)
     rng = np.random.default_rng(seed)
     for i, wrapper in enumerate(masking.masked_layers(model)):
         for j, (var, mask) in enumerate(zip(wrapper.kernels, wrapper.masks)):
@@ -49,7 +51,9 @@ def shuffle_masks(model, seed=0):
 
 
 def reinitialize(model, seed=0):
-    """Draws every masked kernel anew from its initializer, keeping the masks."""
+    """Draws every masked kernel anew from its initializer, keeping the masks (seed=None follows
+    Keras' global seed)."""
+    seed = _seeds.resolve(seed)
     for i, wrapper in enumerate(masking.masked_layers(model)):
         for j, (var, mask) in enumerate(zip(wrapper.kernels, wrapper.masks)):
             fresh = _fresh_values(wrapper.layer, wrapper.kernel_attributes[j], var, seed * 1000 + i * 10 + j)

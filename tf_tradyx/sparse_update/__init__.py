@@ -27,15 +27,8 @@ from tf_tradyx.sparse_update.costs import (
 from tf_tradyx.sparse_update.efficiency_report import Efficiency, efficiency
 from tf_tradyx.sparse_update.layer_ranking import LayerRanking, rank_layers
 from tf_tradyx.sparse_update.optimizer_state import check_optimizer, reset_optimizer_state
-from tf_tradyx.sparse_update.sampler import (
-                                           Sampler,
-                                           resample,
-                                           sampler_of,
-                                           selection,
-                                           set_selection,
-                                           sparse_kernels,
-                                           sparse_layers,
-)
+from tf_tradyx.sparse_update.sampler import (Sampler, draws, resample, sampler_of, selection,
+                                             set_selection, sparse_kernels, sparse_layers)
 from tf_tradyx.sparse_update.strategies import NAMES as STRATEGIES
 from tf_tradyx.sparse_update.strategies import (
                                            PAPER_SCHEMES,
@@ -58,7 +51,7 @@ __all__ = [
     "Strategy", "TraDy", "RandomChannels", "DetRGN", "SU", "SparseUpdateScheme", "WholeVariables",
     "SelectionContext", "STRATEGIES", "PAPER_SCHEMES",
     # sampling at run time
-    "Sampler", "sampler_of", "resample", "selection", "set_selection", "sparse_layers",
+    "Sampler", "sampler_of", "resample", "draws", "selection", "set_selection", "sparse_layers",
     "sparse_kernels", "reset_optimizer_state", "check_optimizer",
     # callbacks
     "ChannelResampler", "EfficiencyLogger", "SelectionSummaries",

@@ -32,7 +32,9 @@ class ChannelResampler(keras.callbacks.Callback):
         strategy = sampler_lib.sampler_of(self.model).strategy
         if not strategy.dynamic or strategy.mode != "channels":
             return
-        sampler_lib.resample(self.model, epoch=epoch, optimizer=getattr(self.model, "optimizer", None))
+        # The draw follows the model's own stream (saved with it), not `epoch`, which restarts at
+        # 0 in every `fit` call: four fit(epochs=1) calls draw four selections, not one.
+        sampler_lib.resample(self.model, optimizer=getattr(self.model, "optimizer", None))
         if self.verbose:
             e = efficiency_lib.efficiency(self.model)
             print(f"\nEpoch {epoch + 1}: {e.channels} channels in {e.layers_updated} layers, "

@@ -2,7 +2,10 @@
 
 `wrap` (or `attach`, for a loaded model) puts a `Sampler` on the model; `resample` asks it for the
 next selection and writes it into the wrappers' index variables. Each draw depends only on
-(seed, epoch), so a run resumed at epoch e samples exactly what the uninterrupted run sampled there.
+(seed, draw number); the draw number is a variable of the wrappers, saved with the model, so a
+second `fit` call continues the stream instead of replaying it, and a run resumed by
+`keras.callbacks.BackupAndRestore` (or from a saved model) samples exactly what the uninterrupted
+run sampled.
 The budget is checked once, when the sampler is made; every selection a strategy returns (a user's
 own included) is checked against it before anything is assigned.
 """
@@ -27,7 +30,6 @@ class Sampler:
         self.seed = _seeds.resolve(seed)
         self.count_pruned = bool(count_pruned)
         self.budget = None if budget is None else costs_lib.parse_budget(budget)
-        self.epoch = -1
         self.resamples = 0
         if strategy.budgeted and strategy.mode == "channels":
             if self.budget is None:
@@ -114,15 +116,25 @@ def set_selection(model, selection, optimizer="auto"):
         optimizer_state.reset_optimizer_state(model, opt)
 
 
+def draws(model):
+    """The number of the next draw (0 right after `wrap`'s initial draw, +1 per resample)."""
+    wrappers = sparse_layers(model)
+    return int(wrappers[0].draws.numpy()) if wrappers else 0
+
+
 def resample(model, epoch=None, optimizer="auto"):
-    """Draws a new selection with the model's strategy; returns it ({layer: indices})."""
+    """Draws a new selection with the model's strategy; returns it ({layer: indices}).
+
+    `epoch`: the draw number to use (the stream position); None continues the model's stream.
+    """
     sampler = sampler_of(model)
     if sampler.strategy.mode != "channels":
         return selection(model)
-    epoch = sampler.epoch + 1 if epoch is None else epoch
+    epoch = draws(model) if epoch is None else int(epoch)
     chosen = sampler.draw(model, epoch)
     set_selection(model, chosen, optimizer=optimizer)
-    sampler.epoch = epoch
+    for w in sparse_layers(model):
+        w.draws.assign(epoch + 1)
     sampler.resamples += 1
     return chosen
 

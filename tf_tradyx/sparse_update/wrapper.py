@@ -71,6 +71,11 @@ class ChannelSparseUpdate(layers.Wrapper):
             trainable=False)
         self.num_channels = self.add_weight(
             name="num_channels", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        # How many selections the sampler has drawn since `wrap` (the next draw's epoch): saved with
+        # the model, so that a second `fit` call, a reloaded model and `BackupAndRestore` continue
+        # the stream of draws instead of replaying it.
+        self.draws = self.add_weight(
+            name="draws", shape=(), dtype="int32", initializer="zeros", trainable=False)
         if self.has_kernel_mask:
             self.kernel_mask = self.add_weight(
                 name="kernel_mask", shape=self.layer.kernel.shape, initializer="ones",
@@ -124,7 +129,7 @@ class ChannelSparseUpdate(layers.Wrapper):
     def load_own_variables(self, store):
         """Loads the selection (and mask) from a file; malformed values are refused before any is
         assigned, so a failed `load_weights` leaves the layer as it was."""
-        own = [self.channel_indices, self.num_channels] + (
+        own = [self.channel_indices, self.num_channels, self.draws] + (
             [self.kernel_mask] if self.kernel_mask is not None else [])
         for i, var in enumerate(own):
             key = str(i)
@@ -134,8 +139,8 @@ class ChannelSparseUpdate(layers.Wrapper):
                     f"but the layer needs {tuple(var.shape)}; the file belongs to another model.")
         if "0" in store and "1" in store:
             self._check_selection(np.asarray(store["1"]), np.asarray(store["0"]))
-        if self.kernel_mask is not None and "2" in store:
-            m = np.asarray(store["2"])
+        if self.kernel_mask is not None and "3" in store:
+            m = np.asarray(store["3"])
             if not np.all((m == 0) | (m == 1)):
                 raise ValueError(f"{self.name}: the stored kernel mask holds values other than 0 "
                                  "and 1; the file is corrupted.")
