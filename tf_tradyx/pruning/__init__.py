@@ -6,9 +6,9 @@
     plain = strip(masked)
 
 Modules, one job each: `masking` (MaskedLayer, wrap, strip), `pruner` (the iterative loop),
-`px`, `baselines`, `paths` (the auxiliary path networks PX and SynFlow score with),
+`px`, `baselines`, `paths` and `path_layers` (the auxiliary path networks PX and SynFlow score with),
 `mask_selection` (exact top-k), `schedules`, `pruning_report`, `sanity`, `summaries`. The method
-is specified in docs/METHODS.md, section 2.
+is described in the README.
 """
 
 from tf_tradyx.pruning.baselines import (

@@ -7,10 +7,10 @@
     efficiency(sparse); selection(sparse); plain = strip(sparse)
 
 Modules, one job each: `transforms` (wrap, attach, strip), `sampler` (the model's strategy, budget
-and seed; resampling), `strategies`, `sampling` (filling a budget), `optimizer_state` (optimizer
+and seed; resampling), `strategy_base`, `strategies`, `su_scheme`, `sampling` (filling a budget), `optimizer_state` (optimizer
 slots at a resample), `efficiency_report`, `costs`, `layer_ranking` (RGN), `gradients`,
 `wrapper` (ChannelSparseUpdate), `compact_relu`, `memory` (what a train step keeps),
-`callbacks`. The method is specified in docs/METHODS.md, section 1.
+`callbacks`.
 """
 
 from tf_tradyx.sparse_update import memory
