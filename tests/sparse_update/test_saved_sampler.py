@@ -183,3 +183,20 @@ def test_seed_none_follows_keras_global_seed_and_an_explicit_seed_wins():
     a, b = draw(0), draw(1)
     assert a[0] != b[0] and a[1] != b[1]
     assert draw(0, seed=4) == draw(1, seed=4)
+
+
+@pytest.mark.parametrize("pruner", [tx.pruning.PXPruner, tx.pruning.SynFlowPruner,
+                                    tx.pruning.SNIPPruner])
+def test_every_path_through_a_zero_head_scores_zero_and_pruning_refuses(pruner):
+    """The README's old recipe (a zero-initialized head) made every score 0, and pruning removed
+    weights by position. Now the round is refused, the model left as it was."""
+    model = _model()
+    head = model.get_layer("head")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    masked = tx.pruning.wrap(model, skip=["head"])
+    before = [np.asarray(v).copy() for v in masked.weights]
+    x, y = next(iter(_ds()))
+    with pytest.raises(ValueError, match="score exactly 0.*by position"):
+        pruner(rounds=2, verbose=False).prune(masked, 0.5, (x.numpy(), y.numpy()))
+    for a, b in zip(before, masked.weights):
+        np.testing.assert_array_equal(a, np.asarray(b))

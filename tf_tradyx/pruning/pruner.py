@@ -144,6 +144,26 @@ class Pruner(abc.ABC):
                     "data may hold inf/NaN, or the network is too deep for this scorer.")
         return scores
 
+    def _check_ties(self, scores, alive, density, total, session):
+        """Refuses a round whose ranking cannot choose: fewer alive weights score above zero
+        than the round keeps (scores other than 0: GraSP scores may be negative), so exact-zero ties would be broken by position, not by score."""
+        keep = round(density * total)
+        positive = sum(int(np.count_nonzero((s != 0) & a)) for s, a in zip(scores, alive))
+        if positive >= keep:
+            return
+        remaining = sum(int(a.sum()) for a in alive)
+        zero = [e.name for s, a, e in zip(scores, alive, session.entries)
+                if a.any() and not np.any(s[a] != 0)]
+        raise ValueError(
+            f"{self.name}: in round {session.round}, {remaining - positive:,} of the {remaining:,} "
+            f"remaining weights score exactly 0, and the round keeps {keep:,}: the scores cannot "
+            "tell the weights apart, so pruning would remove them by position. Layers scoring all "
+            f"zero: {zero[:5]}{'...' if len(zero) > 5 else ''}. Usual cause: a layer whose weights "
+            "are all zero (e.g. a new zero-initialized classifier head: give it random weights, "
+            "e.g. keras.initializers.GlorotUniform, before pruning), which zeroes every path "
+            "through it; or a saturated activation (ReLU6) on the scoring input. The model is "
+            "unchanged.")
+
     def score(self, model, data=None):
         """{kernel name: score array} from one scoring pass on the current masks."""
         session = Session(self, model, data)
@@ -173,6 +193,7 @@ class Pruner(abc.ABC):
             for r, density in enumerate(densities, start=1):
                 session.round = r
                 scores = self._checked_scores(session)
+                self._check_ties(scores, alive, density, total, session)
                 keep = mask_selection.select(scores, alive, density, self.scope, self.min_density)
                 for e, k in zip(entries, keep):
                     e.mask.assign(k.astype(e.mask.dtype))
