@@ -200,3 +200,91 @@ def test_every_path_through_a_zero_head_scores_zero_and_pruning_refuses(pruner):
         pruner(rounds=2, verbose=False).prune(masked, 0.5, (x.numpy(), y.numpy()))
     for a, b in zip(before, masked.weights):
         np.testing.assert_array_equal(a, np.asarray(b))
+
+
+OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(0.05), "momentum": lambda: keras.optimizers.SGD(0.05, 0.9),
+    "nesterov": lambda: keras.optimizers.SGD(0.05, 0.9, nesterov=True),
+    "adam": lambda: keras.optimizers.Adam(0.01), "amsgrad": lambda: keras.optimizers.Adam(0.01, amsgrad=True),
+    "adamw_no_decay": lambda: keras.optimizers.AdamW(0.01, weight_decay=0.0),
+    "rmsprop": lambda: keras.optimizers.RMSprop(0.01), "adagrad": lambda: keras.optimizers.Adagrad(0.05),
+    "adadelta": lambda: keras.optimizers.Adadelta(1.0), "adamax": lambda: keras.optimizers.Adamax(0.01),
+    "nadam": lambda: keras.optimizers.Nadam(0.01), "lion": lambda: keras.optimizers.Lion(0.001),
+    "lamb": lambda: keras.optimizers.Lamb(0.01),
+}
+REFUSED = {
+    "muon": lambda: keras.optimizers.Muon(0.01, weight_decay=0.0),
+    "adafactor": lambda: keras.optimizers.Adafactor(0.01), "ftrl": lambda: keras.optimizers.Ftrl(0.05),
+}
+
+
+def _frozen_slices(sparse, before, selections):
+    """Kernel slices of channels never selected in any epoch must be bit-identical."""
+    for w in SP.sparse_layers(sparse):
+        used = set().union(*[set(s.get(w.layer.name, [])) for s in selections])
+        for c in set(range(w.in_channels)) - used:
+            np.testing.assert_array_equal(np.asarray(w.kernel)[..., c, :], before[w.layer.name][..., c, :],
+                                          err_msg=f"{w.layer.name} channel {c}")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_per_element_optimizer_leaves_unselected_channels_bit_identical(name):
+    sparse = SP.wrap(_model(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=1)
+    before = {w.layer.name: np.asarray(w.kernel).copy() for w in SP.sparse_layers(sparse)}
+    record = _Record()
+    sparse.compile(OPTIMIZERS[name](), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = sparse.fit(_ds(), epochs=3, verbose=0, shuffle=False,
+                         callbacks=[SP.ChannelResampler(), record])
+    assert np.all(np.isfinite(history.history["loss"]))
+    _frozen_slices(sparse, before, record.selections)
+    moved = sum(int(np.any(np.asarray(w.kernel) != before[w.layer.name]))
+                for w in SP.sparse_layers(sparse))
+    assert moved > 0  # the selected channels did train
+
+
+def test_adagrad_slots_of_unselected_channels_go_back_to_the_initial_accumulator():
+    sparse = SP.wrap(_model(), budget=300, strategy=SP.TraDy(["pw"]), seed=1)
+    opt = keras.optimizers.Adagrad(0.05, initial_accumulator_value=0.25)
+    sparse.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    sparse.fit(_ds(), epochs=1, verbose=0, callbacks=[SP.ChannelResampler()])
+    SP.resample(sparse, optimizer=opt)
+    w = SP.sparse_layers(sparse)[0]
+    slot = np.asarray(opt._accumulators[opt._get_variable_index(w.kernel)])
+    off = sorted(set(range(w.in_channels)) - set(SP.selection(sparse).get("pw", [])))
+    np.testing.assert_array_equal(slot[..., off, :], 0.25)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_optimizers_that_mix_channels_are_refused_by_name(name):
+    sparse = SP.wrap(_model(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=1)
+    sparse.compile(REFUSED[name](), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match="cannot be used for sparse updates"):
+        sparse.fit(_ds(), epochs=1, verbose=0, callbacks=[SP.ChannelResampler()])
+
+
+@pytest.mark.parametrize("extra", [{"kernel_regularizer": "l2"}, {"kernel_constraint": "max_norm"}])
+def test_kernel_regularizers_and_constraints_on_wrapped_layers_are_refused(extra):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="c1", **extra)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(3, name="head")(keras.layers.Dense(4, name="fc")(x)))
+    with pytest.raises(ValueError, match=r"move unselected channels.*c1\."):
+        SP.wrap(model, budget=300, strategy=SP.TraDy(["c1"]))
+    SP.wrap(model, budget=300, strategy=SP.TraDy(["fc"]))  # the other layers are fine
+
+
+@pytest.mark.parametrize("make", [lambda: keras.optimizers.Muon(0.01, weight_decay=0.0),
+                                  lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1),
+                                  lambda: keras.optimizers.SGD(0.05, 0.9)])
+def test_pruned_raw_kernels_stay_zero_under_any_optimizer_and_after_pruning_again(make):
+    masked = tx.pruning.wrap(_model(), skip=["head"])
+    tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
+    masked.compile(make(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    masked.fit(_ds(), epochs=2, verbose=0)
+    tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.7)
+    masked.fit(_ds(), epochs=1, verbose=0)
+    for w in tx.pruning.masked_layers(masked):
+        kernel, mask = np.asarray(w.layer.kernel), np.asarray(w.masks[0])
+        assert np.all(kernel[mask == 0] == 0), w.name
+        assert np.any(kernel[mask == 1] != 0)

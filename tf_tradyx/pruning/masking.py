@@ -70,6 +70,18 @@ def _attribute_of(layer, variable):
                      "in an attribute; PrunableLayer.get_prunable_weights must return attributes.")
 
 
+class MaskProjection:
+    """A variable constraint: the layer's own constraint (if any), then kernel * mask."""
+
+    def __init__(self, mask, inner=None):
+        self.mask, self.inner = mask, inner
+
+    def __call__(self, kernel):
+        if self.inner is not None:
+            kernel = self.inner(kernel)
+        return kernel * tf.cast(tf.convert_to_tensor(self.mask), kernel.dtype)
+
+
 @keras.saving.register_keras_serializable(package="tf_tradyx")
 class MaskedLayer(layers.Wrapper):
     """Multiplies each prunable kernel of the wrapped layer by a 0/1 mask in the forward pass."""
@@ -92,6 +104,11 @@ class MaskedLayer(layers.Wrapper):
             self.add_weight(name=f"{attr.lstrip('_')}_mask", shape=v.shape, initializer="ones",
                             trainable=False, dtype=v.dtype)
             for attr, v in zip(self.kernel_attributes, self.kernels)]
+        # The optimizer applies a variable's constraint after every update: projecting the raw
+        # kernel onto its mask keeps pruned entries exactly zero under any optimizer (Muon's
+        # orthogonalized updates, weight decay...), not just in the masked forward pass.
+        for kernel, mask in zip(self.kernels, self.masks):
+            kernel.constraint = MaskProjection(mask, kernel.constraint)
         self.built = True
 
     def load_own_variables(self, store):

@@ -1,10 +1,14 @@
 """Optimizer state at a resample: what keeps an unselected channel bit-identical.
 
 The slots (momentum, Adam moments, ...) of the channels that are not selected for the coming epoch
-are set to zero, and selected channels keep theirs. With a zero gradient and zero state, SGD, SGD
+are set back to their initial value (zero, or Adagrad's `initial_accumulator_value`), and selected
+channels keep theirs. With a zero gradient and zero state, SGD, SGD
 with momentum, Adam, RMSprop and friends leave an unselected channel bit-identical through the
 epoch. Decoupled weight decay and EMA would still move it, so `check_optimizer` refuses an optimizer
-that applies them to the wrapped kernels.
+that applies them to the wrapped kernels, and refuses by name the optimizers whose update of one
+channel depends on the others or on state a zero gradient does not keep still:
+Muon (orthogonalizes the whole update matrix), Adafactor (factored second moments: a row of zero
+gradients divides by zero) and Ftrl (recomputes every weight from its own state).
 """
 
 import keras
@@ -14,22 +18,40 @@ from tf_tradyx import _keras_compat, _model_walk
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 
+# Optimizers that cannot leave an unselected channel as it is, and why.
+_REFUSED = {
+    "Muon": "orthogonalizes each kernel's whole update, so every channel moves",
+    "Adafactor": "factors its second moments over rows and columns: unselected channels' zero "
+                 "gradients enter the statistics of the selected ones (and turn them to NaN)",
+    "Ftrl": "recomputes every weight from its own accumulated state, so unselected channels "
+            "(and pretrained weights) are overwritten",
+}
+# Slots whose initial value is not zero: {optimizer class: {slot attribute: optimizer attribute}}.
+_INITIAL_VALUES = {"Adagrad": {"_accumulators": "initial_accumulator_value"}}
+
+
 def _base(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps another
 
 
 def slot_variables(optimizer, variable):
-    """The optimizer's per-variable state (momentum, Adam moments...) for `variable`."""
+    """The optimizer's per-variable state (momentum, Adam moments...) for `variable`, as
+    (slot variable, initial value) pairs."""
     optimizer = _base(optimizer)
     index = _keras_compat.optimizer_variable_index(optimizer, variable)
     if index is None:
         return []
-    return [slots[index] for _, slots in _keras_compat.optimizer_slot_lists(optimizer)
+    initial = {}
+    for cls in type(optimizer).__mro__:
+        initial.update(_INITIAL_VALUES.get(cls.__name__, {}))
+    return [(slots[index], float(getattr(optimizer, initial[key], 0.0)) if key in initial else 0.0)
+            for key, slots in _keras_compat.optimizer_slot_lists(optimizer)
             if slots[index] is not None and slots[index] is not variable]
 
 
 def reset_optimizer_state(model, optimizer):
-    """Zeroes the optimizer state of every wrapped kernel's unselected input channels."""
+    """Resets the optimizer state of every wrapped kernel's unselected input channels to its
+    initial value; selected channels keep theirs."""
     for w in _model_walk.layers_of_type(model, ChannelSparseUpdate):
         slots = slot_variables(optimizer, w.kernel)
         if not slots:
@@ -39,8 +61,9 @@ def reset_optimizer_state(model, optimizer):
         shape = [1] * len(w.kernel.shape)
         shape[-2] = w.in_channels
         keep = keep.reshape(shape)
-        for slot in slots:
-            slot.assign(keras.ops.cast(keras.ops.convert_to_tensor(slot) * keep, slot.dtype))
+        for slot, initial in slots:
+            value = keras.ops.convert_to_tensor(slot) * keep + initial * (1.0 - keep)
+            slot.assign(keras.ops.cast(value, slot.dtype))
 
 
 def check_optimizer(model, optimizer):
@@ -48,6 +71,12 @@ def check_optimizer(model, optimizer):
     optimizer = _base(optimizer)
     if optimizer is None:
         return
+    for cls in type(optimizer).__mro__:
+        if cls.__name__ in _REFUSED:
+            raise ValueError(
+                f"{type(optimizer).__name__} cannot be used for sparse updates: it "
+                f"{_REFUSED[cls.__name__]}. Use SGD (the paper's choice), SGD with momentum, Adam, "
+                "RMSprop, Adagrad or another per-element optimizer.")
     if getattr(optimizer, "use_ema", False):
         raise ValueError("The optimizer uses EMA (use_ema=True), which moves every weight toward its "
                          "average, unselected channels included. Turn it off for sparse updates.")

@@ -74,6 +74,26 @@ def _set_input_gradients(model):
             layer.input_gradient = upstream[id(layer)]
 
 
+_KERNEL_EXTRAS = ("kernel_regularizer", "depthwise_regularizer", "kernel_constraint",
+                  "depthwise_constraint")
+
+
+def _check_kernel_extras(model, names):
+    """Refuses kernel regularizers and constraints on the layers to wrap: a regularizer's gradient
+    and a constraint's projection reach every input channel, so unselected channels would move."""
+    found = []
+    for layer in _model_walk.flatten_layers(model):
+        inner = _model_walk.inner(layer)
+        if inner.name in names:
+            found += [f"{inner.name}.{a}" for a in _KERNEL_EXTRAS if getattr(inner, a, None)]
+    if found:
+        raise ValueError(
+            f"Kernel regularizers and constraints would move unselected channels ({found[:4]}"
+            f"{'...' if len(found) > 4 else ''}): their gradient or projection covers the whole "
+            "kernel. Remove them from these layers before wrapping (e.g. set "
+            "layer.kernel_regularizer = None), or leave these layers out of layers=.")
+
+
 def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, *, data=None, scheme=None,
          update_bias=False, train_batchnorm=False, classifier="auto", compact_activations=True,
          simulate=False, count_pruned=True):
@@ -113,6 +133,7 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, *, data=None
     candidates = strat.candidate_layers(table)
     for name in candidates:
         table[name]  # noqa: B018 - raises a clear KeyError naming the selectable layers
+    _check_kernel_extras(model, candidates)
     # Everything about the sampler is checked before the model is cloned.
     sampler = sampler_lib.Sampler(strat, table, candidates, budget=budget, seed=seed,
                                   count_pruned=count_pruned)
