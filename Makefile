@@ -1,4 +1,5 @@
-# Two commands: `make demo` and `make test`. Both create or reuse .venv and install the package.
+# Two commands: `make demo` and `make check` (lint, format check, every test). Both create or
+# reuse .venv and install the package.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export CUDA_VISIBLE_DEVICES ?=
 
-.PHONY: demo demo-px test bench bench-px bench-px-long bench-tradi bench-all results install clean
+.PHONY: demo demo-px check lint format test test-fast bench bench-px bench-px-long bench-tradi bench-all results install clean
 
 install: $(STAMP)
 
@@ -26,26 +27,45 @@ demo: $(STAMP)
 demo-px: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-# A few minutes: both experiment sweeps on the bundled sample with tiny settings (the harness works).
+# A few minutes: both experiment sweeps (experiments/) on the bundled sample with tiny settings
+# (the harness works); results in experiments/results/smoke/, not committed.
 bench: $(STAMP)
-	rm -rf benchmarks/results/smoke
-	$(BIN)/python benchmarks/sweep.py px --smoke
-	$(BIN)/python benchmarks/sweep.py tradi --smoke
+	rm -rf experiments/results/smoke
+	$(BIN)/python experiments/sweep.py px --smoke
+	$(BIN)/python experiments/sweep.py tradi --smoke
 
-# The full sweeps behind docs/RESULTS.md (hours; they resume where they stopped).
+# The full sweeps behind docs/RESULTS.md (hours; they resume where they stopped). They write
+# experiments/results/ and docs/RESULTS.md and commit nothing: commit the results yourself.
 bench-px: $(STAMP)
-	$(BIN)/python benchmarks/sweep.py px
+	$(BIN)/python experiments/sweep.py px
 bench-px-long: $(STAMP)
-	$(BIN)/python benchmarks/sweep.py px --long
+	$(BIN)/python experiments/sweep.py px --long
 bench-tradi: $(STAMP)
-	$(BIN)/python benchmarks/sweep.py tradi
+	$(BIN)/python experiments/sweep.py tradi
 bench-all: $(STAMP)
-	$(BIN)/python benchmarks/sweep.py all
+	$(BIN)/python experiments/sweep.py all
+# docs/RESULTS.md and its plots from the committed JSON alone.
 results: $(STAMP)
-	$(BIN)/python benchmarks/sweep.py report
+	$(BIN)/python experiments/report.py
+
+# What CI runs (.ci/run): ruff's lint and format check, then the whole test suite.
+check: lint test
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Rewrites the code in ruff's format and applies its safe fixes.
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+
+# The same without the tests marked slow (subprocesses, scripts, real networks): a few minutes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

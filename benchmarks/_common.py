@@ -7,24 +7,27 @@ import platform
 import keras
 import numpy as np
 
+import tf_tradyx as tx
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SHARED_CIFAR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                            "data", "cifar10-jpeg.tar.gz")
+SHARED_CIFAR = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "cifar10-jpeg.tar.gz"
+)
 SHARED_CIFAR_SHA256 = "5613ef7672478fbdd04ff9ba40b7635b4a6c51f1513bfd71b1fb3adfdfd45253"
 
 
 def cifar10(split):
     """The full CIFAR-10 JPEG archive when ../shared has it, else the bundled sample."""
-    import tf_tradyx as tx
     if os.path.exists(SHARED_CIFAR):
-        return tx.data.from_folder(SHARED_CIFAR, split, sha256=SHARED_CIFAR_SHA256), "shared archive"
+        return tx.data.from_folder(
+            SHARED_CIFAR, split, sha256=SHARED_CIFAR_SHA256
+        ), "shared archive"
     return tx.data.cifar10_sample(split), "bundled sample"
 
 
 def pruning_batch(per_class=10):
     """The pruning split for ResNet-20: the first `per_class` CIFAR-10 training images of each
     class, normalized, as numpy arrays (x, y); and the data source."""
-    import tf_tradyx as tx
     train, source = cifar10("train")
     norm = tx.data.normalization("resnet20")
     subset = tx.data.balanced_subset(train, per_class, 10)
@@ -37,7 +40,12 @@ def write_json(name, payload):
     path = os.path.join(RESULTS, name)
     payload = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **payload}
     with open(path, "w") as f:
-        json.dump(payload, f, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+        json.dump(
+            payload,
+            f,
+            indent=1,
+            default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o),
+        )
     return path
 
 
@@ -59,8 +67,9 @@ class CoupledSGD(keras.optimizers.SGD):
         self.l2 = l2
 
     def apply(self, grads, trainable_variables=None):
-        variables = trainable_variables if trainable_variables is not None \
-            else self._trainable_variables
+        variables = (
+            trainable_variables if trainable_variables is not None else self._trainable_variables
+        )
         grads = [g if g is None else g + self.l2 * v for g, v in zip(grads, variables)]
         return super().apply(grads, trainable_variables)
 

@@ -10,26 +10,29 @@ writes benchmarks/results/layer_profiles.{json,png}.
 import json
 import os
 
+import _common
+import keras
+import numpy as np
 from absl import app, flags
 
-import _common
+import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sparsities", ["0.8926", "0.982"], "Target sparsities.")
 flags.DEFINE_list("methods", ["px", "synflow", "snip", "grasp", "magnitude"], "Methods.")
 flags.DEFINE_integer("rounds", 100, "Rounds for the iterative methods (px, synflow, itersnip).")
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "testdata",
-                         "synaptic_flow_synflow_resnet20.json")
+REFERENCE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "..",
+    "tests",
+    "testdata",
+    "synaptic_flow_synflow_resnet20.json",
+)
 
 
 def main(argv):
     del argv
-    import keras
-    import numpy as np
-
-    import tf_tradyx as tx
-
     data, source = _common.pruning_batch()
     with open(REFERENCE) as f:
         reference = json.load(f)["profiles"]
@@ -41,21 +44,35 @@ def main(argv):
             masked = tx.pruning.wrap(tx.models.resnet20())
             rounds = FLAGS.rounds if method in ("px", "synflow", "itersnip") else 1
             report = tx.pruning.get_pruner(method, rounds=rounds, verbose=False).prune(
-                masked, float(sparsity), data)
+                masked, float(sparsity), data
+            )
             profiles[method] = report.rows
-        names = [r["name"].replace("_conv/kernel", "").replace("/kernel", "") for r in profiles[FLAGS.methods[0]]]
+        names = [
+            r["name"].replace("_conv/kernel", "").replace("/kernel", "")
+            for r in profiles[FLAGS.methods[0]]
+        ]
         ref = reference.get(sparsity, {}).get("mean")
         print(f"\nResNet-20, sparsity {sparsity}: density (connected output channels)\n")
-        header = f"{'layer':<26}" + "".join(f"{m:>16}" for m in FLAGS.methods) + (
-            f"{'Synaptic-Flow':>15}" if ref else "")
+        header = (
+            f"{'layer':<26}"
+            + "".join(f"{m:>16}" for m in FLAGS.methods)
+            + (f"{'Synaptic-Flow':>15}" if ref else "")
+        )
         print(header)
         for i, name in enumerate(names):
-            cells = "".join(f"{profiles[m][i]['density']:>8.4f} ({profiles[m][i]['connected_outputs']:.2f})"
-                            for m in FLAGS.methods)
+            cells = "".join(
+                f"{profiles[m][i]['density']:>8.4f} ({profiles[m][i]['connected_outputs']:.2f})"
+                for m in FLAGS.methods
+            )
             print(f"{name:<26}{cells}" + (f"{ref[i]:>15.4f}" if ref else ""))
-        results[sparsity] = {"layers": names, "synaptic_flow_synflow": ref,
-                             "profiles": {m: [{k: r[k] for k in ("density", "connected_outputs", "kept")}
-                                              for r in rows] for m, rows in profiles.items()}}
+        results[sparsity] = {
+            "layers": names,
+            "synaptic_flow_synflow": ref,
+            "profiles": {
+                m: [{k: r[k] for k in ("density", "connected_outputs", "kept")} for r in rows]
+                for m, rows in profiles.items()
+            },
+        }
         if ref and "synflow" in profiles:
             diff = np.abs(np.array([r["density"] for r in profiles["synflow"]]) - np.array(ref))
             print(f"SynFlow vs Synaptic-Flow: max |density difference| {diff.max():.4f}")
@@ -64,6 +81,7 @@ def main(argv):
     print(f"\nwrote {path}")
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

@@ -23,11 +23,25 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-BUDGETS = {"mbv2-w0.35": [27946, 66592, 93696], "mcunet-in1": [15936, 64832, 112640],
-           "proxyless-w0.3": [25984, 72960, 101376]}
-SCHEMES = {"mbv2-w0.35": "mbv2-w0.35/50kb", "mcunet-in1": "mcunet-in1/50kb",
-           "proxyless-w0.3": "proxyless-w0.3/50kb"}
+import _common  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tf_tradyx as tx  # noqa: E402
+
+BUDGETS = {
+    "mbv2-w0.35": [27946, 66592, 93696],
+    "mcunet-in1": [15936, 64832, 112640],
+    "proxyless-w0.3": [25984, 72960, 101376],
+}
+SCHEMES = {
+    "mbv2-w0.35": "mbv2-w0.35/50kb",
+    "mcunet-in1": "mcunet-in1/50kb",
+    "proxyless-w0.3": "proxyless-w0.3/50kb",
+}
 OTHER_STRATEGIES = ("dynamic_full_random", "dynamic_det_rgn")  # memory only (--only adds them)
 RANKINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "rankings")
 
@@ -43,7 +57,6 @@ def _reset_peak():
 
 
 def _tensor_peak():
-    import tensorflow as tf
     try:
         return tf.config.experimental.get_memory_info("CPU:0")["peak"]
     except ValueError:
@@ -51,7 +64,6 @@ def _tensor_peak():
 
 
 def _reset_tensor_peak():
-    import tensorflow as tf
     try:
         tf.config.experimental.reset_memory_stats("CPU:0")
     except ValueError:
@@ -59,17 +71,10 @@ def _reset_tensor_peak():
 
 
 def child(config):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # TensorFlow's BFC allocator on the CPU keeps exact statistics of tensor memory.
-    if config.get("allocator") == "bfc":
-        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    import tf_tradyx as tx
-    from tf_tradyx.sparse_update import memory
-
+    # TensorFlow's BFC allocator on the CPU keeps exact statistics of tensor memory; TensorFlow
+    # reads the switch from the environment, so the parent sets it for the child (_child_env).
+    if config.get("allocator") == "bfc" and os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") != "true":
+        raise RuntimeError("the bfc child must run with TF_CPU_ALLOCATOR_USE_BFC=true")
     if config.get("allocator") != "default":
         # One inter-op thread: ops run one after another, so the peak reflects what is kept, not
         # which independent ops happened to overlap. Intra-op threads stay at their default.
@@ -82,8 +87,11 @@ def child(config):
         kwargs["scheme"] = SCHEMES[net]
     if config["strategy"] == "tradi":
         ranking = tx.sparse_update.LayerRanking.load(os.path.join(RANKINGS, f"{net}.json"))
-        kwargs.update(layers=ranking.top_k(0.97), budget=config["budget"],
-                      simulate=config.get("simulate", False))
+        kwargs.update(
+            layers=ranking.top_k(0.97),
+            budget=config["budget"],
+            simulate=config.get("simulate", False),
+        )
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(-1, 1, (batch, 128, 128, 3)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, batch))
@@ -93,8 +101,9 @@ def child(config):
         if config["strategy"] == "dynamic_det_rgn":
             kwargs["data"] = (x.numpy(), y.numpy())
     sparse = tx.sparse_update.wrap(model, **kwargs)
-    sparse.compile(keras.optimizers.SGD(0.01),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    sparse.compile(
+        keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     forward = tf.function(lambda t: sparse(t, training=True))
     forward(x)
     sparse.train_on_batch(x, y)  # traces the train function
@@ -111,29 +120,33 @@ def child(config):
         sparse.train_on_batch(x, y)
         times.append(time.perf_counter() - start)
     peak_train, tensors_train = _peak_kb(), _tensor_peak()
-    retained = (memory.retained_bytes(sparse, batch_size=batch) if config.get("allocator") == "malloc"
-                else {"activation": 0, "mask": 0})
+    retained = (
+        tx.sparse_update.memory.retained_bytes(sparse, batch_size=batch)
+        if config.get("allocator") == "malloc"
+        else {"activation": 0, "mask": 0}
+    )
     eff = tx.sparse_update.efficiency(sparse)
-    return {**config, "peak_forward_mb": peak_forward / 1024, "peak_train_mb": peak_train / 1024,
-            "overhead_mb": (peak_train - peak_forward) / 1024,
-            "tensor_peak_forward_mb": tensors_forward / 2 ** 20,
-            "tensor_peak_train_mb": tensors_train / 2 ** 20,
-            "tensor_overhead_mb": (tensors_train - tensors_forward) / 2 ** 20,
-            "step_seconds": float(np.mean(times[1:])), "units": eff.units,
-            "retained_activation_mb": retained["activation"] / 2 ** 20,
-            "retained_mask_mb": retained["mask"] / 2 ** 20}
+    return {
+        **config,
+        "peak_forward_mb": peak_forward / 1024,
+        "peak_train_mb": peak_train / 1024,
+        "overhead_mb": (peak_train - peak_forward) / 1024,
+        "tensor_peak_forward_mb": tensors_forward / 2**20,
+        "tensor_peak_train_mb": tensors_train / 2**20,
+        "tensor_overhead_mb": (tensors_train - tensors_forward) / 2**20,
+        "step_seconds": float(np.mean(times[1:])),
+        "units": eff.units,
+        "retained_activation_mb": retained["activation"] / 2**20,
+        "retained_mask_mb": retained["mask"] / 2**20,
+    }
 
 
 def ensure_rankings(nets):
     """RGN rankings (1 epoch on the bundled CIFAR-10 sample) for the TraDy layer sets."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.makedirs(RANKINGS, exist_ok=True)
     todo = [n for n in nets if not os.path.exists(os.path.join(RANKINGS, f"{n}.json"))]
     if not todo:
         return
-    import keras
-
-    import tf_tradyx as tx
     train = tx.data.cifar10_sample("train", shuffle_files=True, seed=0)
     for net in todo:
         keras.utils.set_random_seed(0)
@@ -150,27 +163,57 @@ def configs(quick):
         batches = [64, 128] if net == "mbv2-w0.35" else [64]
         if quick and net != "mbv2-w0.35":
             continue
-        for batch in (batches[:1] if quick else batches):
+        for batch in batches[:1] if quick else batches:
             base = [("full", None), ("classifier", None), ("bias", None), ("su", None)]
             budgets = BUDGETS[net] if net == "mbv2-w0.35" else BUDGETS[net][:1]
             runs = [{"net": net, "batch": batch, "strategy": s, "budget": b} for s, b in base]
-            runs += [{"net": net, "batch": batch, "strategy": "tradi", "budget": b} for b in budgets]
-            runs.append({"net": net, "batch": batch, "strategy": "tradi", "budget": budgets[0],
-                         "simulate": True})
+            runs += [
+                {"net": net, "batch": batch, "strategy": "tradi", "budget": b} for b in budgets
+            ]
+            runs.append(
+                {
+                    "net": net,
+                    "batch": batch,
+                    "strategy": "tradi",
+                    "budget": budgets[0],
+                    "simulate": True,
+                }
+            )
             if net == "mbv2-w0.35" and batch == 64:  # the other strategies of docs/RESULTS.md
-                runs += [{"net": net, "batch": batch, "strategy": s, "budget": budgets[0]}
-                         for s in OTHER_STRATEGIES]
+                runs += [
+                    {"net": net, "batch": batch, "strategy": s, "budget": budgets[0]}
+                    for s in OTHER_STRATEGIES
+                ]
             if quick:
-                runs = [r for r in runs if r["strategy"] in ("full", "classifier")
-                        or (r["strategy"] == "tradi" and r["budget"] == budgets[0])]
+                runs = [
+                    r
+                    for r in runs
+                    if r["strategy"] in ("full", "classifier")
+                    or (r["strategy"] == "tradi" and r["budget"] == budgets[0])
+                ]
             out += runs
     return out
 
 
+def _child_env(allocator):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if allocator == "malloc":
+        # Peak RSS with glibc's mmap threshold fixed at 128 KiB: every large tensor is its own
+        # mapping, returned to the system when freed, so RSS follows live memory instead of
+        # malloc's caching.
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    elif allocator == "bfc":
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+    return env
+
+
 def _child_step_seconds(config):
-    proc = subprocess.run([sys.executable, __file__, "--child",
-                           json.dumps({**config, "allocator": "default"})],
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps({**config, "allocator": "default"})],
+        capture_output=True,
+        text=True,
+        env=_child_env("default"),
+    )
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])["step_seconds"]
@@ -178,8 +221,11 @@ def _child_step_seconds(config):
 
 def _full_reference(rows, row):
     """The full fine-tuning row of `row`'s network and batch: every ratio's denominator."""
-    return next(x for x in rows if (x["net"], x["batch"]) == (row["net"], row["batch"])
-                and x["strategy"] == "full")
+    return next(
+        x
+        for x in rows
+        if (x["net"], x["batch"]) == (row["net"], row["batch"]) and x["strategy"] == "full"
+    )
 
 
 def retime(only=None):
@@ -189,8 +235,7 @@ def retime(only=None):
     its own full fine-tuning reference (same network and batch), so their ``time_vs_full`` is a
     side-by-side ratio; the stored full rows and every other row keep their times.
     """
-    from _common import RESULTS
-    path = os.path.join(RESULTS, "memory.json")
+    path = os.path.join(_common.RESULTS, "memory.json")
     with open(path) as f:
         payload = json.load(f)
     rows = payload["rows"]
@@ -199,26 +244,35 @@ def retime(only=None):
     if only:
         unknown = only - {r["strategy"] for r in rows}
         if unknown:
-            raise ValueError(f"--only: strategies {sorted(unknown)} are not in {path}; measure "
-                             "their memory first (memory.py --only ...)")
+            raise ValueError(
+                f"--only: strategies {sorted(unknown)} are not in {path}; measure "
+                "their memory first (memory.py --only ...)"
+            )
         references = {}
         for row in (r for r in rows if r["strategy"] in only):
             key = (row["net"], row["batch"])
             if key not in references:
                 references[key] = _child_step_seconds(config(_full_reference(rows, row)))
-                print(f"  {key[0]} b{key[1]} full fine-tuning (reference): {references[key]:.3f} s",
-                      flush=True)
+                print(
+                    f"  {key[0]} b{key[1]} full fine-tuning (reference): {references[key]:.3f} s",
+                    flush=True,
+                )
             row["step_seconds"] = _child_step_seconds(config(row))
             row["time_reference_seconds"] = references[key]
             row["time_vs_full"] = row["step_seconds"] / references[key]
-            print(f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s "
-                  f"({row['time_vs_full']:.2f} x full)", flush=True)
+            print(
+                f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s "
+                f"({row['time_vs_full']:.2f} x full)",
+                flush=True,
+            )
     else:
         for row in rows:
             row["step_seconds"] = _child_step_seconds(config(row))
             row.pop("time_reference_seconds", None)
-            print(f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s",
-                  flush=True)
+            print(
+                f"  {row['net']} b{row['batch']} {label(row)}: {row['step_seconds']:.3f} s",
+                flush=True,
+            )
         for row in rows:
             row["time_vs_full"] = row["step_seconds"] / _full_reference(rows, row)["step_seconds"]
     with open(path, "w") as f:
@@ -226,8 +280,11 @@ def retime(only=None):
 
 
 def label(r):
-    name = "TraDy simulated" if r.get("simulate") else {"tradi": "TraDy"}.get(r["strategy"],
-                                                                                r["strategy"])
+    name = (
+        "TraDy simulated"
+        if r.get("simulate")
+        else {"tradi": "TraDy"}.get(r["strategy"], r["strategy"])
+    )
     return f"{name} @ {r['budget']:,}" if r["strategy"] == "tradi" else name
 
 
@@ -235,11 +292,17 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--child")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", help="comma-separated strategies: measure just those rows' "
-                        "memory (no step time) and merge them into results/memory.json")
-    parser.add_argument("--timing", action="store_true",
-                        help="re-measure only the step times of results/memory.json (idle "
-                        "machine); with --only, just those rows, each next to its full reference")
+    parser.add_argument(
+        "--only",
+        help="comma-separated strategies: measure just those rows' "
+        "memory (no step time) and merge them into results/memory.json",
+    )
+    parser.add_argument(
+        "--timing",
+        action="store_true",
+        help="re-measure only the step times of results/memory.json (idle "
+        "machine); with --only, just those rows, each next to its full reference",
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -250,7 +313,6 @@ def main():
         except ValueError as err:
             parser.error(str(err))
         return
-    from _common import RESULTS, write_json
     runs = configs(args.quick)
     kept = []
     if args.only:
@@ -259,23 +321,22 @@ def main():
         if unknown:
             parser.error(f"--only: unknown strategies {sorted(unknown)}")
         runs = [r for r in runs if r["strategy"] in only]
-        with open(os.path.join(RESULTS, "memory.json")) as f:
+        with open(os.path.join(_common.RESULTS, "memory.json")) as f:
             kept = [r for r in json.load(f)["rows"] if r["strategy"] not in only]
     ensure_rankings(sorted({r["net"] for r in runs}))
     rows = []
     for r in runs:
-        # Peak RSS with glibc's mmap threshold fixed at 128 KiB: every large tensor is its own
-        # mapping, returned to the system when freed, so RSS follows live memory instead of
-        # malloc's caching. A second process reads TensorFlow's BFC allocator statistics.
-        # Step time comes from a third process with TensorFlow's default setup, as users run it.
+        # Peak RSS from a process with a fixed mmap threshold (_child_env); a second process reads
+        # TensorFlow's BFC allocator statistics. Step time comes from a third process with
+        # TensorFlow's default setup, as users run it.
         result = {}
         for allocator in ("malloc", "bfc") if args.only else ("malloc", "bfc", "default"):
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            if allocator == "malloc":
-                env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-            proc = subprocess.run([sys.executable, __file__, "--child",
-                                   json.dumps({**r, "allocator": allocator})],
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", json.dumps({**r, "allocator": allocator})],
+                capture_output=True,
+                text=True,
+                env=_child_env(allocator),
+            )
             if proc.returncode:
                 raise RuntimeError(f"{r} failed:\n{proc.stderr[-3000:]}")
             out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -289,30 +350,41 @@ def main():
             result["step_seconds"] = None  # not timed: --only runs next to other work
         result.pop("allocator", None)
         rows.append(result)
-        print(f"  {rows[-1]['net']} b{rows[-1]['batch']} {label(rows[-1])}: RSS "
-              f"{rows[-1]['overhead_mb']:.1f} MB, tensors {rows[-1]['tensor_overhead_mb']:.1f} MB",
-              flush=True)
+        print(
+            f"  {rows[-1]['net']} b{rows[-1]['batch']} {label(rows[-1])}: RSS "
+            f"{rows[-1]['overhead_mb']:.1f} MB, tensors {rows[-1]['tensor_overhead_mb']:.1f} MB",
+            flush=True,
+        )
     rows = kept + rows
     for row in rows:
         ref = _full_reference(rows, row)
         row["overhead_vs_full"] = row["overhead_mb"] / max(ref["overhead_mb"], 1e-9)
-        row["tensor_overhead_vs_full"] = row["tensor_overhead_mb"] / max(ref["tensor_overhead_mb"],
-                                                                          1e-9)
+        row["tensor_overhead_vs_full"] = row["tensor_overhead_mb"] / max(
+            ref["tensor_overhead_mb"], 1e-9
+        )
         reference = row.get("time_reference_seconds") or ref["step_seconds"]  # see retime()
-        row["time_vs_full"] = (None if row["step_seconds"] is None
-                               else row["step_seconds"] / reference)
-    head = (f"{'network':<15}{'batch':>6}  {'configuration':<26}{'units':>10}{'RSS ovh MB':>11}"
-            f"{'x full':>8}{'tensor ovh MB':>14}{'x full':>8}{'retained MB':>12}{'step s':>8}"
-            f"{'x full':>8}")
+        row["time_vs_full"] = (
+            None if row["step_seconds"] is None else row["step_seconds"] / reference
+        )
+    head = (
+        f"{'network':<15}{'batch':>6}  {'configuration':<26}{'units':>10}{'RSS ovh MB':>11}"
+        f"{'x full':>8}{'tensor ovh MB':>14}{'x full':>8}{'retained MB':>12}{'step s':>8}"
+        f"{'x full':>8}"
+    )
     print(head)
     for r in rows:
-        print(f"{r['net']:<15}{r['batch']:>6}  {label(r):<26}{r['units']:>10,}{r['overhead_mb']:>11.1f}"
-              f"{r['overhead_vs_full']:>8.3f}{r['tensor_overhead_mb']:>14.1f}"
-              f"{r['tensor_overhead_vs_full']:>8.3f}"
-              f"{r['retained_activation_mb'] + r['retained_mask_mb']:>12.2f}"
-              + (f"{r['step_seconds']:>8.3f}{r['time_vs_full']:>8.3f}" if r["step_seconds"]
-                 else f"{'-':>8}{'-':>8}"))
-    path = write_json("memory_quick.json" if args.quick else "memory.json", {"rows": rows})
+        print(
+            f"{r['net']:<15}{r['batch']:>6}  {label(r):<26}{r['units']:>10,}{r['overhead_mb']:>11.1f}"
+            f"{r['overhead_vs_full']:>8.3f}{r['tensor_overhead_mb']:>14.1f}"
+            f"{r['tensor_overhead_vs_full']:>8.3f}"
+            f"{r['retained_activation_mb'] + r['retained_mask_mb']:>12.2f}"
+            + (
+                f"{r['step_seconds']:>8.3f}{r['time_vs_full']:>8.3f}"
+                if r["step_seconds"]
+                else f"{'-':>8}{'-':>8}"
+            )
+        )
+    path = _common.write_json("memory_quick.json" if args.quick else "memory.json", {"rows": rows})
     print("wrote", path)
 
 

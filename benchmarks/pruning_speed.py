@@ -8,26 +8,27 @@ Prints a table and writes benchmarks/results/pruning_speed.json.
 
 import time
 
+import _common
+import keras
+import numpy as np
 from absl import app, flags
 
-import _common
+import tf_tradyx as tx
+from tf_tradyx.pruning.pruner import Session  # not public: one scoring session reused across passes
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("rounds", 100, "Rounds for the full pruning runs.")
 flags.DEFINE_float("sparsity", 0.982, "Target sparsity of the full pruning runs.")
 flags.DEFINE_integer("repeats", 10, "Scoring passes timed per method (median reported).")
-flags.DEFINE_list("methods", ["px", "synflow", "snip", "itersnip", "grasp", "magnitude", "random"],
-                  "Methods to time.")
+flags.DEFINE_list(
+    "methods",
+    ["px", "synflow", "snip", "itersnip", "grasp", "magnitude", "random"],
+    "Methods to time.",
+)
 
 
 def main(argv):
     del argv
-    import keras
-    import numpy as np
-
-    import tf_tradyx as tx
-    from tf_tradyx.pruning.pruner import Session
-
     data, source = _common.pruning_batch()
     rows = []
     for method in FLAGS.methods:
@@ -46,10 +47,15 @@ def main(argv):
         start = time.perf_counter()
         report = pruner.prune(masked, FLAGS.sparsity, data)
         total = time.perf_counter() - start
-        rows.append({"method": method, "first_pass_s": round(first, 3),
-                     "score_pass_ms": round(1000 * float(np.median(times)), 1),
-                     f"prune_{FLAGS.rounds}_rounds_s": round(total, 2),
-                     "density": round(report.density, 5)})
+        rows.append(
+            {
+                "method": method,
+                "first_pass_s": round(first, 3),
+                "score_pass_ms": round(1000 * float(np.median(times)), 1),
+                f"prune_{FLAGS.rounds}_rounds_s": round(total, 2),
+                "density": round(report.density, 5),
+            }
+        )
         print(rows[-1], flush=True)
     base = {r["method"]: r for r in rows}
     if "px" in base and "synflow" in base:
@@ -59,8 +65,10 @@ def main(argv):
     columns = list(rows[0].keys())
     print(f"\nResNet-20, {len(data[0])} CIFAR-10 images ({source}), sparsity {FLAGS.sparsity}\n")
     print(_common.table(rows, columns))
-    path = _common.write_json("pruning_speed.json", {"rounds": FLAGS.rounds, "sparsity": FLAGS.sparsity,
-                                                     "data": source, "rows": rows})
+    path = _common.write_json(
+        "pruning_speed.json",
+        {"rounds": FLAGS.rounds, "sparsity": FLAGS.sparsity, "data": source, "rows": rows},
+    )
     print(f"\nwrote {path}")
 
 

@@ -11,23 +11,29 @@ benchmarks/results/px_collapse.json, which docs/RESULTS.md quotes.
 
 import time
 
+import _common
+import keras
 from absl import app, flags
 
-import _common
+import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("sparsity", 0.982, "Target sparsity.")
 flags.DEFINE_integer("rounds", 100, "Pruning rounds.")
 flags.DEFINE_float("min_density", 0.005, "Per-layer floor of the guarded PX run.")
 
-VARIANTS = [("px", "init", 0.0), ("px", "calibrated", 0.0), ("synflow", "init", 0.0),
-            ("synflow", "calibrated", 0.0), ("px", "init", None)]
+VARIANTS = [
+    ("px", "init", 0.0),
+    ("px", "calibrated", 0.0),
+    ("synflow", "init", 0.0),
+    ("synflow", "calibrated", 0.0),
+    ("px", "init", None),
+]
 
 
 def calibrate_batch_norm(model, x):
     """Sets every BN layer's moving statistics to those of batch `x` (one forward pass in training
     mode with momentum 0); the momentum is restored afterwards."""
-    import keras
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [bn.momentum for bn in bns]
     try:
@@ -41,10 +47,6 @@ def calibrate_batch_norm(model, x):
 
 def main(argv):
     del argv
-    import keras
-
-    import tf_tradyx as tx
-
     (x, y), source = _common.pruning_batch()
     rows = []
     for method, bn, floor in VARIANTS:
@@ -54,24 +56,51 @@ def main(argv):
         if bn == "calibrated":
             calibrate_batch_norm(model, x)
         masked = tx.pruning.wrap(model)
-        pruner = tx.pruning.get_pruner(method, rounds=FLAGS.rounds, min_density=floor, verbose=False)
+        pruner = tx.pruning.get_pruner(
+            method, rounds=FLAGS.rounds, min_density=floor, verbose=False
+        )
         start = time.perf_counter()
         pruner.prune(masked, FLAGS.sparsity, data=(x, y))
         seconds = time.perf_counter() - start
         result = tx.pruning.report(masked)
         layers = result.rows
         empty = [name.split("/")[0] for name in result.collapsed]
-        rows.append({"method": method, "bn": bn, "min_density": floor, "empty": len(empty),
-                     "empty_layers": empty,
-                     "min_layer_density": round(min(r["density"] for r in layers), 4),
-                     "connected_outputs": round(sum(r["connected_outputs"] for r in layers)
-                                                / len(layers), 3),
-                     "seconds": round(seconds, 1)})
+        rows.append(
+            {
+                "method": method,
+                "bn": bn,
+                "min_density": floor,
+                "empty": len(empty),
+                "empty_layers": empty,
+                "min_layer_density": round(min(r["density"] for r in layers), 4),
+                "connected_outputs": round(
+                    sum(r["connected_outputs"] for r in layers) / len(layers), 3
+                ),
+                "seconds": round(seconds, 1),
+            }
+        )
         print(rows[-1], flush=True)
-    print(_common.table(rows, ["method", "bn", "min_density", "empty", "min_layer_density",
-                               "connected_outputs", "seconds"]))
-    print("wrote", _common.write_json("px_collapse.json", {
-        "data": source, "sparsity": FLAGS.sparsity, "rounds": FLAGS.rounds, "rows": rows}))
+    print(
+        _common.table(
+            rows,
+            [
+                "method",
+                "bn",
+                "min_density",
+                "empty",
+                "min_layer_density",
+                "connected_outputs",
+                "seconds",
+            ],
+        )
+    )
+    print(
+        "wrote",
+        _common.write_json(
+            "px_collapse.json",
+            {"data": source, "sparsity": FLAGS.sparsity, "rounds": FLAGS.rounds, "rows": rows},
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,15 @@ def main(argv):
     train, test = tx.data.cifar10_sample("train"), tx.data.cifar10_sample("test")
     norm = tx.data.normalization("resnet20")
     prune_data = tx.data.balanced_subset(train, per_class=10).map(lambda x, y: (norm(x), y))
-    train_ds = tx.data.prepare(train, 64, preprocess=norm, augment=tx.data.cifar_augment,
-                               shuffle_buffer=1000, seed=0, cache=True)
+    train_ds = tx.data.prepare(
+        train,
+        64,
+        preprocess=norm,
+        augment=tx.data.cifar_augment,
+        shuffle_buffer=1000,
+        seed=0,
+        cache=True,
+    )
     test_ds = tx.data.prepare(test, 200, preprocess=norm, cache=True)
 
     results = []
@@ -41,42 +48,65 @@ def main(argv):
             masked = tx.pruning.wrap(model)
         else:
             print(f"\n== {method}: pruning to sparsity {FLAGS.sparsity} ==")
-            masked = tx.pruning.prune_at_init(model, method=method, sparsity=FLAGS.sparsity,
-                                              data=prune_data, rounds=100 if method == "px" else 1)
+            masked = tx.pruning.prune_at_init(
+                model,
+                method=method,
+                sparsity=FLAGS.sparsity,
+                data=prune_data,
+                rounds=100 if method == "px" else 1,
+            )
             if method == "px":
                 print(masked.pruning_report)
                 try:
-                    tx.pruning.plot_layer_density(masked.pruning_report,
-                                                  os.path.join(FLAGS.out, "px_density.png"))
+                    tx.pruning.plot_layer_density(
+                        masked.pruning_report, os.path.join(FLAGS.out, "px_density.png")
+                    )
                 except ImportError:
                     pass
         prune_s = time.time() - start
-        masked.compile(keras.optimizers.SGD(0.05, momentum=0.9),
-                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       metrics=["accuracy"])
+        masked.compile(
+            keras.optimizers.SGD(0.05, momentum=0.9),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         start = time.time()
         masked.fit(train_ds, epochs=FLAGS.epochs, verbose=0)
         train_s = time.time() - start
         plain = tx.pruning.strip(masked)
-        plain.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        plain.compile(
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+        )
         _, accuracy = plain.evaluate(test_ds, verbose=0)
         density = tx.pruning.report(masked).density
         zeros_held = all(
             np.all(np.asarray(v)[np.asarray(m) == 0] == 0)
-            for w in tx.pruning.masked_layers(masked) for v, m in zip(w.kernels, w.masks))
-        results.append({"method": method, "density": round(density, 4),
-                        "test_accuracy": round(float(accuracy), 4),
-                        "pruned_weights_still_zero": zeros_held,
-                        "prune_s": round(prune_s, 1), "train_s": round(train_s, 1)})
+            for w in tx.pruning.masked_layers(masked)
+            for v, m in zip(w.kernels, w.masks)
+        )
+        results.append(
+            {
+                "method": method,
+                "density": round(density, 4),
+                "test_accuracy": round(float(accuracy), 4),
+                "pruned_weights_still_zero": zeros_held,
+                "prune_s": round(prune_s, 1),
+                "train_s": round(train_s, 1),
+            }
+        )
         print(results[-1], flush=True)
 
-    print(f"\nResNet-20 on the bundled CIFAR-10 sample (1,000 train / 200 test images), "
-          f"{FLAGS.epochs} epochs; a short run, so accuracies are low and close.\n")
-    print(f"{'method':<8} {'density':>8} {'test acc':>9} {'zeros held':>11} {'prune s':>8} {'train s':>8}")
+    print(
+        f"\nResNet-20 on the bundled CIFAR-10 sample (1,000 train / 200 test images), "
+        f"{FLAGS.epochs} epochs; a short run, so accuracies are low and close.\n"
+    )
+    print(
+        f"{'method':<8} {'density':>8} {'test acc':>9} {'zeros held':>11} {'prune s':>8} {'train s':>8}"
+    )
     for r in results:
-        print(f"{r['method']:<8} {r['density']:>8.4f} {r['test_accuracy']:>9.4f} "
-              f"{str(r['pruned_weights_still_zero']):>11} {r['prune_s']:>8.1f} {r['train_s']:>8.1f}")
+        print(
+            f"{r['method']:<8} {r['density']:>8.4f} {r['test_accuracy']:>9.4f} "
+            f"{str(r['pruned_weights_still_zero']):>11} {r['prune_s']:>8.1f} {r['train_s']:>8.1f}"
+        )
     with open(os.path.join(FLAGS.out, "demo.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(f"\nwrote {os.path.join(FLAGS.out, 'demo.json')}")

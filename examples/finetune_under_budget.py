@@ -21,15 +21,36 @@ from absl import app, flags
 import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "mbv2-w0.35",
-                    "mbv2-w0.35, mcunet-in1, proxyless-w0.3, or a .keras file (inputs in [-1, 1]).")
-flags.DEFINE_string("dataset", "cifar10_sample", "TFDS name, or cifar10_sample for the bundled sample.")
+flags.DEFINE_string(
+    "model",
+    "mbv2-w0.35",
+    "mbv2-w0.35, mcunet-in1, proxyless-w0.3, or a .keras file (inputs in [-1, 1]).",
+)
+flags.DEFINE_string(
+    "dataset", "cifar10_sample", "TFDS name, or cifar10_sample for the bundled sample."
+)
 flags.DEFINE_string("data_dir", None, "Class-folder directory or .tar.gz (overrides --dataset).")
 flags.DEFINE_string("budget", "27946", "Memory budget: units, or bytes with a suffix (109KiB).")
-flags.DEFINE_enum("strategy", "tradi", ["tradi", "static_topk_random", "dynamic_full_random",
-                                        "static_full_random", "dynamic_det_rgn", "static_det_rgn",
-                                        "su", "full", "classifier", "bias"], "Selection strategy.")
-flags.DEFINE_string("scheme", None, "For --strategy=su: a paper scheme name (default: the model's).")
+flags.DEFINE_enum(
+    "strategy",
+    "tradi",
+    [
+        "tradi",
+        "static_topk_random",
+        "dynamic_full_random",
+        "static_full_random",
+        "dynamic_det_rgn",
+        "static_det_rgn",
+        "su",
+        "full",
+        "classifier",
+        "bias",
+    ],
+    "Selection strategy.",
+)
+flags.DEFINE_string(
+    "scheme", None, "For --strategy=su: a paper scheme name (default: the model's)."
+)
 flags.DEFINE_string("layers_from", None, "Layer-ranking JSON (tx.sparse_update.LayerRanking).")
 flags.DEFINE_float("coverage", 0.97, "Share of total RGN the preselected layers must hold.")
 flags.DEFINE_integer("rank_epochs", 1, "Epochs of the ranking run when --layers_from is not given.")
@@ -44,8 +65,11 @@ flags.DEFINE_integer("seed", 0, "Seed for the head, the channel sampler and the 
 flags.DEFINE_string("out", "out/finetune_under_budget", "Output directory.")
 flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
 
-DEFAULT_SCHEMES = {"mbv2-w0.35": "mbv2-w0.35/50kb", "mcunet-in1": "mcunet-in1/50kb",
-                   "proxyless-w0.3": "proxyless-w0.3/50kb"}
+DEFAULT_SCHEMES = {
+    "mbv2-w0.35": "mbv2-w0.35/50kb",
+    "mcunet-in1": "mcunet-in1/50kb",
+    "proxyless-w0.3": "proxyless-w0.3/50kb",
+}
 
 
 def _model(tx, keras, num_classes):
@@ -54,8 +78,9 @@ def _model(tx, keras, num_classes):
         if tx.sparse_update.sparse_layers(model):
             model = tx.sparse_update.strip(model)
         return model, "loaded"
-    return tx.models.load_pretrained(FLAGS.model, num_classes=num_classes,
-                                     input_size=FLAGS.input_size), FLAGS.model
+    return tx.models.load_pretrained(
+        FLAGS.model, num_classes=num_classes, input_size=FLAGS.input_size
+    ), FLAGS.model
 
 
 def main(argv):
@@ -71,15 +96,29 @@ def main(argv):
     size = int(model.inputs[0].shape[1])
     pre = tx.models.preprocess(name if name != "loaded" else "mbv2-w0.35", input_size=size)
     flip = lambda x: tf.image.random_flip_left_right(x)  # noqa: E731
-    train_ds = tx.data.prepare(train, FLAGS.batch_size, preprocess=pre, augment=flip,
-                               shuffle_buffer=10_000, seed=FLAGS.seed, cache=True)
+    train_ds = tx.data.prepare(
+        train,
+        FLAGS.batch_size,
+        preprocess=pre,
+        augment=flip,
+        shuffle_buffer=10_000,
+        seed=FLAGS.seed,
+        cache=True,
+    )
     test_ds = tx.data.prepare(test, 256, preprocess=pre, cache=True)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     costs = tx.sparse_update.cost_table(model)
     budget = tx.sparse_update.parse_budget(FLAGS.budget)
-    result = {"model": FLAGS.model, "dataset": FLAGS.data_dir or FLAGS.dataset,
-              "strategy": FLAGS.strategy, "budget_units": budget, "full_units": costs.full_units,
-              "seed": FLAGS.seed, "epochs": FLAGS.epochs, "lr": FLAGS.lr}
+    result = {
+        "model": FLAGS.model,
+        "dataset": FLAGS.data_dir or FLAGS.dataset,
+        "strategy": FLAGS.strategy,
+        "budget_units": budget,
+        "full_units": costs.full_units,
+        "seed": FLAGS.seed,
+        "epochs": FLAGS.epochs,
+        "lr": FLAGS.lr,
+    }
 
     kwargs = {"strategy": FLAGS.strategy, "seed": FLAGS.seed}
     if FLAGS.strategy in ("tradi", "static_topk_random"):
@@ -87,8 +126,9 @@ def main(argv):
             ranking = tx.sparse_update.LayerRanking.load(FLAGS.layers_from)
         else:
             start = time.time()
-            ranking = tx.sparse_update.rank_layers(model, train_ds, epochs=FLAGS.rank_epochs,
-                                                   loss=loss, verbose=0)
+            ranking = tx.sparse_update.rank_layers(
+                model, train_ds, epochs=FLAGS.rank_epochs, loss=loss, verbose=0
+            )
             ranking.save(os.path.join(FLAGS.out, "ranking.json"))
             result["ranking_seconds"] = round(time.time() - start, 2)
         ranking.check_model(model)
@@ -106,26 +146,38 @@ def main(argv):
     warmup = min(FLAGS.warmup_epochs, FLAGS.epochs - 1) * steps
     total = FLAGS.epochs * steps
     if warmup:
-        lr = keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=FLAGS.lr,
-                                                    warmup_steps=warmup)
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0, total - warmup, warmup_target=FLAGS.lr, warmup_steps=warmup
+        )
     else:
         lr = keras.optimizers.schedules.CosineDecay(FLAGS.lr, total)
     sparse.compile(keras.optimizers.SGD(lr), loss, metrics=["accuracy"])
     start = time.time()
-    history = sparse.fit(train_ds, epochs=FLAGS.epochs, validation_data=test_ds, verbose=2,
-                         callbacks=[tx.sparse_update.ChannelResampler(),
-                                    tx.sparse_update.EfficiencyLogger()])
+    history = sparse.fit(
+        train_ds,
+        epochs=FLAGS.epochs,
+        validation_data=test_ds,
+        verbose=2,
+        callbacks=[tx.sparse_update.ChannelResampler(), tx.sparse_update.EfficiencyLogger()],
+    )
     result["train_seconds"] = round(time.time() - start, 2)
     _, accuracy = sparse.evaluate(test_ds, verbose=0)
     eff = tx.sparse_update.efficiency(sparse)
-    result.update({"test_accuracy": float(accuracy), "efficiency": eff.as_dict(),
-                   "history": {k: [float(v) for v in vals] for k, vals in history.history.items()}})
+    result.update(
+        {
+            "test_accuracy": float(accuracy),
+            "efficiency": eff.as_dict(),
+            "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        }
+    )
     with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
-    print(f"{FLAGS.strategy} on {FLAGS.model}: test accuracy {accuracy:.4f}; last selection "
-          f"{eff.units:,} units ({eff.units / eff.full_units:.1%} of full fine-tuning), activation "
-          f"sparsity {eff.activation_sparsity:.1%}, weight-derivative sparsity "
-          f"{eff.weight_derivative_sparsity:.1%}; results in {os.path.join(FLAGS.out, 'results.json')}")
+    print(
+        f"{FLAGS.strategy} on {FLAGS.model}: test accuracy {accuracy:.4f}; last selection "
+        f"{eff.units:,} units ({eff.units / eff.full_units:.1%} of full fine-tuning), activation "
+        f"sparsity {eff.activation_sparsity:.1%}, weight-derivative sparsity "
+        f"{eff.weight_derivative_sparsity:.1%}; results in {os.path.join(FLAGS.out, 'results.json')}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import app, flags, logging
 
 import tf_tradyx as tx
@@ -24,21 +23,30 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "resnet20", ["resnet20", "vgg16_bn"], "Network to prune.")
 flags.DEFINE_string("dataset", "cifar10", "TFDS name, or cifar10_sample for the bundled sample.")
 flags.DEFINE_string("data_dir", None, "Class-folder directory or .tar.gz (overrides --dataset).")
-flags.DEFINE_enum("method", "px", ["px", "synflow", "snip", "grasp", "itersnip", "magnitude",
-                                   "random", "dense"], "Pruning method (dense: no pruning).")
+flags.DEFINE_enum(
+    "method",
+    "px",
+    ["px", "synflow", "snip", "grasp", "itersnip", "magnitude", "random", "dense"],
+    "Pruning method (dense: no pruning).",
+)
 flags.DEFINE_float("sparsity", 0.9, "Fraction of prunable weights to remove, in [0, 1).")
 flags.DEFINE_integer("rounds", None, "Pruning rounds (default: 100 for iterative methods, else 1).")
 flags.DEFINE_integer("prune_per_class", 10, "Pruning data: the first N training images per class.")
 flags.DEFINE_integer("epochs", 160, "Training epochs.")
 flags.DEFINE_integer("batch_size", 128, "Training batch size.")
-flags.DEFINE_float("lr", 0.1, "Peak learning rate (SGD, momentum 0.9, drops x0.1 at 50 % and 75 %).")
+flags.DEFINE_float(
+    "lr", 0.1, "Peak learning rate (SGD, momentum 0.9, drops x0.1 at 50 % and 75 %)."
+)
 flags.DEFINE_float("weight_decay", 1e-4, "Weight decay.")
 flags.DEFINE_integer("max_train", None, "Use only the first N training images (quick runs).")
 flags.DEFINE_integer("seed", 0, "Seed for weights, pruning and data order.")
 flags.DEFINE_string("out", "out/prune_at_init", "Output directory for report.json (and a plot).")
 flags.DEFINE_bool("plot", True, "Write a per-layer density PNG when matplotlib is installed.")
-flags.register_validator("sparsity", lambda s: 0.0 <= s < 1.0,
-                         message="--sparsity must be in [0, 1) (0.9 keeps 10 % of the weights).")
+flags.register_validator(
+    "sparsity",
+    lambda s: 0.0 <= s < 1.0,
+    message="--sparsity must be in [0, 1) (0.9 keeps 10 % of the weights).",
+)
 flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
 
 
@@ -52,8 +60,13 @@ def main(argv):
     norm = tx.data.normalization(FLAGS.model, "cifar100" if num_classes == 100 else "cifar10")
     model = tx.models.get(FLAGS.model, num_classes=num_classes)
 
-    result = {"model": FLAGS.model, "dataset": FLAGS.data_dir or FLAGS.dataset,
-              "method": FLAGS.method, "sparsity": FLAGS.sparsity, "seed": FLAGS.seed}
+    result = {
+        "model": FLAGS.model,
+        "dataset": FLAGS.data_dir or FLAGS.dataset,
+        "method": FLAGS.method,
+        "sparsity": FLAGS.sparsity,
+        "seed": FLAGS.seed,
+    }
     start = time.time()
     if FLAGS.method == "dense":
         masked = tx.pruning.wrap(model)
@@ -71,34 +84,53 @@ def main(argv):
                 logging.warning("%s", e)
     result["prune_seconds"] = round(time.time() - start, 2)
 
-    train_ds = tx.data.prepare(train, FLAGS.batch_size, preprocess=norm, augment=tx.data.cifar_augment,
-                               shuffle_buffer=10_000, seed=FLAGS.seed, cache=True)
+    train_ds = tx.data.prepare(
+        train,
+        FLAGS.batch_size,
+        preprocess=norm,
+        augment=tx.data.cifar_augment,
+        shuffle_buffer=10_000,
+        seed=FLAGS.seed,
+        cache=True,
+    )
     test_ds = tx.data.prepare(test, 500, preprocess=norm, cache=True)
     steps = sum(1 for _ in train_ds)
     boundaries = [int(steps * FLAGS.epochs * 0.5), int(steps * FLAGS.epochs * 0.75)]
     lr = keras.optimizers.schedules.PiecewiseConstantDecay(
-        boundaries, [FLAGS.lr, FLAGS.lr * 0.1, FLAGS.lr * 0.01])
-    masked.compile(keras.optimizers.SGD(lr, momentum=0.9, weight_decay=FLAGS.weight_decay),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"])
+        boundaries, [FLAGS.lr, FLAGS.lr * 0.1, FLAGS.lr * 0.01]
+    )
+    masked.compile(
+        keras.optimizers.SGD(lr, momentum=0.9, weight_decay=FLAGS.weight_decay),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     start = time.time()
     history = masked.fit(train_ds, epochs=FLAGS.epochs, validation_data=test_ds, verbose=2)
     result["train_seconds"] = round(time.time() - start, 2)
     plain = tx.pruning.strip(masked)
-    plain.compile(metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    plain.compile(
+        metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     _, accuracy = plain.evaluate(test_ds, verbose=0)
     final = tx.pruning.report(masked)
-    result.update({"test_accuracy": float(accuracy), "density": final.density,
-                   "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-                   "report": final.as_dict()})
-    nonzero = sum(int(np.count_nonzero(np.asarray(w.kernel))) for w in plain.layers
-                  if hasattr(w, "kernel"))
+    result.update(
+        {
+            "test_accuracy": float(accuracy),
+            "density": final.density,
+            "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+            "report": final.as_dict(),
+        }
+    )
+    nonzero = sum(
+        int(np.count_nonzero(np.asarray(w.kernel))) for w in plain.layers if hasattr(w, "kernel")
+    )
     result["nonzero_kernel_weights_after_training"] = nonzero
     with open(os.path.join(FLAGS.out, "report.json"), "w") as f:
         json.dump(result, f, indent=1)
-    print(f"{FLAGS.method} {FLAGS.model}: density {final.density:.4f}, test accuracy "
-          f"{accuracy:.4f}, report in {os.path.join(FLAGS.out, 'report.json')}")
+    print(
+        f"{FLAGS.method} {FLAGS.model}: density {final.density:.4f}, test accuracy "
+        f"{accuracy:.4f}, report in {os.path.join(FLAGS.out, 'report.json')}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,13 +22,19 @@ from absl import app, flags
 import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "mbv2-w0.35", ["mbv2-w0.35", "mcunet-in1", "proxyless-w0.3"],
-                  "Pretrained tinyML network.")
+flags.DEFINE_enum(
+    "model",
+    "mbv2-w0.35",
+    ["mbv2-w0.35", "mcunet-in1", "proxyless-w0.3"],
+    "Pretrained tinyML network.",
+)
 flags.DEFINE_string("dataset", "cifar10_sample", "TFDS name, or cifar10_sample (bundled, offline).")
 flags.DEFINE_string("data_dir", None, "Class-folder directory or .tar.gz (overrides --dataset).")
 flags.DEFINE_float("sparsity", 0.5, "PX target sparsity of the conv and dense kernels, in [0, 1).")
 flags.DEFINE_integer("rounds", 20, "PX rounds.")
-flags.DEFINE_string("budget", "27946", "TraDy memory budget: units, or bytes with a suffix (109KiB).")
+flags.DEFINE_string(
+    "budget", "27946", "TraDy memory budget: units, or bytes with a suffix (109KiB)."
+)
 flags.DEFINE_bool("count_pruned", False, "Charge a channel for its pruned weights too.")
 flags.DEFINE_string("layers_from", None, "Layer-ranking JSON; default: rank on the training data.")
 flags.DEFINE_integer("epochs", 8, "Fine-tuning epochs.")
@@ -37,8 +43,11 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("max_train", None, "Use only the first N training images.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("out", "out/prune_then_finetune", "Output directory.")
-flags.register_validator("sparsity", lambda s: 0.0 <= s < 1.0,
-                         message="--sparsity must be in [0, 1) (0.5 keeps half of the weights).")
+flags.register_validator(
+    "sparsity",
+    lambda s: 0.0 <= s < 1.0,
+    message="--sparsity must be in [0, 1) (0.5 keeps half of the weights).",
+)
 
 
 def main(argv):
@@ -53,20 +62,31 @@ def main(argv):
     prune_data = tx.data.balanced_subset(train, per_class=10, num_classes=num_classes)
     prune_data = prune_data.map(lambda x, y: (pre(x), y))
     flip = lambda x: tf.image.random_flip_left_right(x)  # noqa: E731
-    train_ds = tx.data.prepare(train, FLAGS.batch_size, preprocess=pre, augment=flip,
-                               shuffle_buffer=10_000, seed=FLAGS.seed, cache=True)
+    train_ds = tx.data.prepare(
+        train,
+        FLAGS.batch_size,
+        preprocess=pre,
+        augment=flip,
+        shuffle_buffer=10_000,
+        seed=FLAGS.seed,
+        cache=True,
+    )
     test_ds = tx.data.prepare(test, 250, preprocess=pre, cache=True)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     # 1. Pretrained network, new head; PX on 10 images per class. The head stays dense.
-    model = tx.models.load_pretrained(FLAGS.model, num_classes=num_classes,
-                                      head_initializer="glorot_uniform")
+    model = tx.models.load_pretrained(
+        FLAGS.model, num_classes=num_classes, head_initializer="glorot_uniform"
+    )
     masked = tx.pruning.wrap(model, skip=["classifier"])
     t = time.time()
-    print(f"PX: pruning {FLAGS.model} to {FLAGS.sparsity:.0%} sparsity on 10 images per class...",
-          flush=True)
+    print(
+        f"PX: pruning {FLAGS.model} to {FLAGS.sparsity:.0%} sparsity on 10 images per class...",
+        flush=True,
+    )
     report = tx.pruning.PXPruner(rounds=FLAGS.rounds, seed=FLAGS.seed, verbose=0).prune(
-        masked, FLAGS.sparsity, data=prune_data)
+        masked, FLAGS.sparsity, data=prune_data
+    )
     prune_seconds = time.time() - t
     # PX needs a nonzero head (its path products run through it); fine-tuning starts from a zero
     # head, so the first loss is log(classes) rather than whatever random logits give.
@@ -83,23 +103,44 @@ def main(argv):
         ranking = tx.sparse_update.rank_layers(masked, train_ds, epochs=1, loss=loss, verbose=0)
         ranking.save(os.path.join(FLAGS.out, "ranking.json"))
     budget = tx.sparse_update.parse_budget(FLAGS.budget)
-    sparse = tx.sparse_update.wrap(masked, budget=budget, layers=ranking.top_k(0.97),
-                                   strategy="tradi", seed=FLAGS.seed,
-                                   count_pruned=FLAGS.count_pruned)
+    sparse = tx.sparse_update.wrap(
+        masked,
+        budget=budget,
+        layers=ranking.top_k(0.97),
+        strategy="tradi",
+        seed=FLAGS.seed,
+        count_pruned=FLAGS.count_pruned,
+    )
     steps = sum(1 for _ in train_ds)
     warmup = steps if FLAGS.epochs > 1 else 0
-    lr = (keras.optimizers.schedules.CosineDecay(0.0, FLAGS.epochs * steps - warmup,
-                                                 warmup_target=FLAGS.lr, warmup_steps=warmup)
-          if warmup else keras.optimizers.schedules.CosineDecay(FLAGS.lr, FLAGS.epochs * steps))
+    lr = (
+        keras.optimizers.schedules.CosineDecay(
+            0.0, FLAGS.epochs * steps - warmup, warmup_target=FLAGS.lr, warmup_steps=warmup
+        )
+        if warmup
+        else keras.optimizers.schedules.CosineDecay(FLAGS.lr, FLAGS.epochs * steps)
+    )
     sparse.compile(keras.optimizers.SGD(lr), loss, metrics=["accuracy"])
     t = time.time()
-    report_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: print(
-        f"epoch {e + 1}/{FLAGS.epochs}: loss {logs['loss']:.3f}, test accuracy "
-        f"{logs['val_accuracy']:.2%}, {int(logs['sparse_update/units']):,} units in "
-        f"{int(logs['sparse_update/layers_updated'])} layers", flush=True))
-    history = sparse.fit(train_ds, epochs=FLAGS.epochs, validation_data=test_ds, verbose=0,
-                         callbacks=[tx.sparse_update.ChannelResampler(),
-                                    tx.sparse_update.EfficiencyLogger(), report_epoch])
+    report_epoch = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: print(
+            f"epoch {e + 1}/{FLAGS.epochs}: loss {logs['loss']:.3f}, test accuracy "
+            f"{logs['val_accuracy']:.2%}, {int(logs['sparse_update/units']):,} units in "
+            f"{int(logs['sparse_update/layers_updated'])} layers",
+            flush=True,
+        )
+    )
+    history = sparse.fit(
+        train_ds,
+        epochs=FLAGS.epochs,
+        validation_data=test_ds,
+        verbose=0,
+        callbacks=[
+            tx.sparse_update.ChannelResampler(),
+            tx.sparse_update.EfficiencyLogger(),
+            report_epoch,
+        ],
+    )
     train_seconds = time.time() - t
     _, acc_after = sparse.evaluate(test_ds, verbose=0)
     eff = tx.sparse_update.efficiency(sparse)
@@ -108,20 +149,28 @@ def main(argv):
     plain = tx.pruning.strip(tx.sparse_update.strip(sparse))
     path = os.path.join(FLAGS.out, f"{FLAGS.model}_pruned_finetuned.keras")
     plain.save(path)
-    kernels = [l.kernel.numpy() for l in plain.layers
-               if hasattr(l, "kernel") and l.name != "classifier"]
+    kernels = [
+        l.kernel.numpy() for l in plain.layers if hasattr(l, "kernel") and l.name != "classifier"
+    ]
     zeros = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
     summary = {
-        "model": FLAGS.model, "data": FLAGS.data_dir or FLAGS.dataset,
-        "sparsity_target": FLAGS.sparsity, "sparsity_after_finetuning": zeros,
-        "accuracy_before_finetuning": float(acc_before), "accuracy_after": float(acc_after),
-        "budget_units": budget, "units_used": eff.units,
+        "model": FLAGS.model,
+        "data": FLAGS.data_dir or FLAGS.dataset,
+        "sparsity_target": FLAGS.sparsity,
+        "sparsity_after_finetuning": zeros,
+        "accuracy_before_finetuning": float(acc_before),
+        "accuracy_after": float(acc_after),
+        "budget_units": budget,
+        "units_used": eff.units,
         "units_all_weights": eff.units_all_weights,
-        "units_unpruned_weights": eff.units_unpruned_weights, "full_units": eff.full_units,
+        "units_unpruned_weights": eff.units_unpruned_weights,
+        "full_units": eff.full_units,
         "activation_sparsity": eff.activation_sparsity,
         "weight_derivative_sparsity": eff.weight_derivative_sparsity,
-        "px_seconds": prune_seconds, "finetune_seconds": train_seconds,
-        "total_seconds": time.time() - started, "model_file": path,
+        "px_seconds": prune_seconds,
+        "finetune_seconds": train_seconds,
+        "total_seconds": time.time() - started,
+        "model_file": path,
         "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
         "pruning_report": report.as_dict()["totals"],
     }
@@ -129,15 +178,23 @@ def main(argv):
         json.dump(summary, f, indent=1)
     rows = [
         ("network", f"{FLAGS.model} (ImageNet-pretrained, new {num_classes}-class head)"),
-        ("PX pruning", f"{FLAGS.sparsity:.0%} target, {FLAGS.rounds} rounds, {prune_seconds:.1f} s"),
+        (
+            "PX pruning",
+            f"{FLAGS.sparsity:.0%} target, {FLAGS.rounds} rounds, {prune_seconds:.1f} s",
+        ),
         ("kernel sparsity after fine-tuning", f"{zeros:.2%} (pruned weights stayed exactly 0)"),
         ("accuracy before fine-tuning", f"{acc_before:.2%}"),
         ("accuracy after TraDy", f"{acc_after:.2%} ({FLAGS.epochs} epochs, {train_seconds:.0f} s)"),
         ("memory budget", f"{budget:,} units ({budget * 4 / 1024:.1f} KiB of float32)"),
-        ("units used (last epoch)", f"{eff.units:,} ({'all' if FLAGS.count_pruned else 'unpruned'}"
-                                    f" weights counted; {eff.units_all_weights:,} counting all)"),
-        ("activation / weight-derivative sparsity",
-         f"{eff.activation_sparsity:.1%} / {eff.weight_derivative_sparsity:.1%}"),
+        (
+            "units used (last epoch)",
+            f"{eff.units:,} ({'all' if FLAGS.count_pruned else 'unpruned'}"
+            f" weights counted; {eff.units_all_weights:,} counting all)",
+        ),
+        (
+            "activation / weight-derivative sparsity",
+            f"{eff.activation_sparsity:.1%} / {eff.weight_derivative_sparsity:.1%}",
+        ),
         ("plain Keras model", path),
         ("summary", os.path.join(FLAGS.out, "summary.json")),
     ]

@@ -38,8 +38,13 @@ def conv_same(net, src, dst, h, w, cin, cout, k, layer):
         for di, dj, ci in itertools.product(range(k), range(k), range(cin)):
             ii, jj = i + di - p, j + dj - p
             if 0 <= ii < h and 0 <= jj < w:
-                net.connect(src, (ii * w + jj) * cin + ci, dst, (i * w + j) * cout + co,
-                            ("w", layer, (di, dj, ci, co)))
+                net.connect(
+                    src,
+                    (ii * w + jj) * cin + ci,
+                    dst,
+                    (i * w + j) * cout + co,
+                    ("w", layer, (di, dj, ci, co)),
+                )
 
 
 def dense(net, src, dst, nin, nout, layer):
@@ -73,7 +78,9 @@ def real_forward(net, x, params):
                 out[:, du] += f[1] * vals[src][:, su] + f[2]
             elif f[0] == "bn":
                 g, b, m, v, eps = params[(f[1], "bn")]
-                out[:, du] += (vals[src][:, su] - m[f[2]]) * g[f[2]] / np.sqrt(v[f[2]] + eps) + b[f[2]]
+                out[:, du] += (vals[src][:, su] - m[f[2]]) * g[f[2]] / np.sqrt(v[f[2]] + eps) + b[
+                    f[2]
+                ]
             else:
                 out[:, du] += f[1] * vals[src][:, su]
         if t in net.bias:
@@ -95,8 +102,12 @@ def px_scores(net, x, params, masks):
     vals = real_forward(net, x, masked_params)
     gates = {t: (vals[t] > 0).astype(float) for t in net.relu}
     # A leaky ReLU's squared derivative: 1 where active, slope^2 where negative.
-    gates.update({t: np.where(vals[t] > 0, 1.0, np.where(vals[t] < 0, a * a, 0.0))
-                  for t, a in net.leaky.items()})
+    gates.update(
+        {
+            t: np.where(vals[t] > 0, 1.0, np.where(vals[t] < 0, a * a, 0.0))
+            for t, a in net.leaky.items()
+        }
+    )
     incoming = {t: {} for t in net.order}
     for dst in net.order:
         for src, su, du, f in net.edges[dst]:
@@ -140,7 +151,7 @@ def px_scores(net, x, params, masks):
                 a = a * gates[t][:, u]
         z1[k] += a.sum()
     scores = {layer: np.zeros_like(params[layer]) for layer in masks}
-    for k, start, path in all_paths:
+    for k, _start, path in all_paths:
         v2 = np.prod([z2_factor(f) for _, _, f in path])
         for _, _, f in path:
             if f[0] == "w":

@@ -22,8 +22,9 @@ def _functional():
 
 
 def _sequential():
-    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d1"),
-                             keras.layers.Dense(2, name="d2")])
+    return keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="d1"), keras.layers.Dense(2, name="d2")]
+    )
 
 
 def test_graph_models_are_told_apart_from_subclassed_ones():
@@ -90,6 +91,7 @@ def test_own_variables_are_in_save_order():
 
 def test_call_training_argument_is_detected():
     assert compat.call_has_training_arg(keras.layers.Dropout(0.5)), VERSION
+
     class NoTraining(keras.layers.Layer):
         def call(self, x):
             return x
@@ -105,11 +107,14 @@ def test_set_untracked_does_not_add_a_weight():
     assert len(layer.weights) == before, VERSION
 
 
-@pytest.mark.parametrize("make,slots", [
-    (lambda: keras.optimizers.SGD(0.1, momentum=0.9), 1),
-    (lambda: keras.optimizers.Adam(0.1), 2),
-    (lambda: keras.optimizers.RMSprop(0.1), 1),
-])
+@pytest.mark.parametrize(
+    "make,slots",
+    [
+        (lambda: keras.optimizers.SGD(0.1, momentum=0.9), 1),
+        (lambda: keras.optimizers.Adam(0.1), 2),
+        (lambda: keras.optimizers.RMSprop(0.1), 1),
+    ],
+)
 def test_optimizer_slots_index_and_weight_decay(make, slots):
     opt = make()
     a, b = keras.Variable(np.ones((3, 2)), name="a"), keras.Variable(np.ones(4), name="b")

@@ -10,8 +10,42 @@ def as_dataset(data, batch_size=32):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
-    raise TypeError(f"data must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple, got "
-                    f"{type(data).__name__}.")
+    raise TypeError(
+        f"data must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple, got "
+        f"{type(data).__name__}."
+    )
+
+
+def bounded(dataset, max_batches, what):
+    """`dataset`, refused when it is infinite (a pipeline ending in .repeat()) or turns out longer
+    than `max_batches` (unknown cardinality is read lazily and cut with a clear error)."""
+    cardinality = int(dataset.cardinality())
+    if cardinality == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            f"The {what} is an infinite dataset (it ends in .repeat()?); reading it "
+            "would never end. Pass a finite one, e.g. dataset.take(n)."
+        )
+    if cardinality > max_batches:
+        raise ValueError(
+            f"The {what} has {cardinality:,} batches, more than the {max_batches:,} "
+            "read into memory at most; pass a smaller split, e.g. "
+            "tf_tradyx.data.balanced_subset(train, per_class=10) or dataset.take(n)."
+        )
+    if cardinality >= 0:
+        return dataset
+
+    def check(index, batch):
+        tf.debugging.assert_less(
+            index,
+            tf.constant(max_batches, tf.int64),
+            message=(
+                f"The {what} (of unknown length) yields more than {max_batches:,} batches, the most "
+                "read into memory; pass a finite, smaller dataset, e.g. dataset.take(n)."
+            ),
+        )
+        return batch
+
+    return dataset.enumerate().map(check)
 
 
 def xy(batch):
@@ -26,22 +60,33 @@ def check_batch(model, x, y=None):
     or integer labels outside [0, number of outputs)."""
     dtype = tf.as_dtype(x.dtype)
     if not (dtype.is_floating or dtype.is_integer):
-        raise ValueError(f"Inputs must be numeric images, got dtype {dtype.name}; decode and "
-                         "preprocess them first (e.g. tf_tradyx.models.preprocess).")
+        raise ValueError(
+            f"Inputs must be numeric images, got dtype {dtype.name}; decode and "
+            "preprocess them first (e.g. tf_tradyx.models.preprocess)."
+        )
     expected = tuple(model.inputs[0].shape[1:])
     shape = tuple(x.shape[1:])
-    if len(shape) != len(expected) or any(a is not None and b is not None and a != b
-                                          for a, b in zip(expected, shape)):
-        raise ValueError(f"Data of shape {tuple(x.shape)} does not fit the model input "
-                         f"(batch, {', '.join(map(str, expected))}); preprocess it to the "
-                         "model's input size first (e.g. tf_tradyx.models.preprocess).")
+    if len(shape) != len(expected) or any(
+        a is not None and b is not None and a != b for a, b in zip(expected, shape)
+    ):
+        raise ValueError(
+            f"Data of shape {tuple(x.shape)} does not fit the model input "
+            f"(batch, {', '.join(map(str, expected))}); preprocess it to the "
+            "model's input size first (e.g. tf_tradyx.models.preprocess)."
+        )
     if y is None:
         return
     labels = np.asarray(y)
     classes = model.outputs[0].shape[-1]
-    if labels.size and np.issubdtype(labels.dtype, np.integer) and classes is not None and (
-            labels.ndim <= 1 or labels.shape[-1] == 1):
+    if (
+        labels.size
+        and np.issubdtype(labels.dtype, np.integer)
+        and classes is not None
+        and (labels.ndim <= 1 or labels.shape[-1] == 1)
+    ):
         if labels.min() < 0 or labels.max() >= classes:
-            raise ValueError(f"Labels must lie in [0, {classes}) for this {classes}-way model, got "
-                             f"values from {labels.min()} to {labels.max()}: the data is "
-                             "mislabeled or the classifier has the wrong number of classes.")
+            raise ValueError(
+                f"Labels must lie in [0, {classes}) for this {classes}-way model, got "
+                f"values from {labels.min()} to {labels.max()}: the data is "
+                "mislabeled or the classifier has the wrong number of classes."
+            )

@@ -21,10 +21,12 @@ def _changed(what, error):
     return KerasInternalsChanged(
         f"tf_tradyx relies on the Keras internal {what}, which Keras {keras.__version__} does not "
         f"provide as expected ({type(error).__name__}: {error}). tf_tradyx is tested with Keras "
-        f"{TESTED_KERAS}; install it (pip install 'keras>=3.15,<4') or report this.")
+        f"{TESTED_KERAS}; install it (pip install 'keras>=3.15,<4') or report this."
+    )
 
 
 # ---- models and their graphs -----------------------------------------------------------------
+
 
 def is_graph_model(model):
     """True for Sequential models and plain Functional models (not subclasses with their own
@@ -88,6 +90,7 @@ def set_untracked(obj, name, value):
 
 # ---- optimizers ----------------------------------------------------------------------------------
 
+
 def optimizer_variable_index(optimizer, variable):
     """The index of `variable` among the optimizer's trainable variables (its slot lists use it),
     or None when the optimizer does not track it."""
@@ -118,8 +121,9 @@ def optimizer_slot_lists(optimizer):
             continue
         slots = list(value)
         if len(slots) == len(refs) and all(
-                s is None or (isinstance(s, keras.Variable) and tuple(s.shape) == tuple(r.shape))
-                for s, r in zip(slots, refs)):
+            s is None or (isinstance(s, keras.Variable) and tuple(s.shape) == tuple(r.shape))
+            for s, r in zip(slots, refs)
+        ):
             out.append((key, slots))
     return out
 

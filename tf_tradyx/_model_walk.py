@@ -7,9 +7,15 @@ from tf_tradyx import _keras_compat
 
 # Layers with no weights that pass a classifier's output through unchanged in kind (logits stay
 # logits or become probabilities): walked through to find the head and the output activation.
-PASS_THROUGH = (keras.layers.Activation, keras.layers.Softmax, keras.layers.ReLU,
-                keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
-                keras.layers.Identity)
+PASS_THROUGH = (
+    keras.layers.Activation,
+    keras.layers.Softmax,
+    keras.layers.ReLU,
+    keras.layers.Dropout,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Identity,
+)
 
 
 def check_cloneable(model):
@@ -21,7 +27,8 @@ def check_cloneable(model):
     raise TypeError(
         f"{type(model).__name__} is a subclassed Keras model; its layers cannot be cloned with "
         "wrappers. Build it with the Functional or Sequential API, or put the tf_tradyx wrapper "
-        "layers around its layers yourself.")
+        "layers around its layers yourself."
+    )
 
 
 def layer_pairs(original, clone):
@@ -47,6 +54,12 @@ def flatten_layers(model):
 def layers_of_type(model, cls):
     """The layers of `model` (nested models expanded) that are instances of `cls`, in graph order."""
     return [layer for layer in flatten_layers(model) if isinstance(layer, cls)]
+
+
+def is_sparse_update_wrapper(layer):
+    """True for a tf_tradyx.sparse_update wrapper (known here by its marker, so that the pruning
+    package need not import sparse_update)."""
+    return bool(getattr(type(layer), "_tradyx_sparse_update", False))
 
 
 def inner(layer):

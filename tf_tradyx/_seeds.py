@@ -14,8 +14,10 @@ import numpy as np
 def resolve(seed, name="seed"):
     """A non-negative int seed: `seed` itself, or a draw from the global (Keras-seeded) stream."""
     if seed is None:
-        return random.randint(0, 2 ** 31 - 1)
+        return random.randint(0, 2**31 - 1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"{name} must be a non-negative integer or None (follow Keras' global "
-                         f"seed, keras.utils.set_random_seed), got {seed!r}.")
+        raise ValueError(
+            f"{name} must be a non-negative integer or None (follow Keras' global "
+            f"seed, keras.utils.set_random_seed), got {seed!r}."
+        )
     return int(seed)

@@ -12,8 +12,10 @@ class SummaryCallback(keras.callbacks.Callback):
         try:
             import tensorboard  # noqa: F401
         except ImportError as e:
-            raise ImportError(f"{type(self).__name__} writes TensorBoard summaries: "
-                              "pip install 'tf_tradyx[tensorboard]'.") from e
+            raise ImportError(
+                f"{type(self).__name__} writes TensorBoard summaries: "
+                "pip install 'tf_tradyx[tensorboard]'."
+            ) from e
         self.log_dir = log_dir
         self._writer = None
 

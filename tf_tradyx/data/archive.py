@@ -20,8 +20,11 @@ class ArchiveError(ValueError):
 
 def cache_root(cache_dir=None):
     """The cache directory: `cache_dir`, else $TF_TRADYX_CACHE, else ~/.cache/tf_tradyx."""
-    root = cache_dir or os.environ.get(DEFAULT_CACHE_ENV) or os.path.join(
-        os.path.expanduser("~"), ".cache", "tf_tradyx")
+    root = (
+        cache_dir
+        or os.environ.get(DEFAULT_CACHE_ENV)
+        or os.path.join(os.path.expanduser("~"), ".cache", "tf_tradyx")
+    )
     os.makedirs(root, exist_ok=True)
     return root
 
@@ -49,7 +52,8 @@ def extract(path, sha256=None, cache_dir=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"Archive {path!r} does not exist. Pass the path of a .tar.gz in the class-folder layout "
-            "root/<split>/<class>/*.jpg, or a directory with that layout.")
+            "root/<split>/<class>/*.jpg, or a directory with that layout."
+        )
     base = os.path.basename(path)
     for suffix in (".tar.gz", ".tgz", ".tar"):
         if base.endswith(suffix):
@@ -69,7 +73,8 @@ def extract(path, sha256=None, cache_dir=None):
     if sha256 is not None and actual != sha256.lower():
         raise ArchiveError(
             f"Archive {path!r} has sha256 {actual}, expected {sha256}. The file is corrupt or a "
-            "different version: download or copy it again.")
+            "different version: download or copy it again."
+        )
     if os.path.isdir(final):  # Extracted earlier without a checksum; now verified.
         with open(marker, "w") as f:
             f.write(actual)
@@ -86,7 +91,8 @@ def extract(path, sha256=None, cache_dir=None):
         except (tarfile.TarError, EOFError, OSError, ValueError) as e:
             raise ArchiveError(
                 f"Could not extract {path!r} ({type(e).__name__}: {e}). The archive is truncated or "
-                "not a tar.gz; copy it again (and pass sha256= to verify it).") from e
+                "not a tar.gz; copy it again (and pass sha256= to verify it)."
+            ) from e
         try:
             os.rename(tmp, final)
         except OSError:

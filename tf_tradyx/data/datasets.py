@@ -25,7 +25,8 @@ OFFLINE_HELP = (
     "root/<split>/<class>/*.jpg from a directory or a .tar.gz (CIFAR-10: "
     "../shared/data/cifar10-jpeg.tar.gz); tf_tradyx.data.cifar10_sample(split) is a small CIFAR-10 "
     "sample shipped with the package; or prepare the TFDS dataset on a connected machine and pass "
-    "its data_dir=.")
+    "its data_dir=."
+)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -50,8 +51,17 @@ def network_available(timeout=3.0, hosts=_PROBE_HOSTS):
     return False
 
 
-def load(name, split="train", *, data_dir=None, download=True, manual_dir=None,
-         download_config=None, shuffle_files=False, network_timeout=3.0):
+def load(
+    name,
+    split="train",
+    *,
+    data_dir=None,
+    download=True,
+    manual_dir=None,
+    download_config=None,
+    shuffle_files=False,
+    network_timeout=3.0,
+):
     """A `tf.data.Dataset` of (uint8 image, int64 label) from TFDS.
 
     Args:
@@ -72,23 +82,27 @@ def load(name, split="train", *, data_dir=None, download=True, manual_dir=None,
     if name not in SUPPORTED_DATASETS and name not in tfds.list_builders():
         raise ValueError(
             f"Unknown dataset {name!r}. Supported: {sorted(SUPPORTED_DATASETS)} (or any TFDS image "
-            f"classification dataset). {OFFLINE_HELP}")
+            f"classification dataset). {OFFLINE_HELP}"
+        )
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         if not download:
             raise DatasetUnavailableError(
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and download=False. "
-                + OFFLINE_HELP)
+                + OFFLINE_HELP
+            )
         if download_config is None:
             download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
         if manual_dir is None and not network_available(network_timeout):
             raise DatasetUnavailableError(
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and there is no "
-                "network to download it. " + OFFLINE_HELP)
+                "network to download it. " + OFFLINE_HELP
+            )
         try:
             builder.download_and_prepare(download_config=download_config)
         except Exception as e:  # TFDS raises many types; all mean "could not get it".
             raise DatasetUnavailableError(
                 f"Downloading TFDS dataset {name!r} failed ({type(e).__name__}: {e}). "
-                + OFFLINE_HELP) from e
+                + OFFLINE_HELP
+            ) from e
     return builder.as_dataset(split=split, as_supervised=True, shuffle_files=shuffle_files)

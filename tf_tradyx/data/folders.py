@@ -65,7 +65,8 @@ def _split_dir(root, split):
     found = sorted(os.listdir(root)) if os.path.isdir(root) else []
     raise FileNotFoundError(
         f"No split folder {split!r} under {root!r} (found: {found[:10]}). Expected the layout "
-        f"root/{split}/<class>/*.jpg; pass split= with one of the folders that exist.")
+        f"root/{split}/<class>/*.jpg; pass split= with one of the folders that exist."
+    )
 
 
 def list_files(path, split="train", sha256=None, cache_dir=None):
@@ -74,23 +75,31 @@ def list_files(path, split="train", sha256=None, cache_dir=None):
         raise FileNotFoundError(
             f"{path!r} does not exist. Pass a directory in the layout root/<split>/<class>/*.jpg or a "
             ".tar.gz archive of it (for CIFAR-10: ../shared/data/cifar10-jpeg.tar.gz, or "
-            "tf_tradyx.data.cifar10_sample() for the bundled sample).")
+            "tf_tradyx.data.cifar10_sample() for the bundled sample)."
+        )
     root = path
     if os.path.isfile(path):
         root = archive.extract(path, sha256=sha256, cache_dir=cache_dir)
     split_dir = _split_dir(root, split)
-    class_names = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    class_names = sorted(
+        d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))
+    )
     files, labels = [], []
     for label, name in enumerate(class_names):
         class_dir = os.path.join(split_dir, name)
-        for fname in sorted(os.listdir(class_dir)):
-            if fname.lower().endswith(IMAGE_EXTENSIONS):
-                files.append(os.path.join(class_dir, fname))
-                labels.append(label)
+        # Images in sub-folders of a class folder belong to the class, as in Keras'
+        # image_dataset_from_directory; walked in sorted order so the file order is deterministic.
+        for dirpath, dirnames, fnames in os.walk(class_dir):
+            dirnames.sort()
+            for fname in sorted(fnames):
+                if fname.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(os.path.join(dirpath, fname))
+                    labels.append(label)
     if not files:
         raise ValueError(
             f"No images (*.jpg, *.jpeg, *.png) in class folders under {split_dir!r}. Each class needs "
-            "its own sub-folder holding its images.")
+            "its own sub-folder holding its images."
+        )
     return files, np.asarray(labels, np.int64), class_names
 
 
@@ -105,12 +114,21 @@ def _check_sizes(files):
             examples = ", ".join(f"{h}x{w} ({p})" for (h, w), p in sizes.items())
             raise ValueError(
                 f"Images have different sizes: {examples}. Pass image_size=(height, width) to resize "
-                "them to one size.")
+                "them to one size."
+            )
     return next(iter(sizes))
 
 
-def from_folder(path, split="train", *, image_size=None, sha256=None, cache_dir=None,
-                shuffle_files=False, seed=None):
+def from_folder(
+    path,
+    split="train",
+    *,
+    image_size=None,
+    sha256=None,
+    cache_dir=None,
+    shuffle_files=False,
+    seed=None,
+):
     """A `tf.data.Dataset` of (uint8 image HxWx3, int64 label) from the class-folder layout.
 
     Args:

@@ -2,6 +2,8 @@
 batching, and the deterministic class-balanced pruning split.
 """
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -37,10 +39,13 @@ def normalization(model_name, dataset="cifar10"):
     if model_name in _TINYML:
         return scale_to_symmetric
     if model_name in ("resnet20", "vgg16_bn"):
-        mean, std = (CIFAR100_MEAN, CIFAR100_STD) if dataset == "cifar100" else (CIFAR10_MEAN, CIFAR10_STD)
+        mean, std = (
+            (CIFAR100_MEAN, CIFAR100_STD) if dataset == "cifar100" else (CIFAR10_MEAN, CIFAR10_STD)
+        )
         return lambda image: normalize(image, mean, std)
     raise ValueError(
-        f"No normalization known for model {model_name!r}; known: {['resnet20', 'vgg16_bn', *_TINYML]}.")
+        f"No normalization known for model {model_name!r}; known: {['resnet20', 'vgg16_bn', *_TINYML]}."
+    )
 
 
 def cifar_augment(image, seed=None):
@@ -58,8 +63,17 @@ def cifar_augment(image, seed=None):
     return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
 
 
-def prepare(ds, batch_size, *, preprocess=None, augment=None, shuffle_buffer=0, seed=None,
-            drop_remainder=False, cache=False):
+def prepare(
+    ds,
+    batch_size,
+    *,
+    preprocess=None,
+    augment=None,
+    shuffle_buffer=0,
+    seed=None,
+    drop_remainder=False,
+    cache=False,
+):
     """(image, label) dataset -> batched, prefetched (preprocess(augment(image)), label).
 
     `augment` runs before `preprocess` on the uint8 image, as a per-example function; `cache=True`
@@ -95,11 +109,30 @@ def balanced_subset(ds, per_class=10, num_classes=None):
             counts[label] = counts.get(label, 0) + 1
             images.append(image)
             labels.append(label)
-            if num_classes and len(counts) == num_classes and all(
-                    c == per_class for c in counts.values()):
+            if (
+                num_classes
+                and len(counts) == num_classes
+                and all(c == per_class for c in counts.values())
+            ):
                 break
     if not images:
         raise ValueError("balanced_subset got an empty dataset.")
+    if num_classes is None:
+        seen = sorted(counts)
+        if seen != list(range(len(seen))):
+            missing = sorted(set(range(seen[-1] + 1)) - set(seen))
+            raise ValueError(
+                f"Classes {missing} have no examples; cannot take {per_class} per "
+                "class (the data holds only part of the classes: .take() of a "
+                "class-sorted dataset?)."
+            )
+        warnings.warn(
+            f"balanced_subset does not know the number of classes (the dataset has no "
+            f"class_names, e.g. after .take() or .shuffle()) and found {len(seen)}: "
+            f"{seen[:10]}{'...' if len(seen) > 10 else ''}. Pass num_classes= so that a missing "
+            "class is an error.",
+            stacklevel=2,
+        )
     short = {c: n for c, n in counts.items() if n < per_class}
     if num_classes is not None and len(counts) < num_classes:
         missing = sorted(set(range(num_classes)) - set(counts))

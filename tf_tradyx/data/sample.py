@@ -25,7 +25,9 @@ def cifar10_sample(split="train", **kwargs):
     `from_folder`.
     """
     if split not in SAMPLE_PER_CLASS:
-        raise ValueError(f"The CIFAR-10 sample has splits {sorted(SAMPLE_PER_CLASS)}, not {split!r}.")
+        raise ValueError(
+            f"The CIFAR-10 sample has splits {sorted(SAMPLE_PER_CLASS)}, not {split!r}."
+        )
     return folders.from_folder(SAMPLE_ARCHIVE, split, **kwargs)
 
 
@@ -43,7 +45,9 @@ def build_sample_archive(src, dst, per_class=None, top="cifar10-sample"):
                 by_class.setdefault((split, cls), []).append(m)
         for (split, cls), ms in sorted(by_class.items()):
             for m in sorted(ms, key=lambda m: m.name)[: per_class[split]]:
-                picked[f"{top}/{split}/{cls}/{os.path.basename(m.name)}"] = tar.extractfile(m).read()
+                picked[f"{top}/{split}/{cls}/{os.path.basename(m.name)}"] = tar.extractfile(
+                    m
+                ).read()
     with tarfile.open(dst, "w:gz") as out:
         for name in sorted(picked):
             info = tarfile.TarInfo(name)

@@ -14,7 +14,13 @@ def train_test(dataset="cifar10_sample", data_dir=None, seed=0):
         train = folders.from_folder(data_dir, "train", shuffle_files=True, seed=seed)
         return train, folders.from_folder(data_dir, "test"), len(train.class_names)
     if dataset == "cifar10_sample":
-        return (sample.cifar10_sample("train", shuffle_files=True, seed=seed),
-                sample.cifar10_sample("test"), 10)
-    return (datasets.load(dataset, "train"), datasets.load(dataset, "test"),
-            datasets.num_classes(dataset))
+        return (
+            sample.cifar10_sample("train", shuffle_files=True, seed=seed),
+            sample.cifar10_sample("test"),
+            10,
+        )
+    return (
+        datasets.load(dataset, "train"),
+        datasets.load(dataset, "test"),
+        datasets.num_classes(dataset),
+    )

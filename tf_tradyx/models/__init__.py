@@ -4,8 +4,17 @@ initialization, ImageNet-pretrained tinyML nets for memory-budgeted fine-tuning.
 from tf_tradyx.models.cifar import resnet20, vgg16_bn
 from tf_tradyx.models.tinyml_nets import NETWORKS, load_config, load_pretrained, preprocess, tinyml
 
-__all__ = ["get", "BUILDERS", "resnet20", "vgg16_bn", "NETWORKS", "load_config", "load_pretrained",
-           "preprocess", "tinyml"]
+__all__ = [
+    "get",
+    "BUILDERS",
+    "resnet20",
+    "vgg16_bn",
+    "NETWORKS",
+    "load_config",
+    "load_pretrained",
+    "preprocess",
+    "tinyml",
+]
 
 BUILDERS = {"resnet20": resnet20, "vgg16_bn": vgg16_bn}
 

@@ -15,8 +15,15 @@ def _check_classes(num_classes):
 
 
 def _conv_bn(x, filters, kernel, stride, name, use_bias=False):
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=use_bias,
-                      kernel_initializer=_he_normal(), name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer=_he_normal(),
+        name=f"{name}_conv",
+    )(x)
     return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
 
 
@@ -51,7 +58,9 @@ def vgg16_bn(num_classes=100, input_shape=(32, 32, 3)):
             x = layers.MaxPooling2D(2, name=f"pool{conv}")(x)
             continue
         conv += 1
-        x = layers.ReLU(name=f"conv{conv}_relu")(_conv_bn(x, item, 3, 1, f"conv{conv}", use_bias=True))
+        x = layers.ReLU(name=f"conv{conv}_relu")(
+            _conv_bn(x, item, 3, 1, f"conv{conv}", use_bias=True)
+        )
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, kernel_initializer=_he_normal(), name="classifier")(x)
     return keras.Model(inputs, outputs, name="vgg16_bn")

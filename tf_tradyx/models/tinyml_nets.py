@@ -21,7 +21,11 @@ from keras import layers
 
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 # Public name -> file stem. MCUNet-in1 is called mcunet-5fps in the tiny-training files.
-NETWORKS = {"mbv2-w0.35": "mbv2-w0.35", "mcunet-in1": "mcunet-5fps", "proxyless-w0.3": "proxyless-w0.3"}
+NETWORKS = {
+    "mbv2-w0.35": "mbv2-w0.35",
+    "mcunet-in1": "mcunet-5fps",
+    "proxyless-w0.3": "proxyless-w0.3",
+}
 _ALIASES = {"mcunet-5fps": "mcunet-in1"}
 # Feature-mix 1x1 conv the papers' budgets count but the pretrained files lack (MCUNet has none).
 FEATURE_MIX_CHANNELS = {"mbv2-w0.35": 448, "proxyless-w0.3": 384}
@@ -31,8 +35,10 @@ def canonical_name(name):
     """Validates a network name; returns its public spelling."""
     name = _ALIASES.get(name, name)
     if name not in NETWORKS:
-        raise ValueError(f"Unknown tinyML network {name!r}; valid names: {sorted(NETWORKS)} "
-                         "(mcunet-5fps is accepted for mcunet-in1).")
+        raise ValueError(
+            f"Unknown tinyML network {name!r}; valid names: {sorted(NETWORKS)} "
+            "(mcunet-5fps is accepted for mcunet-in1)."
+        )
     return name
 
 
@@ -51,7 +57,9 @@ def _conv(x, spec, name, relu6):
     if spec["depthwise"]:
         x = layers.DepthwiseConv2D(k, strides=spec["stride"], padding="valid", name=name)(x)
     else:
-        x = layers.Conv2D(spec["out_channel"], k, strides=spec["stride"], padding="valid", name=name)(x)
+        x = layers.Conv2D(
+            spec["out_channel"], k, strides=spec["stride"], padding="valid", name=name
+        )(x)
     return layers.ReLU(6.0, name=f"{name}_relu6")(x) if relu6 else x
 
 
@@ -59,8 +67,10 @@ def _check_args(input_size, num_classes):
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
     if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
-        raise ValueError(f"input_size must be a positive multiple of 32 (the networks downsample by "
-                         f"32), got {input_size!r}.")
+        raise ValueError(
+            f"input_size must be a positive multiple of 32 (the networks downsample by "
+            f"32), got {input_size!r}."
+        )
 
 
 def tinyml(name, input_size=128, num_classes=1000, feature_mix=False):
@@ -118,7 +128,9 @@ def load_pretrained(name, num_classes=None, input_size=128, head_initializer="ze
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes must be None or a positive integer, got {num_classes!r}.")
     if head_initializer not in ("zeros", "glorot_uniform"):
-        raise ValueError(f"head_initializer must be 'zeros' or 'glorot_uniform', got {head_initializer!r}.")
+        raise ValueError(
+            f"head_initializer must be 'zeros' or 'glorot_uniform', got {head_initializer!r}."
+        )
     model = tinyml(name, input_size=input_size, num_classes=num_classes or 1000)
     cfg = load_config(name)
     with np.load(os.path.join(ASSETS, NETWORKS[name] + ".npz")) as arrays:
@@ -127,16 +139,19 @@ def load_pretrained(name, num_classes=None, input_size=128, head_initializer="ze
     for i, block in enumerate(cfg["blocks"]):
         for part in ("pointwise1", "depthwise", "pointwise2"):
             if block[part] is not None:
-                _set_conv(model.get_layer(f"blocks_{i}_{part}"),
-                          *_dequantized(arrays, f"blocks/{i}/{part}", block[part]))
+                _set_conv(
+                    model.get_layer(f"blocks_{i}_{part}"),
+                    *_dequantized(arrays, f"blocks/{i}/{part}", block[part]),
+                )
     head = model.get_layer("classifier")
     if num_classes is None:
         w, b = _dequantized(arrays, "classifier", cfg["classifier"])
         head.set_weights([w[:, :, 0, 0].T.astype(np.float32), b.astype(np.float32)])
     else:
         init = keras.initializers.get(head_initializer)
-        head.set_weights([np.asarray(init(head.kernel.shape), np.float32),
-                          np.zeros(head.bias.shape, np.float32)])
+        head.set_weights(
+            [np.asarray(init(head.kernel.shape), np.float32), np.zeros(head.bias.shape, np.float32)]
+        )
     return model
 
 
@@ -156,7 +171,9 @@ def preprocess(name, input_size=128):
     def fn(image):
         image = tf.convert_to_tensor(image)
         if image.shape.rank != 3 or (image.shape[-1] is not None and image.shape[-1] != 3):
-            raise ValueError(f"preprocess expects one RGB image (H, W, 3), got shape {image.shape}.")
+            raise ValueError(
+                f"preprocess expects one RGB image (H, W, 3), got shape {image.shape}."
+            )
         image = tf.cast(image, tf.float32)
         shape = tf.shape(image)
         h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)

@@ -34,16 +34,44 @@ from tf_tradyx.pruning.schedules import DensitySchedule, ExponentialSchedule, Li
 from tf_tradyx.pruning.summaries import PruningSummaries
 
 __all__ = [
-    "wrap", "strip", "masked_layers", "MaskedLayer", "PrunableLayer", "prune_at_init",
-    "get_pruner", "PRUNERS", "Pruner", "PXPruner", "SynFlowPruner", "SNIPPruner", "GraSPPruner",
-    "IterSNIPPruner", "MagnitudePruner", "RandomPruner", "DensitySchedule", "ExponentialSchedule",
-    "LinearSchedule", "PruningReport", "report", "density_figure", "plot_layer_density",
-    "PruningSummaries", "reinitialize", "shuffle_masks", "PathNetwork", "UnsupportedLayerError",
+    "wrap",
+    "strip",
+    "masked_layers",
+    "MaskedLayer",
+    "PrunableLayer",
+    "prune_at_init",
+    "get_pruner",
+    "PRUNERS",
+    "Pruner",
+    "PXPruner",
+    "SynFlowPruner",
+    "SNIPPruner",
+    "GraSPPruner",
+    "IterSNIPPruner",
+    "MagnitudePruner",
+    "RandomPruner",
+    "DensitySchedule",
+    "ExponentialSchedule",
+    "LinearSchedule",
+    "PruningReport",
+    "report",
+    "density_figure",
+    "plot_layer_density",
+    "PruningSummaries",
+    "reinitialize",
+    "shuffle_masks",
+    "PathNetwork",
+    "UnsupportedLayerError",
 ]
 
 PRUNERS = {
-    "px": PXPruner, "synflow": SynFlowPruner, "snip": SNIPPruner, "grasp": GraSPPruner,
-    "itersnip": IterSNIPPruner, "magnitude": MagnitudePruner, "random": RandomPruner,
+    "px": PXPruner,
+    "synflow": SynFlowPruner,
+    "snip": SNIPPruner,
+    "grasp": GraSPPruner,
+    "itersnip": IterSNIPPruner,
+    "magnitude": MagnitudePruner,
+    "random": RandomPruner,
 }
 
 

@@ -50,8 +50,9 @@ class SynFlowPruner(Pruner):
 
             @tf.function
             def synflow():
-                scores = paths.kernel_gradient_scores(net, entries, "synflow", tf.abs,
-                                                      tf.reduce_sum, ones_shape)
+                scores = paths.kernel_gradient_scores(
+                    net, entries, "synflow", tf.abs, tf.reduce_sum, ones_shape
+                )
                 return [tf.abs(s) for s in scores]
 
             session.cache["synflow"] = synflow

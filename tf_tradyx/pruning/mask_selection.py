@@ -57,7 +57,8 @@ def select(scores, alive, density, scope="global", min_density=0.0):
         if n_forced > k:
             raise ValueError(
                 f"min_density={min_density} forces {n_forced} weights, more than the {k} that density "
-                f"{density:.6f} allows; lower min_density or the sparsity.")
+                f"{density:.6f} allows; lower min_density or the sparsity."
+            )
         k -= n_forced
     flat_scores = np.concatenate([np.asarray(s, np.float64).ravel() for s in scores])
     flat_free = np.concatenate([(a.ravel() & ~f.ravel()) for a, f in zip(alive, forced)])
@@ -67,7 +68,7 @@ def select(scores, alive, density, scope="global", min_density=0.0):
     flat_keep[chosen] = True
     out, start = [], 0
     for s, n in zip(scores, sizes):
-        out.append(flat_keep[start:start + n].reshape(np.shape(s)))
+        out.append(flat_keep[start : start + n].reshape(np.shape(s)))
         start += n
     return out
 

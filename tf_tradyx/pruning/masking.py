@@ -14,7 +14,12 @@ import tensorflow as tf
 from keras import layers
 
 from tf_tradyx import _keras_compat
-from tf_tradyx._model_walk import check_cloneable, flatten_layers, layer_pairs
+from tf_tradyx._model_walk import (
+    check_cloneable,
+    flatten_layers,
+    is_sparse_update_wrapper,
+    layer_pairs,
+)
 
 
 class PrunableLayer(abc.ABC):
@@ -54,7 +59,9 @@ def prunable_variables(layer):
     if isinstance(layer, PrunableLayer):
         return list(layer.get_prunable_weights())
     if getattr(layer, "lora_enabled", False):
-        raise ValueError(f"Layer {layer.name!r} has LoRA enabled; pruning its kernel is not supported.")
+        raise ValueError(
+            f"Layer {layer.name!r} has LoRA enabled; pruning its kernel is not supported."
+        )
     for cls, names in _BUILTIN_KERNELS:
         if isinstance(layer, cls):
             return [getattr(layer, n) for n in names]
@@ -66,8 +73,10 @@ def _attribute_of(layer, variable):
     for name, value in vars(layer).items():
         if value is variable:
             return name
-    raise ValueError(f"Layer {layer.name!r} does not keep its prunable variable {variable.path!r} "
-                     "in an attribute; PrunableLayer.get_prunable_weights must return attributes.")
+    raise ValueError(
+        f"Layer {layer.name!r} does not keep its prunable variable {variable.path!r} "
+        "in an attribute; PrunableLayer.get_prunable_weights must return attributes."
+    )
 
 
 class MaskProjection:
@@ -90,9 +99,11 @@ class MaskedLayer(layers.Wrapper):
 
     def __init__(self, layer, **kwargs):
         if not is_prunable(layer):
-            raise ValueError(f"Cannot mask layer {layer.name!r} ({type(layer).__name__}): it has no "
-                             "prunable kernel. Maskable: Conv1D/2D/3D, DepthwiseConv, SeparableConv, "
-                             "Dense, or a layer implementing tf_tradyx.pruning.PrunableLayer.")
+            raise ValueError(
+                f"Cannot mask layer {layer.name!r} ({type(layer).__name__}): it has no "
+                "prunable kernel. Maskable: Conv1D/2D/3D, DepthwiseConv, SeparableConv, "
+                "Dense, or a layer implementing tf_tradyx.pruning.PrunableLayer."
+            )
         kwargs.setdefault("name", f"masked_{layer.name}")
         super().__init__(layer, **kwargs)
 
@@ -101,9 +112,15 @@ class MaskedLayer(layers.Wrapper):
         self.kernels = prunable_variables(self.layer)
         self.kernel_attributes = [_attribute_of(self.layer, v) for v in self.kernels]
         self.masks = [
-            self.add_weight(name=f"{attr.lstrip('_')}_mask", shape=v.shape, initializer="ones",
-                            trainable=False, dtype=v.dtype)
-            for attr, v in zip(self.kernel_attributes, self.kernels)]
+            self.add_weight(
+                name=f"{attr.lstrip('_')}_mask",
+                shape=v.shape,
+                initializer="ones",
+                trainable=False,
+                dtype=v.dtype,
+            )
+            for attr, v in zip(self.kernel_attributes, self.kernels)
+        ]
         # The optimizer applies a variable's constraint after every update: projecting the raw
         # kernel onto its mask keeps pruned entries exactly zero under any optimizer (Muon's
         # orthogonalized updates, weight decay...), not just in the masked forward pass.
@@ -117,14 +134,18 @@ class MaskedLayer(layers.Wrapper):
         for mask in self.masks:
             key = str(next(i for i, v in enumerate(own) if v is mask))
             if key in store and tuple(store[key].shape) != tuple(mask.shape):
-                raise ValueError(f"{self.name}: the file holds a mask of shape "
-                                 f"{tuple(store[key].shape)} for a kernel of shape "
-                                 f"{tuple(mask.shape)}; the file belongs to another model.")
+                raise ValueError(
+                    f"{self.name}: the file holds a mask of shape "
+                    f"{tuple(store[key].shape)} for a kernel of shape "
+                    f"{tuple(mask.shape)}; the file belongs to another model."
+                )
             if key in store:
                 values = np.asarray(store[key])
                 if not np.all((values == 0) | (values == 1)):
-                    raise ValueError(f"{self.name}: the stored mask holds values other than 0 "
-                                     "and 1; the file is corrupted.")
+                    raise ValueError(
+                        f"{self.name}: the stored mask holds values other than 0 "
+                        "and 1; the file is corrupted."
+                    )
         super().load_own_variables(store)
 
     @property
@@ -194,8 +215,10 @@ def wrap(model, skip=()):
         target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
         target.set_weights(original.get_weights())
     if not any(isinstance(l, MaskedLayer) for l in flatten_layers(clone)):
-        raise ValueError("The model has no prunable layer (Conv, DepthwiseConv, SeparableConv, "
-                         "Dense) outside `skip`.")
+        raise ValueError(
+            "The model has no prunable layer (Conv, DepthwiseConv, SeparableConv, "
+            "Dense) outside `skip`."
+        )
     return clone
 
 
@@ -207,6 +230,11 @@ def masked_layers(model):
 def strip(model):
     """An ordinary Keras model: every MaskedLayer replaced by its layer with kernel * mask baked in."""
     check_cloneable(model)
+    if any(is_sparse_update_wrapper(layer) for layer in flatten_layers(model)):
+        raise ValueError(
+            "The model also holds sparse-update wrappers; strip those first: "
+            "tx.pruning.strip(tx.sparse_update.strip(model))."
+        )
     if not masked_layers(model):
         raise ValueError("The model has no pruning masks; there is nothing to strip.")
 
@@ -217,9 +245,16 @@ def strip(model):
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in layer_pairs(model, clone):
         if isinstance(original, MaskedLayer):
-            baked = {id(v): np.asarray(v) * np.asarray(m) for v, m in zip(original.kernels, original.masks)}
-            cloned.set_weights([baked.get(id(v), None) if id(v) in baked else np.asarray(v)
-                                for v in original.layer.weights])
+            baked = {
+                id(v): np.asarray(v) * np.asarray(m)
+                for v, m in zip(original.kernels, original.masks)
+            }
+            cloned.set_weights(
+                [
+                    baked.get(id(v), None) if id(v) in baked else np.asarray(v)
+                    for v in original.layer.weights
+                ]
+            )
         else:
             cloned.set_weights(original.get_weights())
     return clone

@@ -16,13 +16,32 @@ from tf_tradyx.pruning import masking
 DTYPE = tf.float64
 
 LINEAR_LAYERS = (
-    layers.Add, layers.Average, layers.Concatenate, layers.Flatten, layers.Reshape, layers.Permute,
-    layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D, layers.GlobalAveragePooling3D,
-    layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D,
-    layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D,
-    layers.Cropping1D, layers.Cropping2D, layers.Cropping3D,
-    layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D,
-    layers.GaussianDropout, layers.GaussianNoise, layers.AlphaDropout, layers.Identity,
+    layers.Add,
+    layers.Average,
+    layers.Concatenate,
+    layers.Flatten,
+    layers.Reshape,
+    layers.Permute,
+    layers.GlobalAveragePooling1D,
+    layers.GlobalAveragePooling2D,
+    layers.GlobalAveragePooling3D,
+    layers.AveragePooling1D,
+    layers.AveragePooling2D,
+    layers.AveragePooling3D,
+    layers.ZeroPadding1D,
+    layers.ZeroPadding2D,
+    layers.ZeroPadding3D,
+    layers.Cropping1D,
+    layers.Cropping2D,
+    layers.Cropping3D,
+    layers.Dropout,
+    layers.SpatialDropout1D,
+    layers.SpatialDropout2D,
+    layers.SpatialDropout3D,
+    layers.GaussianDropout,
+    layers.GaussianNoise,
+    layers.AlphaDropout,
+    layers.Identity,
 )
 LINEAR_OPS = ("Add", "Concatenate", "Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze")
 
@@ -37,10 +56,12 @@ def unsupported(op, why):
         f"SynFlow): {why}. Supported: Conv/DepthwiseConv/SeparableConv/Dense, BatchNormalization, "
         "ReLU/ReLU6/LeakyReLU (as layers or fused), average and max pooling, Add, Concatenate, "
         "Flatten, padding, dropout, Rescaling. Use a data-driven scorer (SNIP, GraSP) for this "
-        "model, or pass the layer in skip= only if it sits outside every input-output path.")
+        "model, or pass the layer in skip= only if it sits outside every input-output path."
+    )
 
 
 # ----- activations -------------------------------------------------------------------------------
+
 
 def activation_spec(fn):
     """("linear",), ("relu", negative_slope, max_value), ("softmax",), or None if unsupported."""
@@ -86,23 +107,37 @@ def squared_gate(y, spec, dtype):
 
 # ----- weighted layers ---------------------------------------------------------------------------
 
+
 def linear_call(layer, x, kernels):
     """The layer's output with the given kernels: no bias, no activation."""
     if isinstance(layer, masking.PrunableLayer):
         if not hasattr(layer, "linear_call"):
             raise UnsupportedLayerError(
                 f"Layer {layer.name!r} implements PrunableLayer but not linear_call(inputs, "
-                "kernels), which path-based scoring needs.")
+                "kernels), which path-based scoring needs."
+            )
         return layer.linear_call(x, kernels)
     if isinstance(layer, layers.Dense):
         return ops.matmul(x, kernels[0])
     if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
-        return ops.separable_conv(x, kernels[0], kernels[1], strides=layer.strides,
-                                  padding=layer.padding, dilation_rate=layer.dilation_rate,
-                                  data_format=layer.data_format)
+        return ops.separable_conv(
+            x,
+            kernels[0],
+            kernels[1],
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
     if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
-        return ops.depthwise_conv(x, kernels[0], strides=layer.strides, padding=layer.padding,
-                                  dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        return ops.depthwise_conv(
+            x,
+            kernels[0],
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
     if layer.padding == "causal":
         raise unsupported(layer, "causal padding")
     return layer.convolution_op(x, kernels[0])

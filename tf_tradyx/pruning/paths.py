@@ -25,7 +25,6 @@ identity at inference) and run unchanged in every mode. A softmax on the model o
 in the auxiliary modes (paths end at the logits).
 """
 
-
 import keras
 import tensorflow as tf
 from keras import layers
@@ -35,6 +34,7 @@ from tf_tradyx.pruning import masking, path_layers
 from tf_tradyx.pruning.path_layers import DTYPE, UnsupportedLayerError, linear_call  # noqa: F401 - re-exported
 
 # ----- the interpreter ---------------------------------------------------------------------------
+
 
 def _functional(model):
     graph = _keras_compat.functional_graph(model)
@@ -66,8 +66,10 @@ class PathNetwork:
             if masking.is_prunable(inner):
                 if path_layers.activation_spec(getattr(inner, "activation", None)) is None:
                     raise path_layers.unsupported(op, f"activation {inner.activation.__name__!r}")
-                if path_layers.activation_spec(getattr(inner, "activation", None)) == ("softmax",) and \
-                        id(op) not in self._output_ops:
+                if (
+                    path_layers.activation_spec(getattr(inner, "activation", None)) == ("softmax",)
+                    and id(op) not in self._output_ops
+                ):
                     raise path_layers.unsupported(op, "softmax inside the network")
                 continue
             if isinstance(op, (layers.BatchNormalization, layers.Rescaling, layers.MaxPooling2D)):
@@ -113,6 +115,7 @@ class PathNetwork:
             if "scales" in state and not isinstance(op, keras.Model):
                 return self._scaled_call(op, args, kwargs, state)
             return self._call(op, args, kwargs, state)
+
         return _keras_compat.run_through_graph(_functional(model), x, call)
 
     # ---- one operation ----
@@ -124,7 +127,9 @@ class PathNetwork:
         in_scales = [scales[id(t)][1] for t in tensors]
         if len(in_scales) > 1:
             common = tf.reduce_max(tf.stack(in_scales))
-            factors = {id(t): tf.cast(tf.exp(s - common), tf.float32) for t, s in zip(tensors, in_scales)}
+            factors = {
+                id(t): tf.cast(tf.exp(s - common), tf.float32) for t, s in zip(tensors, in_scales)
+            }
             flat = [t * factors[id(t)] if tf.is_tensor(t) and id(t) in factors else t for t in flat]
             args = tf.nest.pack_sequence_as(args, flat)
             scale = common
@@ -167,9 +172,18 @@ class PathNetwork:
         spec = path_layers.layer_activation_spec(op)
         if spec is not None:
             return self._activation(args[0], spec, state, op.call)
-        if isinstance(op, (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D,
-                           layers.SpatialDropout3D, layers.GaussianDropout, layers.GaussianNoise,
-                           layers.AlphaDropout)):
+        if isinstance(
+            op,
+            (
+                layers.Dropout,
+                layers.SpatialDropout1D,
+                layers.SpatialDropout2D,
+                layers.SpatialDropout3D,
+                layers.GaussianDropout,
+                layers.GaussianNoise,
+                layers.AlphaDropout,
+            ),
+        ):
             return args[0]
         return op.call(*args, **kwargs)
 
@@ -228,8 +242,9 @@ class PathNetwork:
             scale = gamma / tf.sqrt(var + bn.epsilon)
             return x * tf.reshape(scale * scale, shape)
         scale = tf.abs(gamma) / tf.sqrt(tf.abs(var) + bn.epsilon)
-        return (x - tf.reshape(tf.abs(mean), shape)) * tf.reshape(scale, shape) + \
-            tf.reshape(tf.abs(beta), shape)
+        return (x - tf.reshape(tf.abs(mean), shape)) * tf.reshape(scale, shape) + tf.reshape(
+            tf.abs(beta), shape
+        )
 
     def _rescaling(self, op, x, mode):
         scale = tf.cast(op.scale, DTYPE)
@@ -245,8 +260,9 @@ class PathNetwork:
 
     def _real_max_pool(self, op, x, state):
         ksize, strides, padding = self._pool_args(op)
-        y, argmax = tf.nn.max_pool_with_argmax(x, ksize, strides, padding,
-                                               include_batch_in_index=True)
+        y, argmax = tf.nn.max_pool_with_argmax(
+            x, ksize, strides, padding, include_batch_in_index=True
+        )
         state["gates"].append(argmax)
         return y
 
@@ -268,12 +284,20 @@ def kernel_gradient_scores(net, entries, mode, transform, objective, input_shape
 
     The shared core of PX's path term (transform = square) and SynFlow (transform = abs).
     """
-    kernels = [transform(tf.cast(tf.convert_to_tensor(e.variable), DTYPE) *
-                         tf.cast(tf.convert_to_tensor(e.mask), DTYPE)) for e in entries]
+    kernels = [
+        transform(
+            tf.cast(tf.convert_to_tensor(e.variable), DTYPE)
+            * tf.cast(tf.convert_to_tensor(e.mask), DTYPE)
+        )
+        for e in entries
+    ]
     with tf.GradientTape() as tape:
         tape.watch(kernels)
-        out = net.run(tf.ones(input_shape, DTYPE), mode,
-                      kernels={id(e.variable): k for e, k in zip(entries, kernels)})
+        out = net.run(
+            tf.ones(input_shape, DTYPE),
+            mode,
+            kernels={id(e.variable): k for e, k in zip(entries, kernels)},
+        )
         total = objective(out)
     grads = tape.gradient(total, kernels, unconnected_gradients="zero")
     return [k * g for k, g in zip(kernels, grads)]

@@ -43,13 +43,20 @@ class Session:
         self.cache = {}
 
 
+# Pruning data is held in memory for every round; a dataset longer than this is a mistake (a
+# training pipeline ending in .repeat(), say), refused before it fills the machine.
+MAX_PRUNING_BATCHES = 1_000
+
+
 def _batches(model, data, needs_data, needs_labels, batch_size=256):
     """Normalizes `data` into a list of (x, y-or-None) batches that fit the model input."""
     if data is None:
         if needs_data:
-            raise ValueError("This pruner scores with data: pass data= (a tf.data.Dataset of "
-                             "(image, label), or a tuple (x, y) of arrays), e.g. "
-                             "tf_tradyx.data.balanced_subset(train_ds, per_class=10).")
+            raise ValueError(
+                "This pruner scores with data: pass data= (a tf.data.Dataset of "
+                "(image, label), or a tuple (x, y) of arrays), e.g. "
+                "tf_tradyx.data.balanced_subset(train_ds, per_class=10)."
+            )
         return []
     input_shape = tuple(model.input_shape[1:])
     if isinstance(data, tf.data.Dataset):
@@ -57,13 +64,16 @@ def _batches(model, data, needs_data, needs_labels, batch_size=256):
         x_spec = spec[0] if isinstance(spec, tuple) else spec
         if x_spec.shape.rank == len(input_shape):  # Unbatched.
             data = data.batch(batch_size)
+        data = batch_utils.bounded(data, MAX_PRUNING_BATCHES, "pruning data")
         items = list(data)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = np.asarray(data[0]), np.asarray(data[1])
-        items = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        items = [
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
+        ]
     else:
         x = np.asarray(data)
-        items = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+        items = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
     batches = []
     for item in items:
         x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
@@ -96,8 +106,16 @@ class Pruner(abc.ABC):
     needs_data = True
     needs_labels = False
 
-    def __init__(self, rounds=None, schedule="exponential", scope="global", min_density=0.0,
-                 skip=(), seed=0, verbose=True):
+    def __init__(
+        self,
+        rounds=None,
+        schedule="exponential",
+        scope="global",
+        min_density=0.0,
+        skip=(),
+        seed=0,
+        verbose=True,
+    ):
         rounds = self.default_rounds if rounds is None else rounds
         if not isinstance(rounds, (int, np.integer)) or rounds < 1:
             raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
@@ -118,16 +136,27 @@ class Pruner(abc.ABC):
         return type(self).__name__.replace("Pruner", "").lower()
 
     def get_config(self):
-        return {"rounds": self.rounds, "schedule": type(self.schedule).__name__, "scope": self.scope,
-                "min_density": self.min_density, "seed": self.seed}
+        return {
+            "rounds": self.rounds,
+            "schedule": type(self.schedule).__name__,
+            "scope": self.scope,
+            "min_density": self.min_density,
+            "seed": self.seed,
+        }
 
     def entries(self, model):
         wrappers = masking.masked_layers(model)
         if not wrappers:
-            raise ValueError("The model has no masks: call tf_tradyx.pruning.wrap(model) first and "
-                             "prune the model it returns.")
-        return [Entry(w, i) for w in wrappers if not masking.matches_skip(w.layer, self.skip)
-                for i in range(len(w.kernels))]
+            raise ValueError(
+                "The model has no masks: call tf_tradyx.pruning.wrap(model) first and "
+                "prune the model it returns."
+            )
+        return [
+            Entry(w, i)
+            for w in wrappers
+            if not masking.matches_skip(w.layer, self.skip)
+            for i in range(len(w.kernels))
+        ]
 
     # ----- scoring -----
     @abc.abstractmethod
@@ -135,13 +164,16 @@ class Pruner(abc.ABC):
         """List of score arrays (numpy, one per entry, same shape as the kernel)."""
 
     def _checked_scores(self, session):
-        scores = [np.asarray(s, np.float64).reshape(e.variable.shape)
-                  for s, e in zip(self._scores(session), session.entries)]
+        scores = [
+            np.asarray(s, np.float64).reshape(e.variable.shape)
+            for s, e in zip(self._scores(session), session.entries)
+        ]
         for s, e in zip(scores, session.entries):
             if not np.all(np.isfinite(s)):
                 raise FloatingPointError(
                     f"{self.name} produced non-finite scores for {e.name}; the model's weights or "
-                    "data may hold inf/NaN, or the network is too deep for this scorer.")
+                    "data may hold inf/NaN, or the network is too deep for this scorer."
+                )
         return scores
 
     def _check_ties(self, scores, alive, density, total, session):
@@ -152,8 +184,11 @@ class Pruner(abc.ABC):
         if positive >= keep:
             return
         remaining = sum(int(a.sum()) for a in alive)
-        zero = [e.name for s, a, e in zip(scores, alive, session.entries)
-                if a.any() and not np.any(s[a] != 0)]
+        zero = [
+            e.name
+            for s, a, e in zip(scores, alive, session.entries)
+            if a.any() and not np.any(s[a] != 0)
+        ]
         raise ValueError(
             f"{self.name}: in round {session.round}, {remaining - positive:,} of the {remaining:,} "
             f"remaining weights score exactly 0, and the round keeps {keep:,}: the scores cannot "
@@ -162,7 +197,8 @@ class Pruner(abc.ABC):
             "are all zero (e.g. a new zero-initialized classifier head: give it random weights, "
             "e.g. keras.initializers.GlorotUniform, before pruning), which zeroes every path "
             "through it; or a saturated activation (ReLU6) on the scoring input. The model is "
-            "unchanged.")
+            "unchanged."
+        )
 
     def score(self, model, data=None):
         """{kernel name: score array} from one scoring pass on the current masks."""
@@ -173,8 +209,9 @@ class Pruner(abc.ABC):
     def prune(self, model, sparsity, data=None):
         """Prunes `model` (from `wrap`) in place to `sparsity`; returns a PruningReport."""
         if not isinstance(sparsity, (float, int, np.floating)) or not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r} (0.9 keeps 10 % of "
-                             "the weights).")
+            raise ValueError(
+                f"sparsity must be in [0, 1), got {sparsity!r} (0.9 keeps 10 % of the weights)."
+            )
         start = time.time()
         session = Session(self, model, data)
         entries = session.entries
@@ -183,11 +220,17 @@ class Pruner(abc.ABC):
         alive = [mask > 0 for mask, _ in snapshot]
         current = sum(int(a.sum()) for a in alive) / total
         if 1.0 - sparsity > current + 1e-12:
-            raise ValueError(f"The model is already at sparsity {1 - current:.4f}, beyond the "
-                             f"requested {sparsity}; pruned weights cannot come back.")
+            raise ValueError(
+                f"The model is already at sparsity {1 - current:.4f}, beyond the "
+                f"requested {sparsity}; pruned weights cannot come back."
+            )
         densities = self.schedule.densities(1.0 - float(sparsity), self.rounds, start=current)
-        progbar = keras.utils.Progbar(self.rounds, verbose=1 if self.verbose else 0,
-                                      stateful_metrics=["density"], unit_name="round")
+        progbar = keras.utils.Progbar(
+            self.rounds,
+            verbose=1 if self.verbose else 0,
+            stateful_metrics=["density"],
+            unit_name="round",
+        )
         history = []
         try:
             for r, density in enumerate(densities, start=1):
@@ -208,12 +251,22 @@ class Pruner(abc.ABC):
                 e.variable.assign(value)
             raise
         result = pruning_report.report(model)
-        result.meta.update({"method": self.name, "target_sparsity": float(sparsity),
-                            "rounds": self.rounds, "scope": self.scope,
-                            "seconds": round(time.time() - start, 3), "history": history})
+        result.meta.update(
+            {
+                "method": self.name,
+                "target_sparsity": float(sparsity),
+                "rounds": self.rounds,
+                "scope": self.scope,
+                "seconds": round(time.time() - start, 3),
+                "history": history,
+            }
+        )
         if result.collapsed:
-            warnings.warn(f"{self.name} pruning to sparsity {sparsity} left no weight in "
-                          f"{len(result.collapsed)} layer(s): {', '.join(result.collapsed)}. A plain "
-                          "chain through them is cut; pass min_density (e.g. 0.005) to the pruner to "
-                          "keep a few weights in every layer.", stacklevel=2)
+            warnings.warn(
+                f"{self.name} pruning to sparsity {sparsity} left no weight in "
+                f"{len(result.collapsed)} layer(s): {', '.join(result.collapsed)}. A plain "
+                "chain through them is cut; pass min_density (e.g. 0.005) to the pruner to "
+                "keep a few weights in every layer.",
+                stacklevel=2,
+            )
         return result

@@ -49,24 +49,37 @@ class PruningReport:
         return [r["name"] for r in self.rows if r["weights"] and not r["kept"]]
 
     def as_dict(self):
-        return {"layers": self.rows,
-                "totals": {"weights": self.total, "kept": self.kept, "density": self.density,
-                           "sparsity": 1.0 - self.density, "collapsed": self.collapsed},
-                **self.meta}
+        return {
+            "layers": self.rows,
+            "totals": {
+                "weights": self.total,
+                "kept": self.kept,
+                "density": self.density,
+                "sparsity": 1.0 - self.density,
+                "collapsed": self.collapsed,
+            },
+            **self.meta,
+        }
 
     def to_json(self, path):
         with open(path, "w") as f:
             json.dump(self.as_dict(), f, indent=1)
 
     def __str__(self):
-        head = f"{'layer':<34} {'shape':<18} {'weights':>9} {'kept':>9} {'density':>8} {'out conn':>8}"
+        head = (
+            f"{'layer':<34} {'shape':<18} {'weights':>9} {'kept':>9} {'density':>8} {'out conn':>8}"
+        )
         lines = [head, "-" * len(head)]
         for r in self.rows:
-            lines.append(f"{r['name'][:34]:<34} {'x'.join(map(str, r['shape'])):<18} "
-                         f"{r['weights']:>9,} {r['kept']:>9,} {r['density']:>8.4f} "
-                         f"{r['connected_outputs']:>8.3f}")
+            lines.append(
+                f"{r['name'][:34]:<34} {'x'.join(map(str, r['shape'])):<18} "
+                f"{r['weights']:>9,} {r['kept']:>9,} {r['density']:>8.4f} "
+                f"{r['connected_outputs']:>8.3f}"
+            )
         lines.append("-" * len(head))
-        lines.append(f"{'total':<34} {'':<18} {self.total:>9,} {self.kept:>9,} {self.density:>8.4f}")
+        lines.append(
+            f"{'total':<34} {'':<18} {self.total:>9,} {self.kept:>9,} {self.density:>8.4f}"
+        )
         if self.collapsed:
             lines.append(f"collapsed (no weight kept): {', '.join(self.collapsed)}")
         return "\n".join(lines)
@@ -79,8 +92,9 @@ def _masks(model):
     layers."""
     for layer in _model_walk.flatten_layers(model):
         if isinstance(layer, masking.MaskedLayer):
-            yield from ((layer, n, m, k)
-                        for n, m, k in zip(layer.kernel_names, layer.masks, layer.kernels))
+            yield from (
+                (layer, n, m, k) for n, m, k in zip(layer.kernel_names, layer.masks, layer.kernels)
+            )
         elif getattr(layer, "kernel_mask", None) is not None:  # tx.sparse_update on a pruned model
             yield layer, f"{layer.layer.name}/kernel", layer.kernel_mask, layer.layer.kernel
 
@@ -96,10 +110,17 @@ def report(model):
     for wrapper, name, mask, kernel in _masks(model):
         m = np.asarray(mask) > 0
         kept = np.asarray(kernel)[m]
-        rows.append({"name": name, "shape": list(m.shape), "weights": int(m.size),
-                     "kept": int(m.sum()), "density": float(m.mean()),
-                     "connected_outputs": _connected_outputs(m, _is_depthwise(wrapper.layer, name)),
-                     "kept_positive": float((kept > 0).mean()) if kept.size else 0.0})
+        rows.append(
+            {
+                "name": name,
+                "shape": list(m.shape),
+                "weights": int(m.size),
+                "kept": int(m.sum()),
+                "density": float(m.mean()),
+                "connected_outputs": _connected_outputs(m, _is_depthwise(wrapper.layer, name)),
+                "kept_positive": float((kept > 0).mean()) if kept.size else 0.0,
+            }
+        )
     return PruningReport(rows)
 
 
@@ -115,15 +136,22 @@ def density_figure(result, title=None):
     fig = Figure(figsize=(max(6, 0.35 * len(rows)), 4))
     ax = fig.add_subplot()
     ax.bar(range(len(rows)), [r["density"] for r in rows], color="tab:blue", label="density")
-    ax.plot(range(len(rows)), [r["connected_outputs"] for r in rows], "o", color="tab:orange",
-            label="connected outputs")
+    ax.plot(
+        range(len(rows)),
+        [r["connected_outputs"] for r in rows],
+        "o",
+        color="tab:orange",
+        label="connected outputs",
+    )
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(names, rotation=90, fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction kept")
     meta = result.meta if isinstance(result, PruningReport) else result
-    ax.set_title(title or f"{meta.get('method', '')} at sparsity {meta.get('target_sparsity', '')}",
-                 loc="left")
+    ax.set_title(
+        title or f"{meta.get('method', '')} at sparsity {meta.get('target_sparsity', '')}",
+        loc="left",
+    )
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

@@ -55,8 +55,13 @@ class PXPruner(Pruner):
         @tf.function
         def path_term(cotangent):
             return paths.kernel_gradient_scores(
-                net, entries, "z2", tf.square, lambda z2: tf.reduce_sum(cotangent * z2[0]),
-                ones_shape)
+                net,
+                entries,
+                "z2",
+                tf.square,
+                lambda z2: tf.reduce_sum(cotangent * z2[0]),
+                ones_shape,
+            )
 
         session.cache["px"] = (data_term, path_term)
         return session.cache["px"]

@@ -16,11 +16,16 @@ def _fresh_values(layer, attribute, variable, seed):
     Depthwise kernels use `depthwise_initializer`, separable ones their own; a user's layer without
     a known initializer gets a normal draw with the kernel's current standard deviation.
     """
-    name = {"depthwise_kernel": "depthwise_initializer",
-            "pointwise_kernel": "pointwise_initializer"}.get(attribute.lstrip("_"))
+    name = {
+        "depthwise_kernel": "depthwise_initializer",
+        "pointwise_kernel": "pointwise_initializer",
+    }.get(attribute.lstrip("_"))
     if name is None:
-        name = "depthwise_initializer" if isinstance(
-            layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)) else "kernel_initializer"
+        name = (
+            "depthwise_initializer"
+            if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))
+            else "kernel_initializer"
+        )
     initializer = getattr(layer, name, None)
     if initializer is None:
         values = np.asarray(variable)
@@ -43,7 +48,9 @@ def shuffle_masks(model, seed=0):
         for j, (var, mask) in enumerate(zip(wrapper.kernels, wrapper.masks)):
             old = np.asarray(mask)
             new = rng.permutation(old.ravel()).reshape(old.shape)
-            fresh = _fresh_values(wrapper.layer, wrapper.kernel_attributes[j], var, seed * 1000 + i * 10 + j)
+            fresh = _fresh_values(
+                wrapper.layer, wrapper.kernel_attributes[j], var, seed * 1000 + i * 10 + j
+            )
             value = np.where(old > 0, np.asarray(var), fresh) * new
             mask.assign(new)
             var.assign(value)
@@ -56,6 +63,8 @@ def reinitialize(model, seed=0):
     seed = _seeds.resolve(seed)
     for i, wrapper in enumerate(masking.masked_layers(model)):
         for j, (var, mask) in enumerate(zip(wrapper.kernels, wrapper.masks)):
-            fresh = _fresh_values(wrapper.layer, wrapper.kernel_attributes[j], var, seed * 1000 + i * 10 + j)
+            fresh = _fresh_values(
+                wrapper.layer, wrapper.kernel_attributes[j], var, seed * 1000 + i * 10 + j
+            )
             var.assign(fresh * np.asarray(mask))
     return model

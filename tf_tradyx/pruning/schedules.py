@@ -49,5 +49,6 @@ def get(schedule):
         return schedule
     if schedule in SCHEDULES:
         return SCHEDULES[schedule]()
-    raise ValueError(f"Unknown schedule {schedule!r}; use one of {sorted(SCHEDULES)} or a "
-                     "DensitySchedule.")
+    raise ValueError(
+        f"Unknown schedule {schedule!r}; use one of {sorted(SCHEDULES)} or a DensitySchedule."
+    )

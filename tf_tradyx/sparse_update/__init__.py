@@ -17,51 +17,87 @@ from tf_tradyx.sparse_update import memory
 from tf_tradyx.sparse_update.callbacks import ChannelResampler, EfficiencyLogger, SelectionSummaries
 from tf_tradyx.sparse_update.compact_relu import CompactReLU
 from tf_tradyx.sparse_update.costs import (
-                                           CostTable,
-                                           LayerCost,
-                                           channel_norms,
-                                           cost_table,
-                                           parse_budget,
-                                           units_from_bytes,
+    CostTable,
+    LayerCost,
+    channel_norms,
+    cost_table,
+    parse_budget,
+    units_from_bytes,
 )
 from tf_tradyx.sparse_update.efficiency_report import Efficiency, efficiency
 from tf_tradyx.sparse_update.layer_ranking import LayerRanking, rank_layers
 from tf_tradyx.sparse_update.optimizer_state import check_optimizer, reset_optimizer_state
-from tf_tradyx.sparse_update.sampler import (Sampler, draws, resample, sampler_of, selection,
-                                             set_selection, sparse_kernels, sparse_layers)
+from tf_tradyx.sparse_update.sampler import (
+    Sampler,
+    draws,
+    resample,
+    sampler_of,
+    selection,
+    set_selection,
+    sparse_kernels,
+    sparse_layers,
+)
 from tf_tradyx.sparse_update.strategies import NAMES as STRATEGIES
 from tf_tradyx.sparse_update.strategies import (
-                                           PAPER_SCHEMES,
-                                           SU,
-                                           DetRGN,
-                                           RandomChannels,
-                                           SelectionContext,
-                                           SparseUpdateScheme,
-                                           Strategy,
-                                           TraDy,
-                                           WholeVariables,
+    PAPER_SCHEMES,
+    SU,
+    DetRGN,
+    RandomChannels,
+    SelectionContext,
+    SparseUpdateScheme,
+    Strategy,
+    TraDy,
+    WholeVariables,
 )
 from tf_tradyx.sparse_update.transforms import attach, strip, wrap
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 __all__ = [
     # transforms
-    "wrap", "attach", "strip",
+    "wrap",
+    "attach",
+    "strip",
     # strategies
-    "Strategy", "TraDy", "RandomChannels", "DetRGN", "SU", "SparseUpdateScheme", "WholeVariables",
-    "SelectionContext", "STRATEGIES", "PAPER_SCHEMES",
+    "Strategy",
+    "TraDy",
+    "RandomChannels",
+    "DetRGN",
+    "SU",
+    "SparseUpdateScheme",
+    "WholeVariables",
+    "SelectionContext",
+    "STRATEGIES",
+    "PAPER_SCHEMES",
     # sampling at run time
-    "Sampler", "sampler_of", "resample", "draws", "selection", "set_selection", "sparse_layers",
-    "sparse_kernels", "reset_optimizer_state", "check_optimizer",
+    "Sampler",
+    "sampler_of",
+    "resample",
+    "draws",
+    "selection",
+    "set_selection",
+    "sparse_layers",
+    "sparse_kernels",
+    "reset_optimizer_state",
+    "check_optimizer",
     # callbacks
-    "ChannelResampler", "EfficiencyLogger", "SelectionSummaries",
+    "ChannelResampler",
+    "EfficiencyLogger",
+    "SelectionSummaries",
     # costs and efficiency
-    "CostTable", "LayerCost", "cost_table", "parse_budget", "units_from_bytes", "channel_norms",
-    "Efficiency", "efficiency",
+    "CostTable",
+    "LayerCost",
+    "cost_table",
+    "parse_budget",
+    "units_from_bytes",
+    "channel_norms",
+    "Efficiency",
+    "efficiency",
     # layer preselection
-    "LayerRanking", "rank_layers",
+    "LayerRanking",
+    "rank_layers",
     # layers
-    "ChannelSparseUpdate", "CompactReLU",
+    "ChannelSparseUpdate",
+    "CompactReLU",
     # what a train step keeps (a module: memory.retained_bytes, memory.retained_tensors)
     "memory",
 ]

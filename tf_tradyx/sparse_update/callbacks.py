@@ -9,6 +9,16 @@ from tf_tradyx.sparse_update import optimizer_state
 from tf_tradyx.sparse_update import sampler as sampler_lib
 
 
+def _require_sparse_model(model, callback):
+    """A plain model has no selection: its figures would read 0 units and 100 % sparsity."""
+    if not sampler_lib.sparse_layers(model) and sampler_lib.sampler_of(model, False) is None:
+        raise ValueError(
+            f"{callback} reports on a model made by tx.sparse_update.wrap; this model "
+            "has no sparse-update wrappers or sampler. Wrap it first, or attach() a "
+            "loaded one."
+        )
+
+
 class ChannelResampler(keras.callbacks.Callback):
     """Draws a new channel selection at the start of every epoch (dynamic strategies).
 
@@ -37,8 +47,10 @@ class ChannelResampler(keras.callbacks.Callback):
         sampler_lib.resample(self.model, optimizer=getattr(self.model, "optimizer", None))
         if self.verbose:
             e = efficiency_lib.efficiency(self.model)
-            print(f"\nEpoch {epoch + 1}: {e.channels} channels in {e.layers_updated} layers, "
-                  f"{e.units:,} of {e.budget:,} units")
+            print(
+                f"\nEpoch {epoch + 1}: {e.channels} channels in {e.layers_updated} layers, "
+                f"{e.units:,} of {e.budget:,} units"
+            )
 
 
 class EfficiencyLogger(keras.callbacks.Callback):
@@ -47,6 +59,9 @@ class EfficiencyLogger(keras.callbacks.Callback):
     Keys are prefixed "sparse_update/": units, activation_sparsity, weight_derivative_sparsity,
     weight_derivative_flops_saved, channels, layers_updated, budget_used...
     """
+
+    def on_train_begin(self, logs=None):
+        _require_sparse_model(self.model, type(self).__name__)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -60,6 +75,9 @@ class SelectionSummaries(SummaryCallback):
     figures `efficiency/<name>`; a histogram `selected_index/<layer>` of the chosen channel indices.
     Place it after `ChannelResampler` so that it sees the epoch's selection.
     """
+
+    def on_train_begin(self, logs=None):
+        _require_sparse_model(self.model, type(self).__name__)
 
     def on_epoch_begin(self, epoch, logs=None):
         chosen = sampler_lib.selection(self.model)

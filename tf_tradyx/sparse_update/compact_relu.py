@@ -21,8 +21,9 @@ def pack_bits(mask):
     if channels is None or channels % 8:
         return tf.cast(mask, tf.uint8)
     # All in uint8 (shift, then sum of distinct bits): no wider temporaries.
-    grouped = tf.reshape(tf.cast(mask, tf.uint8),
-                         tf.concat([tf.shape(mask)[:-1], [channels // 8, 8]], 0))
+    grouped = tf.reshape(
+        tf.cast(mask, tf.uint8), tf.concat([tf.shape(mask)[:-1], [channels // 8, 8]], 0)
+    )
     return tf.reduce_sum(tf.bitwise.left_shift(grouped, tf.constant(_SHIFTS, tf.uint8)), axis=-1)
 
 

@@ -29,14 +29,15 @@ SELECTABLE_TYPES = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
     """The per-channel costs of one selectable layer."""
+
     name: str
-    kind: str                 # "conv", "depthwise" or "dense"
+    kind: str  # "conv", "depthwise" or "dense"
     in_channels: int
-    out_channels: int         # C' (per input channel for depthwise: the depth multiplier)
+    out_channels: int  # C' (per input channel for depthwise: the depth multiplier)
     kernel_size: tuple
-    in_hw: int                # H * W of the map entering the layer (before its own padding)
-    out_hw: int               # H' * W'
-    alive: tuple = None       # unpruned weights per input channel (pruned models), else None
+    in_hw: int  # H * W of the map entering the layer (before its own padding)
+    out_hw: int  # H' * W'
+    alive: tuple = None  # unpruned weights per input channel (pruned models), else None
 
     @property
     def weight_units(self):
@@ -70,8 +71,12 @@ class LayerCost:
     def as_dict(self):
         d = dataclasses.asdict(self)
         d["alive"] = None if self.alive is None else list(self.alive)
-        d.update(kernel_size=list(self.kernel_size), weight_units=self.weight_units,
-                 units_per_channel=self.units_per_channel, flops_per_channel=self.flops_per_channel)
+        d.update(
+            kernel_size=list(self.kernel_size),
+            weight_units=self.weight_units,
+            units_per_channel=self.units_per_channel,
+            flops_per_channel=self.flops_per_channel,
+        )
         return d
 
 
@@ -93,8 +98,9 @@ class CostTable:
         try:
             return self._by_name[name]
         except KeyError:
-            raise KeyError(f"{name!r} is not a selectable layer of this model; selectable: "
-                           f"{self.names}") from None
+            raise KeyError(
+                f"{name!r} is not a selectable layer of this model; selectable: {self.names}"
+            ) from None
 
     def __contains__(self, name):
         return name in self._by_name
@@ -141,16 +147,20 @@ class CostTable:
         head = f"{'layer':<28}{'kind':<10}{'C':>6}{'C_out':>7}{'HW':>7}{'units/ch':>10}{'flops/ch':>12}"
         lines = [head] + [
             f"{r.name:<28}{r.kind:<10}{r.in_channels:>6}{r.out_channels:>7}{r.in_hw:>7}"
-            f"{r.units_per_channel:>10,}{r.flops_per_channel:>12,}" for r in self.rows]
-        lines.append(f"full fine-tuning: {self.full_units:,} units over {len(self.rows)} layers "
-                     f"(classifier {self.classifier!r} not counted)")
+            f"{r.units_per_channel:>10,}{r.flops_per_channel:>12,}"
+            for r in self.rows
+        ]
+        lines.append(
+            f"full fine-tuning: {self.full_units:,} units over {len(self.rows)} layers "
+            f"(classifier {self.classifier!r} not counted)"
+        )
         return "\n".join(lines)
 
 
 def channel_norms(kernel_like, kind):
     """|| k[:, c] ||_2 for each input channel c of a kernel or kernel gradient (numpy or tensor)."""
     k = np.asarray(kernel_like, np.float64)
-    return np.sqrt((k ** 2).sum(axis=1 if kind == "dense" else (0, 1, 3)))
+    return np.sqrt((k**2).sum(axis=1 if kind == "dense" else (0, 1, 3)))
 
 
 def _count(channels):
@@ -181,12 +191,28 @@ def is_selectable(layer):
     return getattr(layer, "groups", 1) == 1
 
 
+# Per-channel affine or elementwise layers that may follow the head (a temperature Rescaling, a
+# BatchNormalization of the logits, an activation): the head is the weighted layer before them.
+_AFTER_HEAD = (
+    layers.Rescaling,
+    layers.BatchNormalization,
+    layers.LayerNormalization,
+    layers.Normalization,
+)
+
+
 def find_classifier(model):
-    """The layer that produces the model's output (walking back through weightless layers)."""
+    """The layer that produces the model's output: walking back through weightless layers and
+    per-channel affine layers (Rescaling, BatchNormalization) to the last layer with a kernel."""
     if len(model.outputs) != 1:
-        raise ValueError("cost_table needs a single-output model; pass classifier= to name the head.")
+        raise ValueError(
+            "cost_table needs a single-output model; pass classifier= to name the head."
+        )
     layer = _keras_compat.producer(model.outputs[0])
-    while layer is not None and not layer.weights and isinstance(layer, _model_walk.PASS_THROUGH):
+    while layer is not None and (
+        isinstance(layer, _AFTER_HEAD)
+        or (not layer.weights and isinstance(layer, _model_walk.PASS_THROUGH))
+    ):
         layer = _keras_compat.producer(layer.input)
     return _model_walk.inner(layer).name if layer is not None and layer.weights else None
 
@@ -203,8 +229,10 @@ def _input_hw(layer):
 
 def _static(dims, layer):
     if any(d is None for d in dims):
-        raise ValueError(f"Layer {layer.name!r} sees an input of unknown size {dims}; costs are per "
-                         "sample at a fixed input size. Build the model on keras.Input((H, W, C)).")
+        raise ValueError(
+            f"Layer {layer.name!r} sees an input of unknown size {dims}; costs are per "
+            "sample at a fixed input size. Build the model on keras.Input((H, W, C))."
+        )
     return int(math.prod(dims)) if dims else 1
 
 
@@ -212,8 +240,10 @@ def layer_cost(layer):
     """The `LayerCost` of one built, selectable layer inside a Functional model."""
     inner = _model_walk.inner(layer)
     if not is_selectable(inner):
-        raise ValueError(f"Layer {inner.name!r} ({type(inner).__name__}) is not selectable: supported "
-                         "are Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last, dilation 1.")
+        raise ValueError(
+            f"Layer {inner.name!r} ({type(inner).__name__}) is not selectable: supported "
+            "are Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last, dilation 1."
+        )
     in_channels = int(layer.input.shape[-1])
     out_hw = _static(tuple(layer.output.shape)[1:-1], inner)
     if isinstance(inner, layers.DepthwiseConv2D):
@@ -223,8 +253,16 @@ def layer_cost(layer):
     else:
         kind, c_out = "dense", int(inner.units)
     kernel = tuple(int(k) for k in inner.kernel_size) if kind != "dense" else (1, 1)
-    return LayerCost(name=inner.name, kind=kind, in_channels=in_channels, out_channels=c_out,
-                     kernel_size=kernel, in_hw=_input_hw(layer), out_hw=out_hw, alive=_alive(layer))
+    return LayerCost(
+        name=inner.name,
+        kind=kind,
+        in_channels=in_channels,
+        out_channels=c_out,
+        kernel_size=kernel,
+        in_hw=_input_hw(layer),
+        out_hw=out_hw,
+        alive=_alive(layer),
+    )
 
 
 def cost_table(model, classifier="auto"):
@@ -249,23 +287,30 @@ def cost_table(model, classifier="auto"):
             continue
         calls = len(_keras_compat.inbound_nodes(layer))
         if calls != 1:
-            raise ValueError(f"Layer {inner.name!r} is called {calls} times; "
-                             "shared layers are not supported.")
+            raise ValueError(
+                f"Layer {inner.name!r} is called {calls} times; shared layers are not supported."
+            )
         rows.append(layer_cost(layer))
     if not rows:
-        raise ValueError("The model has no selectable layer (Conv2D, DepthwiseConv2D, Dense) besides "
-                         "the classifier.")
+        raise ValueError(
+            "The model has no selectable layer (Conv2D, DepthwiseConv2D, Dense) besides "
+            "the classifier."
+        )
     return CostTable(rows, classifier=classifier)
 
 
 _BYTES = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(b|kb|kib|mb|mib|units?)?\s*$", re.I)
-_FACTORS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2}
+_FACTORS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
 
 
 def units_from_bytes(nbytes, bytes_per_element=BYTES_PER_UNIT):
     """Memory units that fit in `nbytes` (one unit = one stored element)."""
-    if not isinstance(nbytes, (int, float, np.integer, np.floating)) or isinstance(nbytes, bool) \
-            or not np.isfinite(nbytes) or nbytes <= 0:
+    if (
+        not isinstance(nbytes, (int, float, np.integer, np.floating))
+        or isinstance(nbytes, bool)
+        or not np.isfinite(nbytes)
+        or nbytes <= 0
+    ):
         raise ValueError(f"nbytes must be a positive number, got {nbytes!r}.")
     if bytes_per_element <= 0:
         raise ValueError(f"bytes_per_element must be positive, got {bytes_per_element!r}.")
@@ -289,5 +334,7 @@ def parse_budget(value, bytes_per_element=BYTES_PER_UNIT):
             if unit.startswith("unit"):
                 return parse_budget(number)
             return units_from_bytes(number * _FACTORS[unit], bytes_per_element)
-    raise ValueError(f"Cannot read the budget {value!r}: give units (27946) or bytes with a suffix "
-                     "(111784B, 109KiB, 0.1MB).")
+    raise ValueError(
+        f"Cannot read the budget {value!r}: give units (27946) or bytes with a suffix "
+        "(111784B, 109KiB, 0.1MB)."
+    )

@@ -11,6 +11,7 @@ from tf_tradyx.sparse_update import sampler as sampler_lib
 @dataclasses.dataclass
 class Efficiency:
     """The savings of the current selection (METHODS.md 1.6), per sample."""
+
     strategy: str
     units: int
     budget: object
@@ -20,9 +21,9 @@ class Efficiency:
     activation_sparsity: float
     weight_derivative_sparsity: float
     weight_derivative_flops_saved: float
-    units_all_weights: int = 0       # a selected channel charged for all its weights
+    units_all_weights: int = 0  # a selected channel charged for all its weights
     units_unpruned_weights: int = 0  # ... only for its unpruned ones (differs on pruned models)
-    count_pruned: bool = True        # which of the two `units` (and the budget) uses
+    count_pruned: bool = True  # which of the two `units` (and the budget) uses
 
     @property
     def budget_used(self):
@@ -37,8 +38,11 @@ class Efficiency:
     def as_logs(self, prefix="sparse_update/"):
         """Numeric figures for Keras epoch logs (History, TensorBoard)."""
         d = self.as_dict()
-        return {prefix + k: float(v) for k, v in d.items()
-                if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
+        return {
+            prefix + k: float(v)
+            for k, v in d.items()
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        }
 
 
 def efficiency(model):
@@ -55,9 +59,12 @@ def efficiency(model):
         units=int(table.units(chosen, count_pruned)),
         budget=sampler.budget if sampler is not None else None,
         units_all_weights=int(table.units(chosen, True)),
-        units_unpruned_weights=int(table.units(chosen, False)), count_pruned=count_pruned,
-        full_units=int(table.full_units), channels=int(sum(len(c) for c in chosen.values())),
+        units_unpruned_weights=int(table.units(chosen, False)),
+        count_pruned=count_pruned,
+        full_units=int(table.full_units),
+        channels=int(sum(len(c) for c in chosen.values())),
         layers_updated=len(chosen),
         activation_sparsity=1.0 - sel_a / table.total_activation_units,
         weight_derivative_sparsity=1.0 - sel_w / table.total_weight_units,
-        weight_derivative_flops_saved=1.0 - sel_f / table.full_flops)
+        weight_derivative_flops_saved=1.0 - sel_f / table.full_flops,
+    )

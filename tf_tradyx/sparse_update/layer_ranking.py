@@ -36,10 +36,12 @@ def _warn_if_sorted(probe):
     """Single-class batches mean class-sorted, unshuffled data: the run would mostly measure the
     classifier relearning each class, which piles RGN onto the last layers."""
     if all(size >= 4 and classes == 1 for size, classes in probe):
-        warnings.warn(f"rank_layers: each of the first {len(probe)} batches holds a single class; "
-                      "the data looks sorted by class. Shuffle it (e.g. tx.data.prepare(..., "
-                      "shuffle_buffer=N)) or the ranking will overweight the last layers.",
-                      stacklevel=3)
+        warnings.warn(
+            f"rank_layers: each of the first {len(probe)} batches holds a single class; "
+            "the data looks sorted by class. Shuffle it (e.g. tx.data.prepare(..., "
+            "shuffle_buffer=N)) or the ranking will overweight the last layers.",
+            stacklevel=3,
+        )
 
 
 class LayerRanking:
@@ -50,8 +52,10 @@ class LayerRanking:
             raise ValueError("A ranking needs at least one layer.")
         vals = np.asarray(list(scores.values()), np.float64)
         if not np.all(np.isfinite(vals)) or np.any(vals < 0):
-            raise ValueError("RGN scores must be finite and non-negative; the run that produced them "
-                             "diverged (lower the learning rate) or the file is corrupted.")
+            raise ValueError(
+                "RGN scores must be finite and non-negative; the run that produced them "
+                "diverged (lower the learning rate) or the file is corrupted."
+            )
         self.scores = {str(k): float(v) for k, v in scores.items()}
         self.info = dict(info or {})
 
@@ -82,7 +86,7 @@ class LayerRanking:
             k = int(np.searchsorted(self.cumulative(), coverage - 1e-12) + 1)
         elif not isinstance(k, int) or not 1 <= k <= len(self.scores):
             raise ValueError(f"k must be an integer in [1, {len(self.scores)}], got {k!r}.")
-        chosen = set(self.ranked[:min(k, len(self.scores))])
+        chosen = set(self.ranked[: min(k, len(self.scores))])
         return [n for n in self.layers if n in chosen]
 
     def spearman(self, other):
@@ -96,8 +100,11 @@ class LayerRanking:
 
     def save(self, path):
         with open(path, "w") as f:
-            json.dump({"format": "tf_tradyx.layer_ranking/1", "rgn": self.scores, "info": self.info},
-                      f, indent=1)
+            json.dump(
+                {"format": "tf_tradyx.layer_ranking/1", "rgn": self.scores, "info": self.info},
+                f,
+                indent=1,
+            )
 
     @classmethod
     def load(cls, path):
@@ -107,7 +114,9 @@ class LayerRanking:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} is not a layer-ranking JSON file: {e}") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("rgn"), dict):
-            raise ValueError(f"{path} is not a layer-ranking file (no 'rgn' mapping of layer names).")
+            raise ValueError(
+                f"{path} is not a layer-ranking file (no 'rgn' mapping of layer names)."
+            )
         return cls(payload["rgn"], payload.get("info"))
 
     def check_model(self, model):
@@ -115,8 +124,10 @@ class LayerRanking:
         names = costs_lib.cost_table(model).names
         unknown = [n for n in self.layers if n not in names]
         if unknown:
-            raise ValueError(f"The ranking names layers that the model lacks: {unknown[:5]}... "
-                             "It was computed for another architecture.")
+            raise ValueError(
+                f"The ranking names layers that the model lacks: {unknown[:5]}... "
+                "It was computed for another architecture."
+            )
 
     def figure(self, coverage=0.97):
         """A matplotlib `Figure` of cumulative RGN against the number of top-ranked layers (needs
@@ -124,8 +135,9 @@ class LayerRanking:
         try:
             from matplotlib.figure import Figure
         except ImportError as e:
-            raise ImportError("LayerRanking.figure needs matplotlib: pip install "
-                              "'tf_tradyx[plots]'.") from e
+            raise ImportError(
+                "LayerRanking.figure needs matplotlib: pip install 'tf_tradyx[plots]'."
+            ) from e
         cum = self.cumulative()
         k = len(self.top_k(coverage))
         fig = Figure(figsize=(6, 4))
@@ -135,8 +147,10 @@ class LayerRanking:
         ax.axvline(k, color="gray", ls=":", lw=0.8)
         ax.set_xlabel("number of top-ranked layers")
         ax.set_ylabel("cumulative share of RGN")
-        ax.set_title(f"{self.info.get('model', 'model')}: {k} of {len(cum)} layers hold "
-                     f"{coverage:.0%} of RGN")
+        ax.set_title(
+            f"{self.info.get('model', 'model')}: {k} of {len(cum)} layers hold "
+            f"{coverage:.0%} of RGN"
+        )
         fig.tight_layout()
         return fig
 
@@ -159,8 +173,16 @@ def plain_copy(model):
     return clone
 
 
-def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoch=None,
-                classifier="auto", verbose=1):
+def rank_layers(
+    model,
+    data,
+    epochs=2,
+    loss=None,
+    optimizer=None,
+    steps_per_epoch=None,
+    classifier="auto",
+    verbose=1,
+):
     """Fine-tunes a copy of `model` with full gradients and accumulates RGN per layer.
 
     Args:
@@ -182,8 +204,9 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
     for layer in _model_walk.flatten_layers(work):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    by_name = {_model_walk.inner(l).name: _model_walk.inner(l)
-               for l in _model_walk.flatten_layers(work)}
+    by_name = {
+        _model_walk.inner(l).name: _model_walk.inner(l) for l in _model_walk.flatten_layers(work)
+    }
     kernels = [by_name[r.name].kernel for r in table]
     units = [r.units_per_channel for r in table]
     kinds = [r.kind for r in table]
@@ -196,14 +219,23 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
             value = loss_fn(y, work(x, training=True))
         grads = tape.gradient(value, train_vars)
         optimizer.apply_gradients(zip(grads, train_vars))
-        rgn = tf.stack([tf.reduce_sum(gradients.channel_norms_tf(grads[p], kind)) / u
-                        for p, kind, u in zip(kernel_pos, kinds, units)])
+        rgn = tf.stack(
+            [
+                tf.reduce_sum(gradients.channel_norms_tf(grads[p], kind)) / u
+                for p, kind, u in zip(kernel_pos, kinds, units)
+            ]
+        )
         return value, rgn
 
     total = np.zeros(len(kernels))
     steps = 0
     first_labels = []
     dataset = _batches.as_dataset(data)
+    if steps_per_epoch is None and int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            "rank_layers got an infinite dataset (it ends in .repeat()?), so an epoch "
+            "would never end: pass steps_per_epoch= or a finite dataset."
+        )
     for epoch in range(epochs):
         batches = dataset.take(steps_per_epoch) if steps_per_epoch else dataset
         bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose, stateful_metrics=["loss"])
@@ -218,13 +250,20 @@ def rank_layers(model, data, epochs=2, loss=None, optimizer=None, steps_per_epoc
             value, rgn = step(x, y)
             rgn = rgn.numpy()
             if not np.all(np.isfinite(rgn)) or not np.isfinite(value.numpy()):
-                raise ValueError(f"The ranking run diverged at epoch {epoch}, step {i} (non-finite "
-                                 "gradients); lower the optimizer's learning rate.")
+                raise ValueError(
+                    f"The ranking run diverged at epoch {epoch}, step {i} (non-finite "
+                    "gradients); lower the optimizer's learning rate."
+                )
             total += rgn
             steps += 1
             bar.update(i + 1, [("loss", float(value))])
     if not steps:
         raise ValueError("data yielded no batch; rank_layers needs training data.")
-    info = {"model": model.name, "epochs": epochs, "steps": steps,
-            "input_shape": list(model.inputs[0].shape[1:]), "classifier": table.classifier}
+    info = {
+        "model": model.name,
+        "epochs": epochs,
+        "steps": steps,
+        "input_shape": list(model.inputs[0].shape[1:]),
+        "classifier": table.classifier,
+    }
     return LayerRanking({r.name: t for r, t in zip(table, total)}, info)

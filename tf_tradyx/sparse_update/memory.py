@@ -29,12 +29,13 @@ from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 @dataclasses.dataclass
 class RetainedTensor:
     """One forward tensor that a backward op reads."""
+
     name: str
     op_type: str
     shape: tuple
     dtype: str
     nbytes: int
-    kind: str   # "activation", "mask", "parameter" (weights and what derives from them), "label"
+    kind: str  # "activation", "mask", "parameter" (weights and what derives from them), "label"
 
 
 def _ancestors(tensors):
@@ -92,7 +93,10 @@ def retained_tensors(model, batch_size=1, loss=None):
     backward = _depends_on(graph, {graph.inputs[2].op}) & needed
     data_ops = _depends_on(graph, {graph.inputs[0].op})
     label_ops = _depends_on(graph, {graph.inputs[1].op})
-    selected = {w.name: int(w.num_channels.numpy()) for w in _model_walk.layers_of_type(model, ChannelSparseUpdate)}
+    selected = {
+        w.name: int(w.num_channels.numpy())
+        for w in _model_walk.layers_of_type(model, ChannelSparseUpdate)
+    }
     out, seen = [], set()
     for op in backward:
         for t in op.inputs:
@@ -101,8 +105,10 @@ def retained_tensors(model, batch_size=1, loss=None):
             seen.add(t.ref())
             shape = tuple(t.shape.as_list()) if t.shape.rank is not None else ()
             if any(d is None for d in shape):
-                n = next((v for k, v in selected.items() if f"/{k}" in t.name or t.name.startswith(k)),
-                         None)
+                n = next(
+                    (v for k, v in selected.items() if f"/{k}" in t.name or t.name.startswith(k)),
+                    None,
+                )
                 shape = tuple(n if d is None else d for d in shape)
             size = None if any(d is None for d in shape) else int(np.prod(shape, dtype=np.int64))
             nbytes = None if size is None else size * t.dtype.size

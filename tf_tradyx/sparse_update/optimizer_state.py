@@ -17,14 +17,13 @@ import numpy as np
 from tf_tradyx import _keras_compat, _model_walk
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
-
 # Optimizers that cannot leave an unselected channel as it is, and why.
 _REFUSED = {
     "Muon": "orthogonalizes each kernel's whole update, so every channel moves",
     "Adafactor": "factors its second moments over rows and columns: unselected channels' zero "
-                 "gradients enter the statistics of the selected ones (and turn them to NaN)",
+    "gradients enter the statistics of the selected ones (and turn them to NaN)",
     "Ftrl": "recomputes every weight from its own accumulated state, so unselected channels "
-            "(and pretrained weights) are overwritten",
+    "(and pretrained weights) are overwritten",
 }
 # Slots whose initial value is not zero: {optimizer class: {slot attribute: optimizer attribute}}.
 _INITIAL_VALUES = {"Adagrad": {"_accumulators": "initial_accumulator_value"}}
@@ -44,9 +43,11 @@ def slot_variables(optimizer, variable):
     initial = {}
     for cls in type(optimizer).__mro__:
         initial.update(_INITIAL_VALUES.get(cls.__name__, {}))
-    return [(slots[index], float(getattr(optimizer, initial[key], 0.0)) if key in initial else 0.0)
-            for key, slots in _keras_compat.optimizer_slot_lists(optimizer)
-            if slots[index] is not None and slots[index] is not variable]
+    return [
+        (slots[index], float(getattr(optimizer, initial[key], 0.0)) if key in initial else 0.0)
+        for key, slots in _keras_compat.optimizer_slot_lists(optimizer)
+        if slots[index] is not None and slots[index] is not variable
+    ]
 
 
 def reset_optimizer_state(model, optimizer):
@@ -76,16 +77,23 @@ def check_optimizer(model, optimizer):
             raise ValueError(
                 f"{type(optimizer).__name__} cannot be used for sparse updates: it "
                 f"{_REFUSED[cls.__name__]}. Use SGD (the paper's choice), SGD with momentum, Adam, "
-                "RMSprop, Adagrad or another per-element optimizer.")
+                "RMSprop, Adagrad or another per-element optimizer."
+            )
     if getattr(optimizer, "use_ema", False):
-        raise ValueError("The optimizer uses EMA (use_ema=True), which moves every weight toward its "
-                         "average, unselected channels included. Turn it off for sparse updates.")
+        raise ValueError(
+            "The optimizer uses EMA (use_ema=True), which moves every weight toward its "
+            "average, unselected channels included. Turn it off for sparse updates."
+        )
     if getattr(optimizer, "weight_decay", None):
-        decayed = [w.layer.name for w in _model_walk.layers_of_type(model, ChannelSparseUpdate)
-                   if _keras_compat.optimizer_decays(optimizer, w.kernel)]
+        decayed = [
+            w.layer.name
+            for w in _model_walk.layers_of_type(model, ChannelSparseUpdate)
+            if _keras_compat.optimizer_decays(optimizer, w.kernel)
+        ]
         if decayed:
             raise ValueError(
                 f"The optimizer's weight decay would shrink unselected channels of {decayed[:3]}... "
                 "(the paper uses none, it costs memory for state). Use weight_decay=None, or exclude "
                 "them: optimizer.exclude_from_weight_decay(var_list=tx.sparse_update.sparse_kernels("
-                "model)) before compile.")
+                "model)) before compile."
+            )

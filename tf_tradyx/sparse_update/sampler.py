@@ -33,43 +33,61 @@ class Sampler:
         self.resamples = 0
         if strategy.budgeted and strategy.mode == "channels":
             if self.budget is None:
-                raise ValueError(f"Strategy {strategy.name!r} needs budget= (memory units; full "
-                                 f"fine-tuning of this model costs {costs.full_units:,}).")
+                raise ValueError(
+                    f"Strategy {strategy.name!r} needs budget= (memory units; full "
+                    f"fine-tuning of this model costs {costs.full_units:,})."
+                )
             sampling.check_budget(costs, self.layers, self.budget, self.count_pruned)
         elif self.budget is not None and self.budget <= 0:
             raise ValueError(f"budget must be positive, got {self.budget}.")
 
     def get_config(self):
         """What a `.keras` file keeps of the sampler (in every wrapper's config)."""
-        return {"strategy": strategies.serialize(self.strategy), "budget": self.budget,
-                "seed": self.seed, "count_pruned": self.count_pruned}
+        return {
+            "strategy": strategies.serialize(self.strategy),
+            "budget": self.budget,
+            "seed": self.seed,
+            "count_pruned": self.count_pruned,
+        }
 
     def draw(self, model, epoch):
         """The strategy's selection for `epoch`, checked against the layers and the budget."""
         context = strategies.SelectionContext(
-            model=model, costs=self.costs, layers=self.layers, budget=self.budget,
-            rng=np.random.default_rng([self.seed, epoch + 1]), epoch=epoch,
-            count_pruned=self.count_pruned)
+            model=model,
+            costs=self.costs,
+            layers=self.layers,
+            budget=self.budget,
+            rng=np.random.default_rng([self.seed, epoch + 1]),
+            epoch=epoch,
+            count_pruned=self.count_pruned,
+        )
         return self._validate(self.strategy.select(context))
 
     def _validate(self, selection):
         out = {}
         for name, channels in selection.items():
             if name not in self.layers:
-                raise ValueError(f"The strategy selected channels of {name!r}, which is not one of "
-                                 f"the wrapped layers {self.layers}.")
+                raise ValueError(
+                    f"The strategy selected channels of {name!r}, which is not one of "
+                    f"the wrapped layers {self.layers}."
+                )
             idx = np.asarray(channels, np.int64).reshape(-1)
             row = self.costs[name]
             if len(np.unique(idx)) != len(idx) or (
-                    len(idx) and (idx.min() < 0 or idx.max() >= row.in_channels)):
-                raise ValueError(f"Invalid channels for {name!r}: {idx.tolist()} (in_channels "
-                                 f"{row.in_channels}).")
+                len(idx) and (idx.min() < 0 or idx.max() >= row.in_channels)
+            ):
+                raise ValueError(
+                    f"Invalid channels for {name!r}: {idx.tolist()} (in_channels "
+                    f"{row.in_channels})."
+                )
             if len(idx):
                 out[name] = np.sort(idx)
         units = self.costs.units(out, self.count_pruned)
         if self.strategy.budgeted and self.budget is not None and units > self.budget:
-            raise ValueError(f"Strategy {self.strategy.name!r} selected {units} units, over the "
-                             f"budget of {self.budget}.")
+            raise ValueError(
+                f"Strategy {self.strategy.name!r} selected {units} units, over the "
+                f"budget of {self.budget}."
+            )
         return out
 
 
@@ -85,10 +103,12 @@ def sampler_of(model, required=True):
     """The model's `Sampler` (None when absent and not `required`)."""
     sampler = getattr(model, _ATTRIBUTE, None)
     if sampler is None and required:
-        raise ValueError("This model carries no sparse-update sampler: make it with "
-                         "tx.sparse_update.wrap(model, budget=..., strategy=...), or give a model "
-                         "loaded from a .keras file its sampler back with "
-                         "tx.sparse_update.attach(model).")
+        raise ValueError(
+            "This model carries no sparse-update sampler: make it with "
+            "tx.sparse_update.wrap(model, budget=..., strategy=...), or give a model "
+            "loaded from a .keras file its sampler back with "
+            "tx.sparse_update.attach(model)."
+        )
     return sampler
 
 
@@ -144,5 +164,8 @@ def selection(model):
     sampler = sampler_of(model, required=False)
     if sampler is not None and sampler.strategy.mode == "full":
         return {r.name: np.arange(r.in_channels) for r in sampler.costs}
-    return {w.layer.name: w.get_channels() for w in sparse_layers(model)
-            if int(np.asarray(w.num_channels)) > 0}
+    return {
+        w.layer.name: w.get_channels()
+        for w in sparse_layers(model)
+        if int(np.asarray(w.num_channels)) > 0
+    }

@@ -35,13 +35,17 @@ def _fill(order, layer_of, channel_of, unit_of, budget, names):
 def check_budget(costs, names, budget, count_pruned=True):
     """Raises ValueError unless `budget` (units) buys at least the cheapest channel of `names`."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
-        raise ValueError(f"The budget must be a whole number of memory units, got {budget!r} "
-                         "(tx.sparse_update.parse_budget reads '109KiB' and the like).")
+        raise ValueError(
+            f"The budget must be a whole number of memory units, got {budget!r} "
+            "(tx.sparse_update.parse_budget reads '109KiB' and the like)."
+        )
     minimum = costs.min_channel_units(names, count_pruned)
     if budget < minimum:
         cheapest = min(names, key=lambda n: costs[n].channel_units(count_pruned).min())
-        raise ValueError(f"A budget of {budget} units cannot pay for any channel: the cheapest "
-                         f"({cheapest!r}) costs {minimum} units. Use a budget >= {minimum}.")
+        raise ValueError(
+            f"A budget of {budget} units cannot pay for any channel: the cheapest "
+            f"({cheapest!r}) costs {minimum} units. Use a budget >= {minimum}."
+        )
 
 
 def random_channels(costs, names, budget, rng, count_pruned=True):
@@ -61,7 +65,8 @@ def top_channels(costs, scores, budget, count_pruned=True):
     if flat.shape != unit_of.shape:
         raise ValueError("scores must hold one value per input channel of each layer.")
     if not np.all(np.isfinite(flat)):
-        raise ValueError("Channel scores contain NaN or Inf; check the model and data for "
-                         "non-finite values.")
+        raise ValueError(
+            "Channel scores contain NaN or Inf; check the model and data for non-finite values."
+        )
     order = np.argsort(-flat, kind="stable")
     return _fill(order, layer_of, channel_of, unit_of, budget, names)

@@ -55,13 +55,16 @@ class RandomChannels(Strategy):
         if layers is None:
             return self
         if self.layers is not None and list(self.layers) != list(layers):
-            raise ValueError(f"Strategy {self.name!r} already has layers {list(self.layers)}; "
-                             "pass them in one place only.")
+            raise ValueError(
+                f"Strategy {self.name!r} already has layers {list(self.layers)}; "
+                "pass them in one place only."
+            )
         return type(self)(**{**self.get_config(), "layers": list(layers)})
 
     def select(self, context):
-        return sampling.random_channels(context.costs, context.layers, context.budget, context.rng,
-                                        context.count_pruned)
+        return sampling.random_channels(
+            context.costs, context.layers, context.budget, context.rng, context.count_pruned
+        )
 
     def get_config(self):
         return {**super().get_config(), "dynamic": self.dynamic}
@@ -107,13 +110,19 @@ class DetRGN(Strategy):
 
     def select(self, context):
         if self.data is None:
-            raise ValueError("Det RGN computes full gradients: give it data, e.g. "
-                             "DetRGN(data=train_ds) or wrap(..., strategy='dynamic_det_rgn', "
-                             "data=train_ds) (a loaded model: attach(model, strategy=DetRGN(data=...))).")
-        grads = gradients.full_kernel_gradients(context.model, self.data, context.layers,
-                                                batches=self.batches, loss=self.loss)
-        scores = {n: costs_lib.channel_norms(grads[n], context.costs[n].kind)
-                  / context.costs[n].channel_units(context.count_pruned) for n in context.layers}
+            raise ValueError(
+                "Det RGN computes full gradients: give it data, e.g. "
+                "DetRGN(data=train_ds) or wrap(..., strategy='dynamic_det_rgn', "
+                "data=train_ds) (a loaded model: attach(model, strategy=DetRGN(data=...)))."
+            )
+        grads = gradients.full_kernel_gradients(
+            context.model, self.data, context.layers, batches=self.batches, loss=self.loss
+        )
+        scores = {
+            n: costs_lib.channel_norms(grads[n], context.costs[n].kind)
+            / context.costs[n].channel_units(context.count_pruned)
+            for n in context.layers
+        }
         return sampling.top_channels(context.costs, scores, context.budget, context.count_pruned)
 
     def get_config(self):
@@ -150,8 +159,18 @@ class WholeVariables(Strategy):
         return {"mode": self.mode}
 
 
-NAMES = ("tradi", "static_topk_random", "dynamic_full_random", "static_full_random",
-         "dynamic_det_rgn", "static_det_rgn", "su", "full", "classifier", "bias")
+NAMES = (
+    "tradi",
+    "static_topk_random",
+    "dynamic_full_random",
+    "static_full_random",
+    "dynamic_det_rgn",
+    "static_det_rgn",
+    "su",
+    "full",
+    "classifier",
+    "bias",
+)
 
 
 def get(strategy, layers=None, data=None, scheme=None):
@@ -164,8 +183,10 @@ def get(strategy, layers=None, data=None, scheme=None):
         return TraDy(layers)
     if strategy == "static_topk_random":
         if layers is None:
-            raise ValueError("Strategy 'static_topk_random' needs layers=: the preselected layer "
-                             "names, e.g. rank_layers(model, data).top_k(coverage=0.97).")
+            raise ValueError(
+                "Strategy 'static_topk_random' needs layers=: the preselected layer "
+                "names, e.g. rank_layers(model, data).top_k(coverage=0.97)."
+            )
         return RandomChannels(layers, dynamic=False)
     if strategy in ("dynamic_full_random", "static_full_random"):
         if layers is not None:
@@ -173,15 +194,22 @@ def get(strategy, layers=None, data=None, scheme=None):
         return RandomChannels(None, dynamic=strategy.startswith("dynamic"))
     if strategy in ("dynamic_det_rgn", "static_det_rgn"):
         if data is None:
-            raise ValueError("Det RGN computes full gradients: pass data= (a dataset of (x, y) "
-                             "batches) to wrap.")
+            raise ValueError(
+                "Det RGN computes full gradients: pass data= (a dataset of (x, y) batches) to wrap."
+            )
         return DetRGN(data, layers, dynamic=strategy.startswith("dynamic"))
     if strategy == "su":
         if scheme is None:
-            raise ValueError("strategy='su' needs scheme=: a {layer: fraction} dict, a "
-                             f"SparseUpdateScheme, or one of {sorted(PAPER_SCHEMES)}.")
-        return (scheme if isinstance(scheme, SparseUpdateScheme) else SU(scheme)).with_layers(layers)
+            raise ValueError(
+                "strategy='su' needs scheme=: a {layer: fraction} dict, a "
+                f"SparseUpdateScheme, or one of {sorted(PAPER_SCHEMES)}."
+            )
+        return (scheme if isinstance(scheme, SparseUpdateScheme) else SU(scheme)).with_layers(
+            layers
+        )
     if strategy in ("full", "classifier", "bias"):
         return WholeVariables(strategy).with_layers(layers)
-    raise ValueError(f"Unknown strategy {strategy!r}; choose from {list(NAMES)} or pass a "
-                     "tx.sparse_update.Strategy.")
+    raise ValueError(
+        f"Unknown strategy {strategy!r}; choose from {list(NAMES)} or pass a "
+        "tx.sparse_update.Strategy."
+    )

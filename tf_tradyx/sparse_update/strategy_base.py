@@ -14,10 +14,11 @@ register = keras.saving.register_keras_serializable(package="tf_tradyx")
 @dataclasses.dataclass
 class SelectionContext:
     """What a strategy may look at when it selects."""
-    model: object          # the wrapped model
-    costs: object          # CostTable of every selectable layer
-    layers: list           # candidate layer names (the wrapped ones)
-    budget: int            # units (None for fixed schemes)
+
+    model: object  # the wrapped model
+    costs: object  # CostTable of every selectable layer
+    layers: list  # candidate layer names (the wrapped ones)
+    budget: int  # units (None for fixed schemes)
     rng: np.random.Generator
     epoch: int = 0
     count_pruned: bool = True  # False: only unpruned weights of a channel count toward the budget
@@ -29,9 +30,10 @@ class Strategy(abc.ABC):
     `layers` are the candidate layer names (None: the strategy decides, e.g. every selectable
     layer). A subclass that takes arguments implements `get_config` so that it can be saved.
     """
+
     dynamic = True
     mode = "channels"
-    budgeted = True          # the selection must fit the budget
+    budgeted = True  # the selection must fit the budget
     uses_all_layers = False  # candidates are all selectable layers, not the ranking's top-K
     layers = None
     name = "custom"
@@ -45,8 +47,10 @@ class Strategy(abc.ABC):
         if self.uses_all_layers:
             return costs.names
         if self.layers is None:
-            raise ValueError(f"Strategy {self.name!r} needs layers=: the preselected layer names, "
-                             "e.g. rank_layers(model, data).top_k(coverage=0.97).")
+            raise ValueError(
+                f"Strategy {self.name!r} needs layers=: the preselected layer names, "
+                "e.g. rank_layers(model, data).top_k(coverage=0.97)."
+            )
         return list(self.layers)
 
     def bias_layer_names(self, costs):
@@ -60,8 +64,10 @@ class Strategy(abc.ABC):
         if self.uses_all_layers or self.mode != "channels":
             raise ValueError(f"Strategy {self.name!r} chooses its own layers; do not pass layers=.")
         if self.layers is not None and list(self.layers) != list(layers):
-            raise ValueError(f"Strategy {self.name!r} already has layers {list(self.layers)}; "
-                             "pass them in one place only.")
+            raise ValueError(
+                f"Strategy {self.name!r} already has layers {list(self.layers)}; "
+                "pass them in one place only."
+            )
         out = copy.copy(self)
         out.layers = list(layers)
         return out
@@ -84,7 +90,9 @@ def deserialize(config):
     try:
         return keras.saving.deserialize_keras_object(config)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"Cannot rebuild the saved strategy {config.get('class_name')!r} ({e}); "
-                         "register your Strategy subclass with "
-                         "@keras.saving.register_keras_serializable(), or pass strategy= to "
-                         "attach.") from None
+        raise ValueError(
+            f"Cannot rebuild the saved strategy {config.get('class_name')!r} ({e}); "
+            "register your Strategy subclass with "
+            "@keras.saving.register_keras_serializable(), or pass strategy= to "
+            "attach."
+        ) from None

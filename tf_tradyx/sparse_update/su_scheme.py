@@ -80,9 +80,13 @@ class SparseUpdateScheme(Strategy):
         convs = [r.name for r in costs if r.kind != "dense"]
         bad = [i for i in idx if not 0 <= i < len(convs)]
         if bad:
-            raise ValueError(f"Conv indices {bad} are out of range: the model has {len(convs)} convs.")
-        return cls({convs[i]: r for i, r in zip(idx, rat) if r > 0},
-                   bias_layers=convs[len(convs) - n_bias_update:] if n_bias_update else [])
+            raise ValueError(
+                f"Conv indices {bad} are out of range: the model has {len(convs)} convs."
+            )
+        return cls(
+            {convs[i]: r for i, r in zip(idx, rat) if r > 0},
+            bias_layers=convs[len(convs) - n_bias_update :] if n_bias_update else [],
+        )
 
     def with_layers(self, layers):
         if layers is not None:
@@ -97,15 +101,16 @@ class SparseUpdateScheme(Strategy):
     def bias_layer_names(self, costs):
         bias_layers = self.resolved(costs).bias_layers
         if isinstance(bias_layers, int):
-            return costs.names[len(costs.names) - bias_layers:] if bias_layers else []
+            return costs.names[len(costs.names) - bias_layers :] if bias_layers else []
         for n in bias_layers:
             costs[n]  # noqa: B018
         return list(bias_layers)
 
     def select(self, context):
         out = {}
-        wrappers = {w.layer.name: w for w in _model_walk.layers_of_type(context.model,
-                                                                         ChannelSparseUpdate)}
+        wrappers = {
+            w.layer.name: w for w in _model_walk.layers_of_type(context.model, ChannelSparseUpdate)
+        }
         for name, fraction in self.resolved(context.costs).fractions.items():
             k = int(round(fraction * context.costs[name].in_channels))
             if k == 0:

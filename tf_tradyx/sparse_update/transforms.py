@@ -68,14 +68,20 @@ def _set_input_gradients(model):
         return  # nested models: keep every input gradient (conservative)
     upstream = {}
     for layer in model.layers:
-        upstream[id(layer)] = any(upstream.get(id(p), True) or bool(p.trainable_weights)
-                                  for p in _keras_compat.parent_layers(layer))
+        upstream[id(layer)] = any(
+            upstream.get(id(p), True) or bool(p.trainable_weights)
+            for p in _keras_compat.parent_layers(layer)
+        )
         if isinstance(layer, ChannelSparseUpdate):
             layer.input_gradient = upstream[id(layer)]
 
 
-_KERNEL_EXTRAS = ("kernel_regularizer", "depthwise_regularizer", "kernel_constraint",
-                  "depthwise_constraint")
+_KERNEL_EXTRAS = (
+    "kernel_regularizer",
+    "depthwise_regularizer",
+    "kernel_constraint",
+    "depthwise_constraint",
+)
 
 
 def _check_kernel_extras(model, names):
@@ -91,12 +97,26 @@ def _check_kernel_extras(model, names):
             f"Kernel regularizers and constraints would move unselected channels ({found[:4]}"
             f"{'...' if len(found) > 4 else ''}): their gradient or projection covers the whole "
             "kernel. Remove them from these layers before wrapping (e.g. set "
-            "layer.kernel_regularizer = None), or leave these layers out of layers=.")
+            "layer.kernel_regularizer = None), or leave these layers out of layers=."
+        )
 
 
-def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, *, data=None, scheme=None,
-         update_bias=False, train_batchnorm=False, classifier="auto", compact_activations=True,
-         simulate=False, count_pruned=True):
+def wrap(
+    model,
+    budget=None,
+    layers=None,
+    strategy="tradi",
+    seed=0,
+    *,
+    data=None,
+    scheme=None,
+    update_bias=False,
+    train_batchnorm=False,
+    classifier="auto",
+    compact_activations=True,
+    simulate=False,
+    count_pruned=True,
+):
     """A clone of `model` ready for memory-budgeted fine-tuning.
 
     Args:
@@ -126,8 +146,10 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, *, data=None
     if not model.built:
         raise ValueError("The model is not built; call it on data or give it an Input first.")
     if sampler_lib.sparse_layers(model):
-        raise ValueError("The model is already wrapped for sparse updates; wrap it only once "
-                         "(tx.sparse_update.strip(model) gives back a plain model).")
+        raise ValueError(
+            "The model is already wrapped for sparse updates; wrap it only once "
+            "(tx.sparse_update.strip(model) gives back a plain model)."
+        )
     table = costs_lib.cost_table(model, classifier=classifier)
     strat = strategies.get(strategy, layers=_layer_names(layers), data=data, scheme=scheme)
     candidates = strat.candidate_layers(table)
@@ -135,8 +157,9 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, *, data=None
         table[name]  # noqa: B018 - raises a clear KeyError naming the selectable layers
     _check_kernel_extras(model, candidates)
     # Everything about the sampler is checked before the model is cloned.
-    sampler = sampler_lib.Sampler(strat, table, candidates, budget=budget, seed=seed,
-                                  count_pruned=count_pruned)
+    sampler = sampler_lib.Sampler(
+        strat, table, candidates, budget=budget, seed=seed, count_pruned=count_pruned
+    )
     wanted = set(candidates)
     compact = bool(compact_activations) and not simulate
 
@@ -146,9 +169,13 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, *, data=None
         inner = _model_walk.inner(layer)
         if inner.name in wanted:
             fresh = inner.__class__.from_config(inner.get_config())
-            return ChannelSparseUpdate(fresh, update_bias=update_bias, simulate=simulate,
-                                       compact_activation=compact,
-                                       kernel_mask=isinstance(layer, MaskedLayer))
+            return ChannelSparseUpdate(
+                fresh,
+                update_bias=update_bias,
+                simulate=simulate,
+                compact_activation=compact,
+                kernel_mask=isinstance(layer, MaskedLayer),
+            )
         return layer.__class__.from_config(layer.get_config())
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
@@ -167,13 +194,25 @@ def wrap(model, budget=None, layers=None, strategy="tradi", seed=0, *, data=None
     if strat.mode == "channels":
         sampler_lib.resample(clone, epoch=-1)
     if sampler.budget is not None and sampler.budget > table.full_units:
-        _LOG.info("The budget (%d units) exceeds full fine-tuning (%d units).", sampler.budget,
-                  table.full_units)
+        _LOG.info(
+            "The budget (%d units) exceeds full fine-tuning (%d units).",
+            sampler.budget,
+            table.full_units,
+        )
     return clone
 
 
-def attach(model, budget=None, strategy=None, seed=None, data=None, scheme=None,
-           classifier="auto", count_pruned=None, train_batchnorm=None):
+def attach(
+    model,
+    budget=None,
+    strategy=None,
+    seed=None,
+    data=None,
+    scheme=None,
+    classifier="auto",
+    count_pruned=None,
+    train_batchnorm=None,
+):
     """Gives a model loaded from a `.keras` file its sampler (and trainability) back.
 
     With no arguments the sampler `wrap` saved in the model comes back: strategy, budget, seed.
@@ -191,22 +230,28 @@ def attach(model, budget=None, strategy=None, seed=None, data=None, scheme=None,
     names = [w.layer.name for w in wrappers]
     if strategy is None:
         if "strategy" not in saved:
-            raise ValueError("The model records no sparse-update strategy (it has no wrappers, or "
-                             "was wrapped by an older version); pass strategy=.")
+            raise ValueError(
+                "The model records no sparse-update strategy (it has no wrappers, or "
+                "was wrapped by an older version); pass strategy=."
+            )
         strat = strategies.deserialize(saved["strategy"])
         if data is not None and isinstance(strat, strategies.DetRGN):
             strat.data = data
     else:
         wants_layers = strategy in ("tradi", "static_topk_random")
-        strat = strategies.get(strategy, layers=names if wants_layers else None, data=data,
-                               scheme=scheme)
+        strat = strategies.get(
+            strategy, layers=names if wants_layers else None, data=data, scheme=scheme
+        )
     if strat.mode == "channels" and not wrappers:
         raise ValueError("The model has no sparse-update wrappers; use tx.sparse_update.wrap.")
     sampler = sampler_lib.Sampler(
-        strat, table, names,
+        strat,
+        table,
+        names,
         budget=budget if budget is not None else saved.get("budget"),
         seed=seed if seed is not None else saved.get("seed", 0),
-        count_pruned=count_pruned if count_pruned is not None else saved.get("count_pruned", True))
+        count_pruned=count_pruned if count_pruned is not None else saved.get("count_pruned", True),
+    )
     sampler_lib.install(model, sampler)
     update_bias = any(w.update_bias for w in wrappers)
     _set_trainability(model, sampler, update_bias, train_batchnorm)

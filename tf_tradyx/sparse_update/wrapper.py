@@ -40,13 +40,24 @@ class ChannelSparseUpdate(layers.Wrapper):
     """
 
     _tradyx_wrapper = True
+    _tradyx_sparse_update = True
 
-    def __init__(self, layer, update_bias=False, input_gradient=True, simulate=False,
-                 compact_activation=True, kernel_mask=False, sampler=None, **kwargs):
+    def __init__(
+        self,
+        layer,
+        update_bias=False,
+        input_gradient=True,
+        simulate=False,
+        compact_activation=True,
+        kernel_mask=False,
+        sampler=None,
+        **kwargs,
+    ):
         if not costs.is_selectable(layer):
             raise ValueError(
                 f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
-                "Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last with dilation 1.")
+                "Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last with dilation 1."
+            )
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             raise ValueError(f"Layer {layer.name!r} uses LoRA or quantization; not supported.")
         kwargs.setdefault("name", f"sparse_update_{layer.name}")
@@ -67,19 +78,29 @@ class ChannelSparseUpdate(layers.Wrapper):
         super().build(input_shape)
         channels = int(input_shape[-1])
         self.channel_indices = self.add_weight(
-            name="channel_indices", shape=(channels,), dtype="int32", initializer="zeros",
-            trainable=False)
+            name="channel_indices",
+            shape=(channels,),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+        )
         self.num_channels = self.add_weight(
-            name="num_channels", shape=(), dtype="int32", initializer="zeros", trainable=False)
+            name="num_channels", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
         # How many selections the sampler has drawn since `wrap` (the next draw's epoch): saved with
         # the model, so that a second `fit` call, a reloaded model and `BackupAndRestore` continue
         # the stream of draws instead of replaying it.
         self.draws = self.add_weight(
-            name="draws", shape=(), dtype="int32", initializer="zeros", trainable=False)
+            name="draws", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
         if self.has_kernel_mask:
             self.kernel_mask = self.add_weight(
-                name="kernel_mask", shape=self.layer.kernel.shape, initializer="ones",
-                trainable=False, dtype=self.layer.kernel.dtype)
+                name="kernel_mask",
+                shape=self.layer.kernel.shape,
+                initializer="ones",
+                trainable=False,
+                dtype=self.layer.kernel.dtype,
+            )
         if self.layer.use_bias:
             self.layer.bias.trainable = self.update_bias
         self.built = True
@@ -108,16 +129,20 @@ class ChannelSparseUpdate(layers.Wrapper):
         """`channels` as a sorted int32 array; ValueError when they are not valid for this layer."""
         idx = np.asarray(sorted(int(c) for c in channels), dtype=np.int32)
         if len(np.unique(idx)) != len(idx):
-            raise ValueError(f"{self.layer.name}: channel indices must be distinct, got {list(idx)}.")
+            raise ValueError(
+                f"{self.layer.name}: channel indices must be distinct, got {list(idx)}."
+            )
         if len(idx) and (idx[0] < 0 or idx[-1] >= self.in_channels):
-            raise ValueError(f"{self.layer.name}: channel indices must lie in [0, {self.in_channels}), "
-                             f"got {list(idx)}.")
+            raise ValueError(
+                f"{self.layer.name}: channel indices must lie in [0, {self.in_channels}), "
+                f"got {list(idx)}."
+            )
         return idx
 
     def assign_validated(self, idx):
         """Assigns a selection that `validated` returned."""
         padded = np.zeros(self.in_channels, np.int32)
-        padded[:len(idx)] = idx
+        padded[: len(idx)] = idx
         self.channel_indices.assign(padded)
         self.num_channels.assign(len(idx))
 
@@ -130,20 +155,24 @@ class ChannelSparseUpdate(layers.Wrapper):
         """Loads the selection (and mask) from a file; malformed values are refused before any is
         assigned, so a failed `load_weights` leaves the layer as it was."""
         own = [self.channel_indices, self.num_channels, self.draws] + (
-            [self.kernel_mask] if self.kernel_mask is not None else [])
+            [self.kernel_mask] if self.kernel_mask is not None else []
+        )
         for i, var in enumerate(own):
             key = str(i)
             if key in store and tuple(store[key].shape) != tuple(var.shape):
                 raise ValueError(
                     f"{self.name}: the file holds {var.name} of shape {tuple(store[key].shape)}, "
-                    f"but the layer needs {tuple(var.shape)}; the file belongs to another model.")
+                    f"but the layer needs {tuple(var.shape)}; the file belongs to another model."
+                )
         if "0" in store and "1" in store:
             self._check_selection(np.asarray(store["1"]), np.asarray(store["0"]))
         if self.kernel_mask is not None and "3" in store:
             m = np.asarray(store["3"])
             if not np.all((m == 0) | (m == 1)):
-                raise ValueError(f"{self.name}: the stored kernel mask holds values other than 0 "
-                                 "and 1; the file is corrupted.")
+                raise ValueError(
+                    f"{self.name}: the stored kernel mask holds values other than 0 "
+                    "and 1; the file is corrupted."
+                )
         super().load_own_variables(store)
 
     def check_selection(self):
@@ -152,11 +181,17 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     def _check_selection(self, num_channels, indices):
         n = int(num_channels)
-        idx = np.asarray(indices)[:max(n, 0)]
-        if not 0 <= n <= self.in_channels or np.any(idx < 0) or np.any(idx >= self.in_channels) \
-                or len(np.unique(idx)) != n:
-            raise ValueError(f"{self.layer.name}: stored channel selection is invalid "
-                             f"(num_channels={n}, indices={list(idx)}); in_channels={self.in_channels}.")
+        idx = np.asarray(indices)[: max(n, 0)]
+        if (
+            not 0 <= n <= self.in_channels
+            or np.any(idx < 0)
+            or np.any(idx >= self.in_channels)
+            or len(np.unique(idx)) != n
+        ):
+            raise ValueError(
+                f"{self.layer.name}: stored channel selection is invalid "
+                f"(num_channels={n}, indices={list(idx)}); in_channels={self.in_channels}."
+            )
 
     # Forward and backward -------------------------------------------------------------------------
 
@@ -178,14 +213,17 @@ class ChannelSparseUpdate(layers.Wrapper):
         padding = layer.padding.upper()
         if self.kind == "depthwise":
             return tf.compat.v1.nn.depthwise_conv2d_native_backprop_input(
-                x_shape, kernel, dy, strides, padding)
+                x_shape, kernel, dy, strides, padding
+            )
         return tf.compat.v1.nn.conv2d_backprop_input(x_shape, kernel, dy, strides, padding)
 
     def _kernel_grad(self, x_sel, dy, idx, kernel_shape):
         """d loss / d kernel on the selected input channels, scattered into a zero kernel."""
-        return tf.cond(tf.shape(idx)[0] > 0,
-                       lambda: self._selected_kernel_grad(x_sel, dy, idx, kernel_shape),
-                       lambda: tf.zeros(kernel_shape, dy.dtype))
+        return tf.cond(
+            tf.shape(idx)[0] > 0,
+            lambda: self._selected_kernel_grad(x_sel, dy, idx, kernel_shape),
+            lambda: tf.zeros(kernel_shape, dy.dtype),
+        )
 
     def _selected_kernel_grad(self, x_sel, dy, idx, kernel_shape):
         layer = self.layer
@@ -201,13 +239,17 @@ class ChannelSparseUpdate(layers.Wrapper):
         if self.kind == "depthwise":
             # Output channel c * m + j belongs to input channel c.
             m = c_out
-            dy_sel = tf.reshape(tf.gather(tf.reshape(dy, tf.concat([tf.shape(dy)[:3], [c_in, m]], 0)),
-                                          idx, axis=3), tf.concat([tf.shape(dy)[:3], [n * m]], 0))
+            dy_sel = tf.reshape(
+                tf.gather(tf.reshape(dy, tf.concat([tf.shape(dy)[:3], [c_in, m]], 0)), idx, axis=3),
+                tf.concat([tf.shape(dy)[:3], [n * m]], 0),
+            )
             g = tf.compat.v1.nn.depthwise_conv2d_native_backprop_filter(
-                x_sel, tf.stack([kh, kw, n, m]), dy_sel, strides, padding)
+                x_sel, tf.stack([kh, kw, n, m]), dy_sel, strides, padding
+            )
         else:
             g = tf.compat.v1.nn.conv2d_backprop_filter(
-                x_sel, tf.stack([kh, kw, n, c_out]), dy, strides, padding)
+                x_sel, tf.stack([kh, kw, n, c_out]), dy, strides, padding
+            )
         g = tf.scatter_nd(idx[:, None], tf.transpose(g, (2, 0, 1, 3)), (c_in, kh, kw, c_out))
         return tf.transpose(g, (1, 2, 0, 3))
 
@@ -219,7 +261,7 @@ class ChannelSparseUpdate(layers.Wrapper):
         if self.kernel_mask is not None:  # pruned weights: zero in the forward, zero gradient
             kernel = kernel * tf.convert_to_tensor(self.kernel_mask)
         kernel = tf.cast(kernel, x.dtype)
-        idx = tf.convert_to_tensor(self.channel_indices)[:tf.convert_to_tensor(self.num_channels)]
+        idx = tf.convert_to_tensor(self.channel_indices)[: tf.convert_to_tensor(self.num_channels)]
         kernel_shape = tuple(int(d) for d in layer.kernel.shape)
         if self.dense_gradient:
             return self._finish(self._linear(x, kernel))
@@ -252,6 +294,7 @@ class ChannelSparseUpdate(layers.Wrapper):
                 keep = tf.scatter_nd(idx[:, None], tf.ones_like(idx, g.dtype), [channels])
                 shape = [1] * (g.shape.rank - 2) + [channels, 1]
                 return g * tf.reshape(keep, shape)
+
             return tf.identity(k), grad
 
         return masked(kernel)
@@ -262,8 +305,9 @@ class ChannelSparseUpdate(layers.Wrapper):
             y = tf.nn.bias_add(y, tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
         if layer.activation is None:
             return y
-        compact = compact_relu.compact_activation(layer.activation) if self.compact_activation \
-            else None
+        compact = (
+            compact_relu.compact_activation(layer.activation) if self.compact_activation else None
+        )
         return compact(y) if compact is not None else layer.activation(y)
 
     def compute_output_shape(self, input_shape):

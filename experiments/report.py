@@ -1,0 +1,708 @@
+"""Writes docs/RESULTS.md (and its plots) from the sweep's JSON files; no number is typed by hand.
+
+    python experiments/report.py          # docs/RESULTS.md, docs/figures/*.png
+    python experiments/report.py --smoke  # experiments/results/smoke/RESULTS.md, of the smoke cells
+
+Reads the cells' JSON under experiments/results/ and, for the columns the user-facing benchmarks
+measure, their JSON under benchmarks/results/ (memory.json, px_collapse.json, rankings/). Plots need
+matplotlib (the `plots` extra).
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the checkout: experiments, and its tf_tradyx
+
+import tf_tradyx as tx  # noqa: E402
+from experiments.cells import (  # noqa: E402
+    PX_METHODS,
+    PX_VARIANTS,
+    ROOT,
+    cell_id,
+    results_dir,
+    tradi_cells,
+)
+
+BENCHMARK_RESULTS = os.path.join(ROOT, "benchmarks", "results")  # written by benchmarks/*.py
+LABELS = {
+    "dense": "Dense",
+    "random": "Random",
+    "magnitude": "Magnitude",
+    "snip": "SNIP",
+    "grasp": "GraSP",
+    "synflow": "SynFlow (100 rounds)",
+    "itersnip": "Iterative SNIP (100)",
+    "px": "PX (100 rounds)",
+    "px_floor": "PX, layer floor 0.005 (variant)",
+}
+TRADI_LABELS = {
+    "full": "Full fine-tuning",
+    "classifier": "Classifier only",
+    "bias": "Bias only",
+    "su": "SU (MCUNetV3 scheme)",
+    "static_full_random": "Static Full Random",
+    "dynamic_full_random": "Dynamic Full Random",
+    "static_topk_random": "Static TopK Random",
+    "tradi": "TraDy (dynamic TopK Random)",
+    "dynamic_det_rgn": "Dynamic Det RGN",
+}
+# One training step holds one selection, so a static variant costs what its dynamic one does and
+# static TopK Random what TraDy does (same layers, same budget).
+MEMORY_LABELS = {
+    "full": "full",
+    "classifier": "classifier",
+    "bias": "bias",
+    "su": "su",
+    "tradi": "tradi",
+    "static_topk_random": "tradi",
+    "static_full_random": "dynamic_full_random",
+    "dynamic_full_random": "dynamic_full_random",
+    "dynamic_det_rgn": "dynamic_det_rgn",
+}
+
+
+def _load(directory):
+    out = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        with open(path) as f:
+            payload = json.load(f)
+        if "cell" in payload:
+            out.append(payload)
+    return out
+
+
+def _pct(v):
+    return "pending" if v is None else f"{100 * v:.2f}"
+
+
+def _mean_std(values):
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _within_noise(a, b, noise, what="the difference"):
+    """A note when two means differ by less than the largest seed std measured (None: unmeasured)."""
+    if noise is None or abs(a - b) > noise:
+        return ""
+    return (
+        f"; {what}, {_pct(abs(a - b))}, is within the largest seed std, {_pct(noise)}, "
+        "so these seeds do not separate the two"
+    )
+
+
+def _mean_std_text(mean, std, n):
+    if mean is None:
+        return "pending"
+    return f"{_pct(mean)} (1 seed)" if n == 1 else f"{_pct(mean)} ± {_pct(std)}"
+
+
+def _px_section(cells, figdir, smoke):
+    short = [c for c in cells if c["cell"]["epochs"] <= 3 or smoke]
+    lines = ["## PX and its baselines: ResNet-20 on CIFAR-10", ""]
+    if not cells:
+        return lines + ["No cell has finished yet.", ""]
+    sparsities = sorted(
+        {c["cell"]["sparsity"] for c in short if c["cell"]["method"] != "dense"}
+        | ({0.8926, 0.982} if not smoke else set())
+    )
+    acc = {(c["cell"]["method"], c["cell"]["sparsity"]): c["test_accuracy"] for c in short}
+    dense = next((c["test_accuracy"] for c in short if c["cell"]["method"] == "dense"), None)
+    epochs = short[0]["cell"]["epochs"] if short else 3
+    lines += [
+        f"Test accuracy (%) after {epochs} epochs, one seed; data: {cells[0]['data']}. "
+        f"Dense: {_pct(dense)}.",
+        "",
+        "| method | "
+        + " | ".join(f"{s:.2%} sparse" for s in sparsities)
+        + f" | scoring time at {max(sparsities):.2%} |",
+        "|---|" + "---|" * (len(sparsities) + 1),
+    ]
+    for m in PX_METHODS[1:] + list(PX_VARIANTS):
+        t = next(
+            (
+                c.get("scoring_seconds")
+                for c in short
+                if c["cell"]["method"] == m and abs(c["cell"]["sparsity"] - max(sparsities)) < 1e-9
+            ),
+            None,
+        )
+        lines.append(
+            f"| {LABELS[m]} | "
+            + " | ".join(_pct(acc.get((m, s))) if _planned(m, s) else "not run" for s in sparsities)
+            + f" | {'pending' if t is None else f'{t:.1f} s'} |"
+        )
+    lines += [
+        "",
+        "Scoring time is the wall clock of the pruning call inside the cell (100 images, "
+        "rounds as labelled); `benchmarks/pruning_speed.py` times all methods side by side.",
+        "",
+    ]
+    long_cells = [c for c in cells if c["cell"]["epochs"] == 10]
+    if long_cells:
+        lines += [
+            "10 epochs at 98.20 % sparsity, seeds 0, 1, 2 (mean ± standard deviation):",
+            "",
+            "| method | seed 0 | seed 1 | seed 2 | mean ± std | below dense | "
+            "empty layers per seed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        dense_mean = _mean_std(
+            [c["test_accuracy"] for c in long_cells if c["cell"]["method"] == "dense"]
+        )[0]
+        for m in ("dense", "snip", "synflow", "px"):
+            mine = {c["cell"]["seed"]: c for c in long_cells if c["cell"]["method"] == m}
+            by_seed = {s: c["test_accuracy"] for s, c in mine.items()}
+            mean, std = _mean_std(list(by_seed.values()))
+            below = (
+                "n/a"
+                if m == "dense"
+                else "pending"
+                if None in (mean, dense_mean)
+                else f"{_pct(dense_mean - mean)} points"
+            )
+            empty = (
+                "n/a"
+                if m == "dense"
+                else ", ".join(
+                    str(len(_empty(mine[s]["layers"]))) if s in mine else "pending"
+                    for s in (0, 1, 2)
+                )
+            )
+            lines.append(
+                f"| {LABELS[m]} | "
+                + " | ".join(_pct(by_seed.get(s)) for s in (0, 1, 2))
+                + f" | {_mean_std_text(mean, std, len(by_seed))} | {below} | {empty} |"
+            )
+        lines += [
+            "",
+            "*below dense*: the dense mean minus the method's mean, over the seeds each "
+            "has finished. *empty layers*: layers whose mask keeps no weight. The seed sets the "
+            "initialization and the order of training batches; the 100 pruning images are "
+            "the same for every seed.",
+            "",
+        ]
+    high = max(sparsities) if sparsities else None
+    layer_rows = {
+        c["cell"]["method"]: c["layers"]
+        for c in short
+        if high is not None
+        and c["cell"]["method"] != "dense"
+        and abs(c["cell"]["sparsity"] - high) < 1e-9
+    }
+    if {"px", "synflow", "snip"} & set(layer_rows):
+        png = _density_plot(layer_rows, figdir, high)
+        lines += [
+            f"Per-layer density and fraction of connected output channels at {high:.2%} "
+            f"(![density]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})):",
+            "",
+            "| method | min layer density | collapsed layers | mean connected outputs "
+            "| kept weights > 0 |",
+            "|---|---|---|---|---|",
+        ]
+        for m, rows in sorted(layer_rows.items(), key=lambda item: list(LABELS).index(item[0])):
+            lines.append(
+                f"| {LABELS[m]} | {min(r['density'] for r in rows):.4f} | "
+                f"{len(_empty(rows))} | "
+                f"{statistics.mean(r['connected_outputs'] for r in rows):.3f} | "
+                f"{_positive(rows)} |"
+            )
+        lines += [
+            "",
+            "*kept weights > 0*: the share of kept weights that are positive, over the "
+            "network; a sign-blind criterion keeps about half.",
+            "",
+        ]
+    lines += _sign_bias_lines(short)
+    lines += ["Claims under test (METHODS.md 2.5), checked on these numbers:", ""]
+    long_means = {}
+    for c in cells:
+        if c["cell"]["epochs"] == 10:
+            long_means.setdefault(c["cell"]["method"], {})[c["cell"]["seed"]] = c["test_accuracy"]
+    variants = {m for m, _ in acc if m in PX_VARIANTS}
+    lines += _px_claims(
+        {k: a for k, a in acc.items() if k[0] not in variants},
+        {m: r for m, r in layer_rows.items() if m not in variants},
+        high,
+        long_means,
+    )
+    if high is not None and ("px_floor", high) in acc and ("px", high) in acc:
+        floor = layer_rows.get("px_floor", [])
+        better = acc[("px_floor", high)] > acc[("px", high)]
+        lines.append(
+            f"- Not a claim: PX with a per-layer floor (`min_density=0.005`) empties "
+            f"{len(_empty(floor))} layers and reaches "
+            f"{_pct(acc[('px_floor', high)])} at {high:.2%} (plain PX "
+            f"{_pct(acc[('px', high)])}), 3 epochs, one seed: keeping the branches alive "
+            f"{'raises' if better else 'does not raise'} short-run accuracy here."
+        )
+    return lines + [""]
+
+
+def _planned(method, sparsity):
+    """Whether the sweep runs `method` at `sparsity`: a variant runs at 98.2 % only."""
+    return method not in PX_VARIANTS or abs(sparsity - 0.982) < 1e-9
+
+
+def _empty(rows):
+    """Layers (names without the kernel suffix) whose masks keep no weight."""
+    return [r["name"].split("/")[0] for r in rows if r["kept"] == 0]
+
+
+def _positive(rows):
+    rows = [r for r in rows if "kept_positive" in r and r["kept"]]
+    if not rows:
+        return "n/a"
+    return f"{sum(r['kept_positive'] * r['kept'] for r in rows) / sum(r['kept'] for r in rows):.2f}"
+
+
+def _sign_bias_lines(cells):
+    """GraSP's kept set is sign-biased (theta * Hg favours one sign per layer); shown per sparsity
+    next to its accuracy because it explains GraSP's slow start in the short protocol."""
+    rows = sorted(
+        (c["cell"]["sparsity"], c["cell"]["method"], _positive(c["layers"]), c)
+        for c in cells
+        if c["cell"]["method"] != "dense"
+    )
+    if not any(p != "n/a" for _, _, p, _ in rows):
+        return []
+    methods = [m for m in LABELS if m != "dense" and any(r[1] == m for r in rows)]
+    sparsities = sorted({r[0] for r in rows})
+    table = {(s, m): p for s, m, p, _ in rows}
+    first = {(s, m): c["train_loss"][0] for s, m, _, c in rows}
+    lines = [
+        "Share of kept weights that are positive, and the first epoch's mean training loss "
+        "(ln 10 = 2.30 is chance):",
+        "",
+        "| method | " + " | ".join(f"{s:.2%}: > 0 / loss" for s in sparsities) + " |",
+        "|---|" + "---|" * len(sparsities),
+    ]
+    for m in methods:
+        lines.append(
+            f"| {LABELS[m]} | "
+            + " | ".join(
+                f"{table.get((s, m), 'pending')} / {first[(s, m)]:.2f}"
+                if (s, m) in first
+                else "pending"
+                if _planned(m, s)
+                else "not run"
+                for s in sparsities
+            )
+            + " |"
+        )
+    lines.append("")
+    biased = {}
+    for (s, m), p in sorted(table.items()):
+        if p != "n/a" and float(p) >= 0.6:
+            biased.setdefault(m, []).append(s)
+    for m, at in biased.items():
+        lines += [
+            f"{LABELS[m]} keeps a sign-biased set: "
+            + ", ".join(
+                f"{table[(s, m)]} of its kept weights are positive at {s:.2%} "
+                f"(first-epoch loss {first[(s, m)]:.2f})"
+                for s in at
+            )
+            + ". A layer "
+            "whose kept weights are mostly of one sign sums its (post-ReLU, non-negative) "
+            "inputs with one sign, which plausibly explains the slow start; that link is "
+            "not proven here. The score itself is checked: H g matches finite "
+            "differences (tests/test_pruning.py) and the convention (theta * Hg, lowest "
+            "removed, temperature 200, inference mode) is METHODS.md's.",
+            "",
+        ]
+    return lines
+
+
+def _px_long_claim(runs, methods=("px", "snip", "synflow"), planned_seeds=3):
+    """The 10-epoch claim, judged on the seeds every compared method has finished.
+
+    Comparing means over different seed sets would mix seed luck into the verdict, so a seed only
+    counts once PX, SNIP and SynFlow all have it; until all planned seeds are in the line says so.
+    """
+    if not all(runs.get(m) for m in methods):
+        return []
+    seeds = sorted(set.intersection(*(set(runs[m]) for m in methods)))
+    if not seeds:
+        return []
+    stats = {m: _mean_std([runs[m][s] for s in seeds]) for m in methods}
+    best = max(methods[1:], key=lambda m: stats[m][0])
+    holds = stats["px"][0] >= stats[best][0]
+    spread = max(std for _, std in stats.values()) if len(seeds) > 1 else None
+    status = (
+        ""
+        if len(seeds) >= planned_seeds
+        else f", provisional ({len(seeds)} of {planned_seeds} seeds in)"
+    )
+    line = (
+        f"- PX >= SNIP and SynFlow at 98.20%, 10 epochs, mean of {len(seeds)} "
+        f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}){status}: "
+        f"{'holds' if holds else 'does not hold'} (PX {_pct(stats['px'][0])}, "
+        f"best {LABELS[best]} {_pct(stats[best][0])}"
+        f"{_within_noise(stats['px'][0], stats[best][0], spread)})."
+    )
+    return [line]
+
+
+def _px_claims(acc, layer_rows, high, long_means=None):
+    if high is None:
+        return ["- pending"]
+    at = {m: a for (m, s), a in acc.items() if abs(s - high) < 1e-9 and m != "dense"}
+    out = []
+    if "px" in at and len(at) > 1:
+        others = {m: a for m, a in at.items() if m != "px"}
+        best = max(others, key=others.get)
+        out.append(
+            f"- PX >= every baseline at {high:.2%}, 3 epochs, one seed: "
+            f"{'holds' if at['px'] >= others[best] else 'does not hold'} (PX {_pct(at['px'])}, "
+            f"best baseline {LABELS[best]} {_pct(others[best])})."
+        )
+    out += _px_long_claim(long_means or {})
+    if "random" in at and len(at) > 1:
+        worse = [LABELS[m] for m, a in at.items() if m != "random" and a <= at["random"]]
+        out.append(
+            "- every method beats Random: "
+            + ("holds." if not worse else f"does not hold for {', '.join(worse)}.")
+        )
+    if "px" in layer_rows:
+        empty = _empty(layer_rows["px"])
+        line = (
+            f"- PX leaves no layer collapsed: {'holds' if not empty else 'does not hold'} "
+            f"(seed 0: {len(empty)} empty layers{': ' + ', '.join(empty) if empty else ''}"
+            f"{'; the 10-epoch table counts them for every seed' if long_means else ''})."
+        )
+        if empty and all(re.fullmatch(r"stage\d_block\d_[12]_conv", n) for n in empty):
+            line += (
+                " All are convs of residual branches: the network stays connected through the "
+                "shortcuts, so it still trains, but those blocks are gone. Why: PX's data term "
+                "z1 weights only the 10 outputs, so inside the network the scores follow the "
+                "theta^2 path mass, which a residual branch shares over many more weights than "
+                "its shortcut; global iterative pruning thins the branch first and its mass, a "
+                "product over two convs, then falls faster than the shortcut's."
+            )
+        out.append(line + _collapse_check())
+        conn = {
+            m: statistics.mean(r["connected_outputs"] for r in rows)
+            for m, rows in layer_rows.items()
+        }
+        rivals = [m for m in ("snip", "grasp") if m in conn]
+        if rivals:
+            ok = all(conn["px"] > conn[m] for m in rivals)
+            out.append(
+                f"- PX keeps more output channels connected than "
+                f"{' and '.join(LABELS[m] for m in rivals)}: {'holds' if ok else 'does not hold'} ("
+                + ", ".join(f"{LABELS[m]} {conn[m]:.3f}" for m in ["px", *rivals])
+                + ")."
+            )
+    return out or ["- pending"]
+
+
+def _collapse_check():
+    """A sentence from benchmarks/px_collapse.py: does the collapse survive data-calibrated BN
+    statistics, and does a per-layer floor prevent it?"""
+    path = os.path.join(BENCHMARK_RESULTS, "px_collapse.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        rows = {(r["method"], r["bn"], r["min_density"] > 0): r for r in json.load(f)["rows"]}
+    parts = []
+    cal, syn, syn_cal = (
+        rows.get(k)
+        for k in [
+            ("px", "calibrated", False),
+            ("synflow", "init", False),
+            ("synflow", "calibrated", False),
+        ]
+    )
+    if cal:
+        parts.append(
+            f"with every BN layer's moving statistics set from the pruning batch, PX still "
+            f"empties {cal['empty']} layers"
+            + (
+                f" and SynFlow {syn_cal['empty']} (it empties {syn['empty']} with the fresh "
+                f"statistics)"
+                if syn and syn_cal
+                else ""
+            )
+        )
+    floor = rows.get(("px", "init", True))
+    if floor:
+        parts.append(
+            f"`min_density={floor['min_density']:g}` keeps every layer (empty: "
+            f"{floor['empty']}, mean connected outputs {floor['connected_outputs']:.3f})"
+        )
+    if not parts:
+        return ""
+    return (
+        " Not an artefact of BN statistics at initialization (benchmarks/px_collapse.py, "
+        "pruning only): " + "; ".join(parts) + "."
+    )
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, figdir, name):
+    os.makedirs(figdir, exist_ok=True)
+    fig.tight_layout()
+    path = os.path.join(figdir, name)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _density_plot(layer_rows, figdir, sparsity):
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for m in ("px", "synflow", "snip", "grasp"):
+        if m in layer_rows:
+            top.plot([max(r["density"], 1e-5) for r in layer_rows[m]], marker=".", label=LABELS[m])
+            bottom.plot(
+                [r["connected_outputs"] for r in layer_rows[m]], marker=".", label=LABELS[m]
+            )
+    top.set_yscale("log")
+    top.set_ylabel("density (log; empty = 1e-5)")
+    top.set_title(f"ResNet-20 per layer at {sparsity:.2%} sparsity")
+    top.legend(fontsize=8)
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.set_ylabel("connected output channels")
+    bottom.set_xlabel("layer (graph order)")
+    return _save(plt, fig, figdir, "px_layer_density.png")
+
+
+def _memory(smoke):
+    path = os.path.join(BENCHMARK_RESULTS, "memory.json")
+    if smoke or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        rows = json.load(f)["rows"]
+    out = {}
+    for r in rows:
+        if (
+            r["net"] == "mbv2-w0.35"
+            and r["batch"] == 64
+            and not r.get("simulate")
+            and (r["budget"] in (None, 27946))
+        ):
+            out[r["strategy"]] = r["tensor_overhead_mb"]
+    return out
+
+
+def _ranking_lines(smoke):
+    path = os.path.join(results_dir(smoke), "tradi", "ranking_mbv2-w0.35.json")
+    if not os.path.exists(path):
+        return ["Layer ranking: pending.", ""]
+    ranking = tx.sparse_update.LayerRanking.load(path)
+    k = len(ranking.top_k(0.97))
+    png = path.replace(".json", ".png")
+    lines = [
+        f"Layer ranking (RGN over {ranking.info.get('epochs')} epochs of full fine-tuning, "
+        f"{ranking.info.get('steps')} steps, shuffled batches): {k} of {len(ranking.scores)} "
+        f"layers hold 97 % of the RGN; highest: {', '.join(ranking.ranked[:3])}. METHODS.md "
+        f"reports 36 of 51 ([plot]({os.path.relpath(png, os.path.join(ROOT, 'docs'))}), "
+        f"[JSON]({os.path.relpath(path, os.path.join(ROOT, 'docs'))})).",
+        "",
+    ]
+    other_path = os.path.join(BENCHMARK_RESULTS, "rankings", "mbv2-w0.35.json")
+    if not smoke and os.path.exists(other_path):
+        other = tx.sparse_update.LayerRanking.load(other_path)
+        mine, theirs = ranking.top_k(0.97), other.top_k(0.97)
+        lines += [
+            f"The ranking is a property of the architecture (the paper: Spearman >= 0.8 across "
+            f"datasets and seeds): against the ranking from {other.info.get('epochs')} epoch "
+            f"on the bundled 1,000-image sample (`benchmarks/results/rankings/`, used by the "
+            f"memory benchmark), Spearman {ranking.spearman(other):.3f}; that one keeps "
+            f"{len(theirs)} layers, {len(set(mine) ^ set(theirs))} differ. The memory column "
+            f"below was measured with its set; its earliest layer is {theirs[0]}, this one's "
+            f"{mine[0]}"
+            + (
+                ", so it reaches at least as deep into the network."
+                if ranking.layers.index(theirs[0]) <= ranking.layers.index(mine[0])
+                else "."
+            ),
+            "",
+        ]
+    return lines
+
+
+def _tradi_section(cells, figdir, smoke):
+    lines = ["## TraDy and its baselines: pretrained MobileNetV2-w0.35 (128 px) on CIFAR-10", ""]
+    lines += _ranking_lines(smoke)
+    if not cells:
+        return lines + ["No cell has finished yet.", ""]
+    memory = _memory(smoke)
+    c0 = cells[0]
+    lines += [
+        f"Training set: {c0['train_images']:,} class-balanced images of the training split; "
+        f"evaluation: the full test split; {c0['cell']['epochs']} epochs, SGD without momentum, "
+        "peak learning rate 0.0125 with 1 warm-up epoch and cosine decay, batch 64; budget "
+        "27,946 units. Memory: training overhead above the forward pass at batch 64, "
+        "measured (benchmarks/memory.py, TensorFlow allocator); one step holds one selection, so "
+        "a static variant shows the figure of its dynamic counterpart.",
+        "",
+        "| strategy | accuracy % (seeds) | mean | units | activation sparsity | "
+        "weight-derivative sparsity | FLOPs saved | memory overhead MB | training min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    means = {}
+    for s, label in TRADI_LABELS.items():
+        runs = sorted(
+            (c for c in cells if c["cell"]["strategy"] == s), key=lambda c: c["cell"]["seed"]
+        )
+        if not runs:
+            lines.append(f"| {label} | pending | | | | | | | |")
+            continue
+        accs = [c["test_accuracy"] for c in runs]
+        mean, std = _mean_std(accs)
+        means[s] = (mean, std, len(accs))
+        e = runs[0]["efficiency"]
+        mem = memory.get(MEMORY_LABELS.get(s, ""))
+        lines.append(
+            f"| {label} | {', '.join(_pct(a) for a in accs)} | {_pct(mean)}"
+            f"{' ± ' + _pct(std) if len(accs) > 1 else ''} | {e['units']:,} | "
+            f"{e['activation_sparsity']:.1%} | {e['weight_derivative_sparsity']:.1%} | "
+            f"{e['weight_derivative_flops_saved']:.1%} | "
+            f"{'' if mem is None else f'{max(mem, 0.0):.1f}'} | "
+            f"{statistics.mean(c['train_seconds'] for c in runs) / 60:.1f} |"
+        )
+    total = sum(c["train_seconds"] for c in cells)
+    lines += [
+        "",
+        f"*training min*: wall clock of `fit` per run (mean over seeds) on the 2 shared "
+        f"cores, so only a rough guide; all {len(cells)} runs so far took {total / 3600:.2f} h "
+        "of training.",
+    ]
+    lines.append("")
+    if memory and means:
+        png = _accuracy_memory_plot(means, memory, figdir)
+        lines += [
+            f"![accuracy against memory]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})",
+            "",
+        ]
+    lines += ["Claims under test (METHODS.md 1.5-1.8), checked on these numbers:", ""]
+    lines += _tradi_claims(means)
+    return lines + [""]
+
+
+def _tradi_claims(means):
+    def m(s):
+        return means[s][0] if s in means else None
+
+    stds = [v[1] for v in means.values() if v[2] > 1]
+    noise = max(stds) if stds else None
+
+    def resolved(a, b, what="the difference"):
+        return _within_noise(a, b, noise, what)
+
+    out = []
+    rivals = [r for r in ("su", "static_full_random", "static_topk_random") if r in means]
+    if m("tradi") is not None and rivals:
+        ok = all(m("tradi") >= m(r) for r in rivals)
+        closest = min(rivals, key=lambda r: abs(m("tradi") - m(r)))
+        out.append(
+            "- TraDy >= SU and every static variant: "
+            + ("holds" if ok else "does not hold")
+            + " ("
+            + ", ".join(f"{TRADI_LABELS[r]} {_pct(m(r))}" for r in rivals)
+            + f"; TraDy {_pct(m('tradi'))}"
+            + resolved(m("tradi"), m(closest), f"the gap to {TRADI_LABELS[closest]}")
+            + ")."
+        )
+    for dyn, static in (
+        ("dynamic_full_random", "static_full_random"),
+        ("tradi", "static_topk_random"),
+    ):
+        if m(dyn) is not None and m(static) is not None:
+            out.append(
+                f"- dynamic beats static ({TRADI_LABELS[dyn]} vs {TRADI_LABELS[static]}): "
+                f"{'holds' if m(dyn) > m(static) else 'does not hold'} "
+                f"({_pct(m(dyn))} vs {_pct(m(static))}"
+                f"{resolved(m(dyn), m(static))})."
+            )
+    if m("tradi") is not None and m("full") is not None:
+        gap = 100 * (m("full") - m("tradi"))
+        out.append(
+            f"- TraDy within 3 points of full fine-tuning: "
+            f"{'holds' if gap <= 3 else 'does not hold'} (gap {gap:.2f} points)."
+        )
+    spread = [f"{TRADI_LABELS[r]} ±{_pct(v[1])}" for r, v in means.items() if v[2] > 1]
+    if spread:
+        out.append("- seed spread (std over two seeds): " + ", ".join(spread) + ".")
+    return out or ["- pending"]
+
+
+def _accuracy_memory_plot(means, memory, figdir):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s, (mean, std, seeds) in means.items():
+        mem = memory.get(MEMORY_LABELS.get(s, ""))
+        if mem is not None:
+            x = max(mem, 0.05)
+            ax.errorbar(x, 100 * mean, yerr=100 * std if seeds > 1 else None, fmt="o", capsize=3)
+            ax.annotate(
+                TRADI_LABELS[s],
+                (x, 100 * mean),
+                xytext=(4, 3),
+                textcoords="offset points",
+                fontsize=7,
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("measured training-memory overhead, MB (batch 64; below 0.05 drawn at 0.05)")
+    ax.set_title("bars: std over two seeds", fontsize=8)
+    ax.set_ylabel("test accuracy %")
+    return _save(plt, fig, figdir, "tradi_accuracy_memory.png")
+
+
+def render(smoke=False):
+    """(path, text) of the report; draws its plots on the way."""
+    base = results_dir(smoke)
+    figdir = os.path.join(base if smoke else os.path.join(ROOT, "docs"), "figures")
+    px = _load(os.path.join(base, "px"))
+    planned = {cell_id(c) for c in tradi_cells(smoke)}  # cells of an older protocol are left out
+    tradi = [c for c in _load(os.path.join(base, "tradi")) if cell_id(c["cell"]) in planned]
+    lines = [
+        "# Results",
+        "",
+        "Generated by `python experiments/report.py` from the JSON files in "
+        "`experiments/results/`; nothing here is typed by hand. Reproduce a table with "
+        "`python experiments/sweep.py px` (3-epoch sweep), `python experiments/sweep.py px --long` "
+        "(10-epoch runs) or `python experiments/sweep.py tradi`, or all of them with "
+        "`python experiments/sweep.py all`; cells that finished are not run again, and a cell "
+        "stopped mid-training resumes from its last finished epoch. "
+        "Machine: 2 CPU cores, no GPU.",
+        "",
+    ]
+    lines += _px_section(px, figdir, smoke)
+    lines += _tradi_section(tradi, figdir, smoke)
+    path = os.path.join(base, "RESULTS.md") if smoke else os.path.join(ROOT, "docs", "RESULTS.md")
+    return path, "\n".join(lines)
+
+
+def write(smoke=False):
+    path, text = render(smoke)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="the report of the smoke cells")
+    print("wrote", write(smoke=parser.parse_args().smoke))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""MirroredStrategy on two logical CPU devices: same masks, selections and weights as one device."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.testing_utils import ROOT
+
+pytestmark = pytest.mark.slow  # two subprocesses
+
+SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+mode, out = sys.argv[1], sys.argv[2]
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+sys.path.insert(0, {root!r})
+import tf_tradyx as tx
+from tests.testing_utils import CANDIDATES, LOSS, data, small_cnn
+if mode == "mirrored":
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+else:
+    strategy = tf.distribute.get_strategy()
+x, y, _ = data(64)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # global batch 16
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    masked = tx.pruning.wrap(small_cnn(), skip=["head"])
+    tx.pruning.PXPruner(rounds=5, verbose=0).prune(masked, 0.6, data=ds.take(2))
+    masks = [np.asarray(m) for w in tx.pruning.masked_layers(masked) for m in w.masks]
+    sparse = tx.sparse_update.wrap(masked, budget=300, layers=CANDIDATES, seed=3)
+    sparse.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+selections, replicas_agree = [], []
+
+class Record(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        selections.append({{k: v.tolist() for k, v in
+                            tx.sparse_update.selection(self.model).items()}})
+        for w in tx.sparse_update.sparse_layers(self.model):
+            per_replica = getattr(w.channel_indices._value, "values", None)  # MirroredVariable
+            values = [np.asarray(v) for v in per_replica] if per_replica else []
+            replicas_agree.append(len(values) == strategy.num_replicas_in_sync and
+                                  all(np.array_equal(values[0], v) for v in values))
+
+sparse.fit(ds, epochs=3, verbose=0, callbacks=[tx.sparse_update.ChannelResampler(), Record()])
+state = tx.sparse_update.sampler_of(sparse)
+np.savez(out + ".npz", *[np.asarray(v) for v in sparse.weights], *masks)
+with open(out + ".json", "w") as f:
+    json.dump({{"replicas": strategy.num_replicas_in_sync, "selections": selections,
+               "replicas_agree": replicas_agree, "resamples": state.resamples}}, f)
+"""
+
+
+def test_mirrored_strategy_matches_one_device(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(root=ROOT))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    results = {}
+    for mode in ("single", "mirrored"):
+        proc = subprocess.run(
+            [sys.executable, str(script), mode, str(tmp_path / mode)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[mode] = (
+            json.loads((tmp_path / f"{mode}.json").read_text()),
+            np.load(tmp_path / f"{mode}.npz"),
+        )
+    (single, w1), (mirrored, w2) = results["single"], results["mirrored"]
+    assert (single["replicas"], mirrored["replicas"]) == (1, 2)
+    assert mirrored["selections"] == single["selections"]  # one sampling, broadcast
+    # Each replica holds its own copy of the indices, and the copies are equal.
+    assert all(mirrored["replicas_agree"]) and len(mirrored["replicas_agree"]) == 3 * 4
+    assert mirrored["resamples"] == single["resamples"] == 1 + 3  # wrap + once per epoch
+    assert len(w1.files) == len(w2.files)
+    for k in w1.files:  # trained weights, then the PX masks
+        np.testing.assert_allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6, err_msg=k)

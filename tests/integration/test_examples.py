@@ -1,0 +1,136 @@
+"""The example scripts run as a user runs them (tiny settings), offline."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.testing_utils import ROOT
+
+pytestmark = pytest.mark.slow  # every test runs a script in a subprocess
+
+
+def test_prune_at_init_script_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "examples", "prune_at_init.py"),
+        "--dataset=cifar10_sample",
+        "--model=resnet20",
+        "--method=px",
+        "--sparsity=0.8",
+        "--rounds=3",
+        "--epochs=1",
+        "--max_train=256",
+        "--batch_size=64",
+        f"--out={out}",
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "px" and report["model"] == "resnet20"
+    assert abs(report["density"] - 0.2) < 1e-5
+    assert 0.0 <= report["test_accuracy"] <= 1.0
+    kept = report["report"]["totals"]["kept"]
+    # After training, the stripped model has no more nonzero kernel weights than were kept.
+    assert report["nonzero_kernel_weights_after_training"] <= kept
+    assert report["nonzero_kernel_weights_after_training"] > 0.99 * kept
+    assert (out / "density.png").exists()
+
+
+def test_prune_at_init_script_rejects_bad_sparsity(tmp_path):
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "examples", "prune_at_init.py"),
+        "--dataset=cifar10_sample",
+        "--sparsity=1.2",
+        "--epochs=1",
+        f"--out={tmp_path}",
+    ]
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode != 0
+    assert "--sparsity must be in [0, 1)" in result.stderr
+
+
+def _finetune(tmp_path, *flags):
+    out = tmp_path / "ft"
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "examples", "finetune_under_budget.py"),
+        "--dataset=cifar10_sample",
+        "--model=mbv2-w0.35",
+        "--max_train=128",
+        "--max_test=64",
+        "--batch_size=32",
+        "--epochs=2",
+        f"--out={out}",
+        *flags,
+    ]
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    return result, out
+
+
+def test_finetune_under_budget_script_tradi(tmp_path):
+    result, out = _finetune(tmp_path, "--budget=109KiB", "--strategy=tradi", "--rank_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["budget_units"] == 27904  # 109 KiB of float32
+    units = res["history"]["sparse_update/units"]
+    assert len(units) == 2 and all(0 < u <= 27904 for u in units)
+    assert res["efficiency"]["activation_sparsity"] > 0.95
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert set(res["layers"]) <= set(ranking["rgn"]) and len(ranking["rgn"]) == 51
+    assert 0.0 <= res["test_accuracy"] <= 1.0
+
+
+def test_finetune_under_budget_script_su_uses_paper_scheme_and_rejects_bad_budget(tmp_path):
+    result, out = _finetune(tmp_path, "--strategy=su", "--epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["efficiency"]["units"] == 28282
+    result, _ = _finetune(tmp_path, "--budget=12 parsecs")
+    assert result.returncode != 0 and "Cannot read the budget" in result.stderr
+
+
+def test_prune_then_finetune_script(tmp_path):
+    out = tmp_path / "ptf"
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "examples", "prune_then_finetune.py"),
+        "--dataset=cifar10_sample",
+        "--sparsity=0.5",
+        "--rounds=2",
+        "--epochs=1",
+        "--budget=27946",
+        f"--out={out}",
+    ]
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["sparsity_after_finetuning"] - 0.5) < 0.01  # pruned weights stayed 0
+    assert 0 < summary["units_used"] <= 27946
+    assert summary["units_unpruned_weights"] == summary["units_used"]  # count_pruned=False
+    assert summary["units_all_weights"] >= summary["units_used"]
+    assert os.path.exists(summary["model_file"])
+    assert "accuracy after TraDy" in result.stdout

@@ -1,0 +1,156 @@
+"""The pruning loop: exact density every round for every method, scope and min_density, emptied
+layers, bad input restored, scoring that modifies nothing, and the one-call prune_at_init."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import parameterized
+
+import tf_tradyx as tx
+from tests.testing_utils import pruning_cnn, pruning_data, tiny_cnn, tiny_data
+
+SP = tx.sparse_update
+
+
+class IterativeMethodsTest(parameterized.TestCase):
+    @parameterized.parameters("px", "synflow", "itersnip", "snip", "grasp", "magnitude", "random")
+    def test_every_method_hits_the_exact_density_on_a_model_with_bn_pool_and_skip(self, method):
+        masked = tx.pruning.wrap(pruning_cnn())
+        x, y = pruning_data()
+        pruner = tx.pruning.get_pruner(method, rounds=4, verbose=False)
+        report = pruner.prune(masked, 0.8, (x, y))
+        total = report.total
+        expected = [round(d * total) for d in tx.pruning.ExponentialSchedule().densities(0.2, 4)]
+        self.assertEqual([h["kept"] for h in report.meta["history"]], expected)
+        out = masked(x)
+        self.assertTrue(np.all(np.isfinite(out)))
+
+
+def test_local_scope_min_density_and_pruner_skip():
+    masked = tx.pruning.wrap(pruning_cnn())
+    x, y = pruning_data()
+    report = tx.pruning.SynFlowPruner(rounds=3, scope="local", verbose=False).prune(masked, 0.75)
+    for row in report.rows:
+        assert row["kept"] == pytest.approx(0.25 * row["weights"], abs=3)
+    masked = tx.pruning.wrap(pruning_cnn())
+    report = tx.pruning.PXPruner(rounds=10, min_density=0.03, verbose=False).prune(
+        masked, 0.95, (x, y)
+    )
+    assert all(r["density"] >= 0.03 - 1e-9 for r in report.rows)
+    assert report.kept == round(0.05 * report.total)
+    masked = tx.pruning.wrap(pruning_cnn())
+    report = tx.pruning.PXPruner(rounds=2, skip=["fc"], verbose=False).prune(masked, 0.9, (x, y))
+    fc = [r for r in report.rows if r["name"] == "fc/kernel"][0]
+    assert fc["density"] == 1.0
+
+
+def test_an_emptied_layer_is_reported_and_warned_about_and_min_density_prevents_it():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="d1"),
+            keras.layers.Dense(4, name="d2"),
+            keras.layers.Dense(2, name="d3"),
+        ]
+    )
+    d2 = model.get_layer("d2")
+    d2.set_weights([np.full((4, 4), 1e-3, np.float32), np.zeros(4, np.float32)])
+    masked = tx.pruning.wrap(model)
+    # 36 weights, 18 kept by magnitude: all of them fit in d1 (12) and d3 (8), so d2 empties.
+    with pytest.warns(UserWarning, match=r"left no weight in 1 layer\(s\): d2/kernel.*min_density"):
+        report = tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
+    assert report.collapsed == ["d2/kernel"]
+    assert report.as_dict()["totals"]["collapsed"] == ["d2/kernel"]
+    assert "collapsed (no weight kept): d2/kernel" in str(report)
+    masked = tx.pruning.wrap(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = tx.pruning.MagnitudePruner(min_density=0.1, verbose=False).prune(masked, 0.5)
+    assert report.collapsed == [] and "collapsed" not in str(report)
+    kept = [r["kept"] for r in report.rows]
+    assert sum(kept) == 18 and kept[1] == 2  # ceil(0.1 * 16) forced into d2, the rest by magnitude
+
+
+def test_bad_input_is_rejected_and_model_unchanged():
+    masked = tx.pruning.wrap(pruning_cnn())
+    x, y = pruning_data()
+    snapshot = [np.asarray(v).copy() for v in masked.weights]
+    for bad in (1.0, -0.1, 1.5, "0.5"):
+        with pytest.raises(ValueError, match="sparsity"):
+            tx.pruning.PXPruner(verbose=False).prune(masked, bad, (x, y))
+    with pytest.raises(ValueError, match="does not fit the model input"):
+        tx.pruning.PXPruner(verbose=False).prune(masked, 0.5, (np.zeros((4, 9, 9, 3)), np.zeros(4)))
+    with pytest.raises(ValueError, match="needs labels"):
+        tx.pruning.SNIPPruner(verbose=False).prune(masked, 0.5, x)
+    with pytest.raises(ValueError, match="pass data="):
+        tx.pruning.PXPruner(verbose=False).prune(masked, 0.5)
+    with pytest.raises(ValueError, match="rounds"):
+        tx.pruning.PXPruner(rounds=0)
+    with pytest.raises(ValueError, match="Unknown pruning method"):
+        tx.pruning.get_pruner("obd")
+    # Non-finite scores mid-way: every mask and weight is restored.
+    x_bad = x.copy()
+    x_bad[0, 0, 0, 0] = np.inf
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        tx.pruning.PXPruner(rounds=3, verbose=False).prune(masked, 0.5, (x_bad, y))
+    for v, s in zip(masked.weights, snapshot):
+        np.testing.assert_array_equal(np.asarray(v), s)
+
+
+def test_prune_at_init_one_call():
+    model = pruning_cnn()
+    x, y = pruning_data()
+    masked = tx.pruning.prune_at_init(
+        model, method="px", sparsity=0.9, data=(x, y), rounds=5, verbose=False
+    )
+    assert masked.pruning_report.density == pytest.approx(0.1, abs=1 / masked.pruning_report.total)
+    assert masked.pruning_report.meta["method"] == "px"
+
+
+@pytest.mark.parametrize("method", ["px", "synflow", "snip", "grasp", "magnitude", "random"])
+def test_scoring_leaves_weights_and_bn_statistics_untouched(method):
+    masked = tx.pruning.wrap(pruning_cnn())
+    x, y = pruning_data()
+    before = [np.asarray(v).copy() for v in masked.weights]
+    tx.pruning.get_pruner(method, verbose=False).score(masked, (x, y))
+    for v, b in zip(masked.weights, before):
+        np.testing.assert_array_equal(np.asarray(v), b, err_msg=v.path)
+
+
+@pytest.mark.parametrize(
+    "pruner", [tx.pruning.PXPruner, tx.pruning.SynFlowPruner, tx.pruning.SNIPPruner]
+)
+def test_every_path_through_a_zero_head_scores_zero_and_pruning_refuses(pruner):
+    """The README's old recipe (a zero-initialized head) made every score 0, and pruning removed
+    weights by position. Now the round is refused, the model left as it was."""
+    model = tiny_cnn()
+    head = model.get_layer("head")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    masked = tx.pruning.wrap(model, skip=["head"])
+    before = [np.asarray(v).copy() for v in masked.weights]
+    x, y = next(iter(tiny_data()))
+    with pytest.raises(ValueError, match="score exactly 0.*by position"):
+        pruner(rounds=2, verbose=False).prune(masked, 0.5, (x.numpy(), y.numpy()))
+    for a, b in zip(before, masked.weights):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_infinite_or_oversized_data_is_refused_before_it_is_read():
+    ds = tiny_data().repeat()
+    with pytest.raises(ValueError, match="infinite dataset"):
+        tx.pruning.SNIPPruner(verbose=False).prune(tx.pruning.wrap(tiny_cnn()), 0.5, ds)
+    with pytest.raises(ValueError, match="infinite dataset"):
+        SP.rank_layers(tiny_cnn(), ds, epochs=1, verbose=0)
+    SP.rank_layers(tiny_cnn(), ds, epochs=1, steps_per_epoch=2, verbose=0)  # bounded: fine
+    unknown = tiny_data().repeat().filter(lambda x, y: True)  # cardinality unknown, endless
+    assert int(unknown.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    masked = tx.pruning.wrap(tiny_cnn())
+    before = [np.asarray(v).copy() for v in masked.weights]
+    with pytest.raises(Exception, match="more than 1,000 batches"):
+        tx.pruning.SNIPPruner(verbose=False).prune(masked, 0.5, unknown)
+    for a, b in zip(before, masked.weights):
+        np.testing.assert_array_equal(a, np.asarray(b))

@@ -1,0 +1,141 @@
+"""Optimizer state at a resample: unselected channels stay bit-identical through fit with SGD,
+momentum and Adam; decoupled weight decay on the wrapped kernels is refused."""
+
+import keras
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+import tf_tradyx as tx
+from tests.testing_utils import (
+    CANDIDATES,
+    LOSS,
+    Recorder,
+    SelectionRecord,
+    data,
+    small_cnn,
+    tiny_cnn,
+    tiny_data,
+)
+
+SP = tx.sparse_update
+
+SU = tx.sparse_update
+
+
+class FitTest(parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("sgd", lambda: keras.optimizers.SGD(0.1)),
+        ("momentum", lambda: keras.optimizers.SGD(0.1, momentum=0.9)),
+        ("adam", lambda: keras.optimizers.Adam(0.01)),
+    )
+    def test_only_selected_channels_and_head_change(self, make_optimizer):
+        sparse = SU.wrap(small_cnn(), budget=330, layers=CANDIDATES, strategy="tradi", seed=3)
+        sparse.compile(make_optimizer(), LOSS)
+        _, _, ds = data()
+        rec = Recorder()
+        sparse.fit(ds, epochs=4, verbose=0, callbacks=[SU.ChannelResampler(), rec])
+        wrappers = {w.kernel.path: w for w in SU.sparse_layers(sparse)}
+        for epoch, (sel, before, after) in enumerate(zip(rec.selections, rec.before, rec.after)):
+            for path, old in before.items():
+                new = after[path]
+                if path in wrappers:
+                    w = wrappers[path]
+                    chosen = np.asarray(sel.get(w.layer.name, []), int)
+                    rest = np.setdiff1d(np.arange(w.in_channels), chosen)
+                    self.assertTrue(
+                        np.array_equal(np.take(new, rest, -2), np.take(old, rest, -2)),
+                        f"epoch {epoch}: unselected channels of {path} moved",
+                    )
+                    if len(chosen):
+                        self.assertFalse(
+                            np.array_equal(np.take(new, chosen, -2), np.take(old, chosen, -2)), path
+                        )
+                elif path.startswith("head/"):
+                    self.assertFalse(np.array_equal(new, old), path)
+                else:  # frozen: BN (incl. moving statistics), biases, selection variables
+                    self.assertTrue(np.array_equal(new, old), f"epoch {epoch}: {path} changed")
+
+    def test_weight_decay_is_refused_unless_excluded(self):
+        sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES)
+        _, _, ds = data()
+        sparse.compile(keras.optimizers.SGD(0.1, weight_decay=1e-4), LOSS)
+        with pytest.raises(ValueError, match="weight decay"):
+            sparse.fit(ds, epochs=1, verbose=0, callbacks=[SU.ChannelResampler()])
+        opt = keras.optimizers.SGD(0.1, weight_decay=1e-4)
+        opt.exclude_from_weight_decay(var_list=SU.sparse_kernels(sparse))
+        sparse.compile(opt, LOSS)
+        sparse.fit(ds, epochs=1, verbose=0, callbacks=[SU.ChannelResampler()])
+
+
+OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(0.05),
+    "momentum": lambda: keras.optimizers.SGD(0.05, 0.9),
+    "nesterov": lambda: keras.optimizers.SGD(0.05, 0.9, nesterov=True),
+    "adam": lambda: keras.optimizers.Adam(0.01),
+    "amsgrad": lambda: keras.optimizers.Adam(0.01, amsgrad=True),
+    "adamw_no_decay": lambda: keras.optimizers.AdamW(0.01, weight_decay=0.0),
+    "rmsprop": lambda: keras.optimizers.RMSprop(0.01),
+    "adagrad": lambda: keras.optimizers.Adagrad(0.05),
+    "adadelta": lambda: keras.optimizers.Adadelta(1.0),
+    "adamax": lambda: keras.optimizers.Adamax(0.01),
+    "nadam": lambda: keras.optimizers.Nadam(0.01),
+    "lion": lambda: keras.optimizers.Lion(0.001),
+    "lamb": lambda: keras.optimizers.Lamb(0.01),
+}
+
+
+REFUSED = {
+    "muon": lambda: keras.optimizers.Muon(0.01, weight_decay=0.0),
+    "adafactor": lambda: keras.optimizers.Adafactor(0.01),
+    "ftrl": lambda: keras.optimizers.Ftrl(0.05),
+}
+
+
+def _frozen_slices(sparse, before, selections):
+    """Kernel slices of channels never selected in any epoch must be bit-identical."""
+    for w in SP.sparse_layers(sparse):
+        used = set().union(*[set(s.get(w.layer.name, [])) for s in selections])
+        for c in set(range(w.in_channels)) - used:
+            np.testing.assert_array_equal(
+                np.asarray(w.kernel)[..., c, :],
+                before[w.layer.name][..., c, :],
+                err_msg=f"{w.layer.name} channel {c}",
+            )
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_per_element_optimizer_leaves_unselected_channels_bit_identical(name):
+    sparse = SP.wrap(tiny_cnn(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=1)
+    before = {w.layer.name: np.asarray(w.kernel).copy() for w in SP.sparse_layers(sparse)}
+    record = SelectionRecord()
+    sparse.compile(OPTIMIZERS[name](), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = sparse.fit(
+        tiny_data(), epochs=3, verbose=0, shuffle=False, callbacks=[SP.ChannelResampler(), record]
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
+    _frozen_slices(sparse, before, record.selections)
+    moved = sum(
+        int(np.any(np.asarray(w.kernel) != before[w.layer.name])) for w in SP.sparse_layers(sparse)
+    )
+    assert moved > 0  # the selected channels did train
+
+
+def test_adagrad_slots_of_unselected_channels_go_back_to_the_initial_accumulator():
+    sparse = SP.wrap(tiny_cnn(), budget=300, strategy=SP.TraDy(["pw"]), seed=1)
+    opt = keras.optimizers.Adagrad(0.05, initial_accumulator_value=0.25)
+    sparse.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    sparse.fit(tiny_data(), epochs=1, verbose=0, callbacks=[SP.ChannelResampler()])
+    SP.resample(sparse, optimizer=opt)
+    w = SP.sparse_layers(sparse)[0]
+    slot = np.asarray(opt._accumulators[opt._get_variable_index(w.kernel)])
+    off = sorted(set(range(w.in_channels)) - set(SP.selection(sparse).get("pw", [])))
+    np.testing.assert_array_equal(slot[..., off, :], 0.25)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_optimizers_that_mix_channels_are_refused_by_name(name):
+    sparse = SP.wrap(tiny_cnn(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=1)
+    sparse.compile(REFUSED[name](), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match="cannot be used for sparse updates"):
+        sparse.fit(tiny_data(), epochs=1, verbose=0, callbacks=[SP.ChannelResampler()])

@@ -1,0 +1,129 @@
+"""ChannelSparseUpdate: kernel and input gradients against a dense tape, no backward pass below the
+earliest wrapped layer, the layer's own forward computation, and what cannot be wrapped."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import parameterized
+
+import tf_tradyx as tx
+from tests.testing_utils import CANDIDATES, LOSS, data, small_cnn
+
+SU = tx.sparse_update
+
+
+class GradientTest(parameterized.TestCase):
+    @parameterized.parameters(
+        ({"c1": [1], "dw": [0, 5, 7], "pw": [2, 3], "fc": [4]},),
+        ({"c1": [0, 1, 2], "dw": list(range(8)), "pw": list(range(8)), "fc": list(range(5))},),
+        ({"pw": [6]},),
+        ({},),
+    )
+    def test_kernel_and_input_gradients_equal_dense_ones(self, chosen):
+        model = small_cnn()
+        sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES, strategy="tradi")
+        SU.set_selection(sparse, chosen)
+        self.assertEqual(
+            [w.input_gradient for w in SU.sparse_layers(sparse)], [False, True, True, True]
+        )  # nothing trains before c1
+        SU.sparse_layers(sparse)[0].input_gradient = True  # to compare the model input's gradient
+        x, y, _ = data(8)
+        x = tf.constant(x)
+        names = CANDIDATES + ["head"]
+
+        def grads(m, kernels):
+            @tf.function
+            def g():
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    loss = LOSS(y, m(x, training=False))
+                return tape.gradient(loss, [x] + kernels)
+
+            return [t.numpy() for t in g()]
+
+        dense = grads(model, [model.get_layer(n).kernel for n in names])
+        by_name = {w.layer.name: w for w in SU.sparse_layers(sparse)}
+        got = grads(
+            sparse, [by_name[n].kernel for n in CANDIDATES] + [sparse.get_layer("head").kernel]
+        )
+        np.testing.assert_allclose(got[0], dense[0], rtol=1e-5, atol=1e-7)  # input gradient
+        for name, g, d in zip(names, got[1:], dense[1:]):
+            if name == "head":
+                np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-7)
+                continue
+            sel = np.asarray(chosen.get(name, []), int)
+            unsel = np.setdiff1d(np.arange(d.shape[-2]), sel)
+            np.testing.assert_allclose(
+                np.take(g, sel, axis=-2),
+                np.take(d, sel, axis=-2),
+                rtol=1e-5,
+                atol=1e-7,
+                err_msg=name,
+            )
+            self.assertTrue(np.all(np.take(g, unsel, axis=-2) == 0), name)
+            if len(sel):
+                self.assertGreater(np.abs(np.take(d, sel, axis=-2)).sum(), 0)
+
+    def test_no_backward_pass_before_the_earliest_wrapped_layer(self):
+        sparse = SU.wrap(small_cnn(), budget=10_000, layers=["pw", "fc"])
+        self.assertEqual([w.input_gradient for w in SU.sparse_layers(sparse)], [False, True])
+        x, y, _ = data(8)
+        x = tf.constant(x)
+
+        @tf.function
+        def grads():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = LOSS(y, sparse(x, training=False))
+            return tape.gradient(loss, [x] + sparse.trainable_variables)
+
+        g = grads()
+        self.assertIsNone(g[0])
+        self.assertTrue(all(t is not None for t in g[1:]))
+        ops = {op.type for op in grads.get_concrete_function().graph.get_operations()}
+        # Even with the input watched, nothing propagates below 'pw' (c1 and dw are frozen).
+        self.assertNotIn("Conv2DBackpropInput", ops)
+        self.assertNotIn("DepthwiseConv2dNativeBackpropInput", ops)
+
+    def test_forward_is_the_layers_own_computation(self):
+        model = small_cnn()
+        sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES)
+        x, _, _ = data(4)
+        np.testing.assert_allclose(sparse(x), model(x, training=False), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(SU.strip(sparse)(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+class BadInputTest(parameterized.TestCase):
+    def test_models_and_layers_that_cannot_be_wrapped(self):
+        # (A subclassed model is refused: tests/integration/test_bad_input.py.)
+        sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES)
+        with pytest.raises(ValueError, match="already wrapped"):
+            SU.wrap(sparse, budget=400, layers=CANDIDATES)
+        with pytest.raises(ValueError, match="nothing to strip"):
+            SU.strip(small_cnn())
+        with pytest.raises(ValueError, match="Cannot sparse-update"):
+            SU.ChannelSparseUpdate(keras.layers.Conv2D(4, 3, dilation_rate=2))
+        with pytest.raises(ValueError, match="unknown size"):
+            inp = keras.Input((None, None, 3))
+            SU.cost_table(
+                keras.Model(
+                    inp,
+                    keras.layers.Dense(2)(
+                        keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
+                    ),
+                )
+            )
+        w = SU.sparse_layers(sparse)[0]
+        for bad in ([5], [-1], [0, 0]):
+            with pytest.raises(ValueError):
+                w.set_channels(bad)
+        before = {k: v.tolist() for k, v in SU.selection(sparse).items()}
+        with pytest.raises(ValueError, match="pw"):  # c1 is valid, pw is not: nothing changes
+            SU.set_selection(sparse, {"c1": [0, 1], "pw": [99]})
+        self.assertEqual({k: v.tolist() for k, v in SU.selection(sparse).items()}, before)
+        w.num_channels.assign(99)  # a corrupted selection is detected
+        with pytest.raises(ValueError, match="invalid"):
+            w.check_selection()
+        with pytest.raises(ValueError, match="no sparse-update sampler"):
+            SU.resample(keras.models.clone_model(small_cnn()))

@@ -1,0 +1,138 @@
+"""Structural rules of the repository, checked on the source: no import circles, imports at module
+level (optional extras excepted), small library files, explicit package APIs."""
+
+import ast
+import importlib
+import os
+import pkgutil
+import types
+
+import pytest
+
+import tf_tradyx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Optional extras may be imported where they are used, so that the package works without them.
+OPTIONAL = ("matplotlib", "tensorboard", "tensorflow_datasets")
+MAX_LIBRARY_LINES = 350
+
+
+def _python_files(*folders):
+    for folder in folders:
+        for dirpath, dirnames, files in os.walk(os.path.join(ROOT, folder)):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    yield os.path.join(dirpath, f)
+
+
+def _module_name(path):
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _imported_modules(node):
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return []
+
+
+def test_no_import_inside_a_function_except_optional_extras():
+    offenders = []
+    for path in _python_files("tf_tradyx", "tests", "benchmarks", "experiments", "examples"):
+        tree = ast.parse(open(path).read(), path)
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                names = _imported_modules(node)
+                if names and names[0].split(".")[0] not in OPTIONAL:
+                    offenders.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {names[0]}")
+    assert not offenders, offenders
+
+
+def _graph(folders, known):
+    graph = {}
+    for path in _python_files(*folders):
+        name = _module_name(path)
+        tree = ast.parse(open(path).read(), path)
+        deps = set()
+        for node in tree.body:  # module level only: what runs at import time
+            for mod in _imported_modules(node):
+                if mod in known and mod != name:
+                    deps.add(mod)
+        graph[name] = deps
+    return graph
+
+
+def _cycle(graph):
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for dep in graph.get(node, ()):
+            if state.get(dep) == "open":
+                return stack[stack.index(dep) :] + [dep] if dep in stack else [node, dep]
+            if dep not in state:
+                found = visit(dep, stack + [dep])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [node])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_circle_in_the_library_experiments_or_test_helpers():
+    folders = [
+        f
+        for f in ("tf_tradyx", "tests", "benchmarks", "experiments")
+        if os.path.isdir(os.path.join(ROOT, f))
+    ]
+    known = {_module_name(p) for p in _python_files(*folders)}
+    # A package's __init__ importing its own submodules is not a circle; edges into a package
+    # __init__ from its own submodules would be.
+    graph = _graph(folders, known)
+    for name, deps in graph.items():
+        graph[name] = {d for d in deps if not name.startswith(d + ".")}
+    assert _cycle(graph) is None, f"import circle: {' -> '.join(_cycle(graph))}"
+
+
+def test_library_files_are_small():
+    long = {
+        os.path.relpath(p, ROOT): n
+        for p in _python_files("tf_tradyx")
+        if (n := sum(1 for _ in open(p))) > MAX_LIBRARY_LINES
+    }
+    assert not long, f"library files over {MAX_LIBRARY_LINES} lines: {long}"
+
+
+def _packages():
+    for info in pkgutil.walk_packages(tf_tradyx.__path__, "tf_tradyx."):
+        if info.ispkg:
+            yield info.name
+    yield "tf_tradyx"
+
+
+@pytest.mark.parametrize("package", sorted(_packages()))
+def test_every_package_lists_its_api_and_no_function_hides_a_submodule(package):
+    module = importlib.import_module(package)
+    assert isinstance(getattr(module, "__all__", None), list), f"{package} has no __all__"
+    for name in module.__all__:
+        assert hasattr(module, name), f"{package}.__all__ names {name!r}, which it lacks"
+    public = {n for n in vars(module) if not n.startswith("_")}
+    submodules = {info.name for info in pkgutil.iter_modules(module.__path__)}
+    exported_modules = {n for n in public if isinstance(getattr(module, n), types.ModuleType)}
+    assert exported_modules <= set(module.__all__) | submodules
+    for name in submodules & public:
+        value = getattr(module, name)
+        assert isinstance(value, types.ModuleType), (
+            f"{package}.{name} is a {type(value).__name__}, hiding the submodule of that name"
+        )
