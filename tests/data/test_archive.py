@@ -1,6 +1,9 @@
 """Archives extracted once into the cache, checksums verified, and no half cache left behind."""
 
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -61,3 +64,24 @@ def test_archive_cache_is_shared_with_and_without_checksum(tmp_path):
     assert len(os.listdir(cache / "extracted")) == 1
     with pytest.raises(archive.ArchiveError, match="sha256"):
         tx.data.from_folder(str(arch), "train", sha256="1" * 64, cache_dir=str(cache))
+
+
+def test_a_killed_extraction_leaves_no_partial_folder_behind(tmp_path):
+    arch = tmp_path / "small.tar.gz"
+    make_tar(arch, SMALL_IMAGE_TREE)
+    folder = tmp_path / "cache" / "extracted"
+    folder.mkdir(parents=True)
+    # A SIGKILLed extraction: its process is gone. A live one (this process) must be kept, and an
+    # old-style folder without a pid is removed only once it is a day old.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = folder / f".small-partial-{child.pid}-abc123"
+    live = folder / f".small-partial-{os.getpid()}-def456"
+    old, recent = folder / ".small-partial-xyz789", folder / ".small-partial-uvw000"
+    for d in (dead, live, old, recent):
+        (d / "train").mkdir(parents=True)
+    day_ago = time.time() - archive.STALE_SECONDS - 60
+    os.utime(old, (day_ago, day_ago))
+    tx.data.from_folder(str(arch), "test", cache_dir=str(tmp_path / "cache"))
+    left = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    assert left == sorted([live.name, recent.name])

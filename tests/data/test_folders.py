@@ -62,3 +62,35 @@ def test_from_folder_takes_images_in_subfolders_of_a_class(tmp_path):
         else sorted(int(y) for _, y in ds.as_numpy_iterator())
     )
     assert labels == [0, 0, 1]
+
+
+def _sof_offset(data):
+    return data.index(b"\xff\xc0")
+
+
+def test_jpeg_headers_fill_bytes_and_truncation(tmp_path):
+    good = jpeg_bytes(5, 7, 100)
+    sof = _sof_offset(good)
+    filled = tmp_path / "filled.jpg"
+    filled.write_bytes(good[:sof] + b"\xff\xff\xff" + good[sof:])  # fill bytes before the SOF
+    assert folders.image_size(str(filled)) == (5, 7)
+    assert tf.io.decode_jpeg(filled.read_bytes()).shape[:2] == (5, 7)  # a valid JPEG indeed
+    for cut in (sof + 3, sof + 6, 3, 5):  # inside the SOF segment, inside a marker
+        truncated = tmp_path / f"cut{cut}.jpg"
+        truncated.write_bytes(good[:cut])
+        assert folders.image_size(str(truncated)) is None  # no struct.error
+
+
+def test_a_jpeg_with_a_good_header_and_a_corrupt_body_is_named_up_front(tmp_path):
+    good = jpeg_bytes(8, 8, 50)
+    corrupt = good[: _sof_offset(good) + 20] + b"\x00" * 40
+    for cls in ("a", "b"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        (tmp_path / "train" / cls / "ok.jpg").write_bytes(good)
+    (tmp_path / "train" / "b" / "broken.jpg").write_bytes(corrupt)
+    assert folders.image_size(str(tmp_path / "train" / "b" / "broken.jpg")) == (8, 8)
+    with pytest.raises(ValueError, match=r"cannot be decoded.*broken\.jpg"):
+        tx.data.from_folder(str(tmp_path), "train")
+    ds = tx.data.from_folder(str(tmp_path), "train", verify=False)  # the old behaviour: mid-read
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(ds)

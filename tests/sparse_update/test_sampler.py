@@ -15,7 +15,7 @@ def test_a_loaded_model_resamples_like_the_original_with_no_arguments(tmp_path):
     sparse = SP.wrap(tiny_cnn(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=7)
     path = str(tmp_path / "sparse.keras")
     sparse.save(path)
-    loaded = SP.attach(keras.models.loadtiny_cnn(path))
+    loaded = SP.attach(keras.models.load_model(path))
     sampler = SP.sampler_of(loaded)
     assert (sampler.strategy.name, sampler.budget, sampler.seed) == ("tradi", 300, 7)
     assert sampler.layers == ["c1", "pw", "fc"]
@@ -26,7 +26,7 @@ def test_a_loaded_model_resamples_like_the_original_with_no_arguments(tmp_path):
         a, b = SP.resample(sparse, epoch=epoch), SP.resample(loaded, epoch=epoch)
         assert {k: v.tolist() for k, v in a.items()} == {k: v.tolist() for k, v in b.items()}
     # Arguments given to attach win over the saved ones.
-    assert SP.sampler_of(SP.attach(keras.models.loadtiny_cnn(path), seed=8)).seed == 8
+    assert SP.sampler_of(SP.attach(keras.models.load_model(path), seed=8)).seed == 8
 
 
 def test_a_loaded_det_rgn_model_asks_for_its_data(tmp_path):
@@ -34,10 +34,10 @@ def test_a_loaded_det_rgn_model_asks_for_its_data(tmp_path):
     sparse = SP.wrap(tiny_cnn(), budget=300, strategy=SP.DetRGN(data=ds, batches=2), seed=0)
     path = str(tmp_path / "det.keras")
     sparse.save(path)
-    loaded = SP.attach(keras.models.loadtiny_cnn(path))
+    loaded = SP.attach(keras.models.load_model(path))
     with pytest.raises(ValueError, match="give it data"):
         SP.resample(loaded)
-    loaded = SP.attach(keras.models.loadtiny_cnn(path), data=ds)
+    loaded = SP.attach(keras.models.load_model(path), data=ds)
     assert {k: v.tolist() for k, v in SP.resample(loaded, epoch=0).items()} == {
         k: v.tolist() for k, v in SP.resample(sparse, epoch=0).items()
     }
@@ -62,7 +62,7 @@ def test_repeated_fit_calls_continue_the_draws_instead_of_replaying_them(tmp_pat
     # The stream position is saved with the model: a reloaded model draws the fifth selection.
     path = str(tmp_path / "m.keras")
     sparse.save(path)
-    loaded = SP.attach(keras.models.loadtiny_cnn(path))
+    loaded = SP.attach(keras.models.load_model(path))
     assert SP.draws(loaded) == 4
     assert {k: v.tolist() for k, v in SP.resample(loaded).items()} == {
         k: v.tolist() for k, v in SP.resample(sparse).items()

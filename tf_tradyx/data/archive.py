@@ -7,9 +7,11 @@ that is renamed into place only when complete, so a crash or a bad archive never
 
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
+import time
 
 DEFAULT_CACHE_ENV = "TF_TRADYX_CACHE"
 
@@ -42,6 +44,36 @@ def _cache_key(path):
     st = os.stat(path)
     ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()
     return hashlib.sha256(ident).hexdigest()[:16]
+
+
+_PARTIAL = re.compile(r"^\..+-partial-(\d+)-[^-]+$")
+STALE_SECONDS = 24 * 3600  # a partial folder without a live owner this old is certainly dead
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_partials(folder):
+    """Removes half-extracted folders left by killed extractions: those whose process is gone
+    (the name holds its pid) and, from older versions without a pid, those untouched for a day."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not name.startswith(".") or "-partial-" not in name or not os.path.isdir(path):
+            continue
+        match = _PARTIAL.match(name)
+        if match:
+            stale = not _alive(int(match.group(1)))
+        else:
+            stale = time.time() - os.path.getmtime(path) > STALE_SECONDS
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def extract(path, sha256=None, cache_dir=None):
@@ -80,7 +112,8 @@ def extract(path, sha256=None, cache_dir=None):
             f.write(actual)
         return final
     os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{base}-partial-", dir=os.path.dirname(final))
+    clean_stale_partials(os.path.dirname(final))
+    tmp = tempfile.mkdtemp(prefix=f".{base}-partial-{os.getpid()}-", dir=os.path.dirname(final))
     try:
         try:
             with tarfile.open(path, "r:*") as tar:

@@ -23,24 +23,37 @@ def _png_size(head):
     return None
 
 
+_SOF = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+
+
 def _jpeg_size(f):
-    """Reads (height, width) from the SOF marker of a JPEG without decoding it."""
+    """Reads (height, width) from the SOF marker of a JPEG without decoding it; None when the
+    header is truncated or malformed. Any number of 0xFF fill bytes may precede a marker."""
     f.seek(2)
     while True:
-        marker = f.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF:
+        byte = f.read(1)
+        if byte != b"\xff":
             return None
-        code = marker[1]
+        code = f.read(1)
+        while code == b"\xff":  # fill bytes
+            code = f.read(1)
+        if not code:
+            return None
+        code = code[0]
         if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
             continue
         length_bytes = f.read(2)
         if len(length_bytes) < 2:
             return None
         (length,) = struct.unpack(">H", length_bytes)
-        if code in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+        if code in _SOF:
             data = f.read(5)
+            if len(data) < 5:
+                return None
             h, w = struct.unpack(">HH", data[1:5])
-            return h, w
+            return (h, w) if h and w else None
+        if length < 2:
+            return None
         f.seek(length - 2, os.SEEK_CUR)
 
 
@@ -119,6 +132,28 @@ def _check_sizes(files):
     return next(iter(sizes))
 
 
+def _check_decodable(files):
+    """Raises ValueError naming every file TensorFlow cannot decode (a good header does not mean a
+    good body): decodes all of them in a tf.data pass that drops failures, then names the gaps."""
+    paths = tf.constant(files)
+
+    def decode(i):
+        image = tf.io.decode_image(tf.io.read_file(paths[i]), channels=3, expand_animations=False)
+        return i, tf.shape(image)[0]
+
+    ds = tf.data.Dataset.range(len(files)).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.ignore_errors()
+    good = np.zeros(len(files), bool)
+    for batch in ds.batch(4096).as_numpy_iterator():
+        good[batch[0]] = True
+    bad = [files[i] for i in np.flatnonzero(~good)]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} image file(s) cannot be decoded (corrupt or truncated data): "
+            f"{bad[:5]}{'...' if len(bad) > 5 else ''}. Remove or replace them."
+        )
+
+
 def from_folder(
     path,
     split="train",
@@ -128,6 +163,7 @@ def from_folder(
     cache_dir=None,
     shuffle_files=False,
     seed=None,
+    verify=True,
 ):
     """A `tf.data.Dataset` of (uint8 image HxWx3, int64 label) from the class-folder layout.
 
@@ -138,6 +174,9 @@ def from_folder(
       sha256: optional checksum of the archive, verified before the first extraction.
       cache_dir: where archives are extracted (default $TF_TRADYX_CACHE or ~/.cache/tf_tradyx).
       shuffle_files: shuffle the file order once (with `seed`); labels stay attached.
+      verify: decode every image once now (in parallel), so that a corrupt file is an error naming
+        it here rather than a crash without a name in the middle of an epoch. About a second per
+        20,000 small JPEGs on two cores; False skips it.
 
     The dataset carries `class_names` (sorted folder names) and `num_examples` attributes.
     """
@@ -162,6 +201,8 @@ def from_folder(
         image = tf.ensure_shape(image, (height, width, 3))
         return image, label
 
+    if verify:
+        _check_decodable(files)
     ds = tf.data.Dataset.from_tensor_slices((files, labels))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds.class_names = class_names
