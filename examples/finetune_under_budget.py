@@ -10,7 +10,6 @@ memory units (27946) or bytes (109KiB, 111784B). Layers for "tradi"/"static_topk
 saved as ranking.json in --out. Writes results.json with accuracy and efficiency per epoch.
 """
 
-import json
 import os
 import time
 
@@ -64,6 +63,37 @@ flags.DEFINE_integer("max_test", None, "Evaluate on the first N test images only
 flags.DEFINE_integer("seed", 0, "Seed for the head, the channel sampler and the data order.")
 flags.DEFINE_string("out", "out/finetune_under_budget", "Output directory.")
 flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
+flags.register_validator("rank_epochs", lambda e: e >= 1, message="--rank_epochs must be >= 1.")
+flags.register_validator("warmup_epochs", lambda e: e >= 0, message="--warmup_epochs must be >= 0.")
+flags.register_validator("batch_size", lambda b: b >= 1, message="--batch_size must be >= 1.")
+flags.register_validator("lr", lambda v: v > 0, message="--lr must be > 0.")
+flags.register_validator(
+    "coverage", lambda c: 0.0 < c <= 1.0, message="--coverage must lie in (0, 1]."
+)
+flags.register_validator(
+    "input_size",
+    lambda n: n >= 32 and n % 32 == 0,
+    message="--input_size must be a multiple of 32 (>= 32).",
+)
+for _name in ("max_train", "max_test"):
+    flags.register_validator(
+        _name, lambda n: n is None or n >= 1, message=f"--{_name} must be >= 1 (or unset)."
+    )
+
+
+def _budget_is_readable(value):
+    try:
+        return tx.sparse_update.parse_budget(value) > 0
+    except ValueError:
+        return False
+
+
+flags.register_validator(
+    "budget",
+    _budget_is_readable,
+    message="--budget must be positive memory units (27946) or bytes with a suffix (109KiB, "
+    "111784B, 0.1MB).",
+)
 
 DEFAULT_SCHEMES = {
     "mbv2-w0.35": "mbv2-w0.35/50kb",
@@ -72,7 +102,7 @@ DEFAULT_SCHEMES = {
 }
 
 
-def _model(tx, keras, num_classes):
+def _model(num_classes):
     if FLAGS.model.endswith(".keras"):
         model = keras.models.load_model(FLAGS.model)
         if tx.sparse_update.sparse_layers(model):
@@ -86,13 +116,18 @@ def _model(tx, keras, num_classes):
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
-    os.makedirs(FLAGS.out, exist_ok=True)
+    outputs = tx.run_outputs.RunOutputs(FLAGS.out, ["ranking.json", "results.json"])  # checked now
+    with outputs:
+        _run(outputs)
+
+
+def _run(outputs):
     train, test, num_classes = tx.data.train_test(FLAGS.dataset, FLAGS.data_dir, FLAGS.seed)
     if FLAGS.max_train:
         train = train.take(FLAGS.max_train)
     if FLAGS.max_test:
         test = test.take(FLAGS.max_test)
-    model, name = _model(tx, keras, num_classes)
+    model, name = _model(num_classes)
     size = int(model.inputs[0].shape[1])
     pre = tx.models.preprocess(name if name != "loaded" else "mbv2-w0.35", input_size=size)
     flip = lambda x: tf.image.random_flip_left_right(x)  # noqa: E731
@@ -126,10 +161,11 @@ def main(argv):
             ranking = tx.sparse_update.LayerRanking.load(FLAGS.layers_from)
         else:
             start = time.time()
+            print("Ranking layers by RGN (once per architecture; --layers_from skips this):")
             ranking = tx.sparse_update.rank_layers(
-                model, train_ds, epochs=FLAGS.rank_epochs, loss=loss, verbose=0
+                model, train_ds, epochs=FLAGS.rank_epochs, loss=loss, verbose=1
             )
-            ranking.save(os.path.join(FLAGS.out, "ranking.json"))
+            ranking.save(outputs.path("ranking.json"))
             result["ranking_seconds"] = round(time.time() - start, 2)
         ranking.check_model(model)
         kwargs["layers"] = ranking.top_k(coverage=FLAGS.coverage)
@@ -170,8 +206,7 @@ def main(argv):
             "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         }
     )
-    with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    outputs.write_json("results.json", result)
     print(
         f"{FLAGS.strategy} on {FLAGS.model}: test accuracy {accuracy:.4f}; last selection "
         f"{eff.units:,} units ({eff.units / eff.full_units:.1%} of full fine-tuning), activation "

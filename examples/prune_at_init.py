@@ -9,19 +9,21 @@ root/{train,test}/<class>/*.jpg from a directory or a .tar.gz such as
 ../shared/data/cifar10-jpeg.tar.gz instead.
 """
 
-import json
 import os
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import app, flags, logging
 
 import tf_tradyx as tx
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "resnet20", ["resnet20", "vgg16_bn"], "Network to prune.")
-flags.DEFINE_string("dataset", "cifar10", "TFDS name, or cifar10_sample for the bundled sample.")
+flags.DEFINE_string(
+    "dataset", "cifar10_sample", "TFDS name, or cifar10_sample (bundled, offline; the default)."
+)
 flags.DEFINE_string("data_dir", None, "Class-folder directory or .tar.gz (overrides --dataset).")
 flags.DEFINE_enum(
     "method",
@@ -48,17 +50,43 @@ flags.register_validator(
     message="--sparsity must be in [0, 1) (0.9 keeps 10 % of the weights).",
 )
 flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
+flags.register_validator("batch_size", lambda b: b >= 1, message="--batch_size must be >= 1.")
+flags.register_validator("lr", lambda v: v > 0, message="--lr must be > 0.")
+flags.register_validator("weight_decay", lambda v: v >= 0, message="--weight_decay must be >= 0.")
+flags.register_validator(
+    "rounds", lambda r: r is None or r >= 1, message="--rounds must be >= 1 (or unset)."
+)
+flags.register_validator(
+    "prune_per_class", lambda n: n >= 1, message="--prune_per_class must be >= 1."
+)
+flags.register_validator(
+    "max_train", lambda n: n is None or n >= 1, message="--max_train must be >= 1 (or unset)."
+)
 
 
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
-    os.makedirs(FLAGS.out, exist_ok=True)
+    outputs = tx.run_outputs.RunOutputs(FLAGS.out, ["report.json", "density.png"])  # checked now
+    with outputs:
+        _run(outputs)
+
+
+def _normalization(image_shape, num_classes):
+    """CIFAR statistics for 3-channel images; for others (e.g. grayscale) a plain [-1, 1] scale."""
+    if image_shape[-1] == 3:
+        return tx.data.normalization(FLAGS.model, "cifar100" if num_classes == 100 else "cifar10")
+    return lambda image: tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def _run(outputs):
     train, test, num_classes = tx.data.train_test(FLAGS.dataset, FLAGS.data_dir, FLAGS.seed)
     if FLAGS.max_train:
         train = train.take(FLAGS.max_train)
-    norm = tx.data.normalization(FLAGS.model, "cifar100" if num_classes == 100 else "cifar10")
-    model = tx.models.get(FLAGS.model, num_classes=num_classes)
+    # The network is built for the data's image size and channels (e.g. 28x28 grayscale).
+    image_shape = tuple(int(d) for d in train.element_spec[0].shape)
+    norm = _normalization(image_shape, num_classes)
+    model = tx.models.get(FLAGS.model, num_classes=num_classes, input_shape=image_shape)
 
     result = {
         "model": FLAGS.model,
@@ -66,6 +94,7 @@ def main(argv):
         "method": FLAGS.method,
         "sparsity": FLAGS.sparsity,
         "seed": FLAGS.seed,
+        "image_shape": list(image_shape),
     }
     start = time.time()
     if FLAGS.method == "dense":
@@ -79,7 +108,7 @@ def main(argv):
         print(report)
         if FLAGS.plot:
             try:
-                tx.pruning.plot_layer_density(report, os.path.join(FLAGS.out, "density.png"))
+                tx.pruning.density_figure(report).savefig(outputs.path("density.png"), dpi=120)
             except ImportError as e:
                 logging.warning("%s", e)
     result["prune_seconds"] = round(time.time() - start, 2)
@@ -125,8 +154,7 @@ def main(argv):
         int(np.count_nonzero(np.asarray(w.kernel))) for w in plain.layers if hasattr(w, "kernel")
     )
     result["nonzero_kernel_weights_after_training"] = nonzero
-    with open(os.path.join(FLAGS.out, "report.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    outputs.write_json("report.json", result)
     print(
         f"{FLAGS.method} {FLAGS.model}: density {final.density:.4f}, test accuracy "
         f"{accuracy:.4f}, report in {os.path.join(FLAGS.out, 'report.json')}"

@@ -10,7 +10,6 @@ evaluation -> strip of both wrappers -> a plain .keras file. Prints one summary 
 summary.json next to the model.
 """
 
-import json
 import os
 import time
 
@@ -48,12 +47,41 @@ flags.register_validator(
     lambda s: 0.0 <= s < 1.0,
     message="--sparsity must be in [0, 1) (0.5 keeps half of the weights).",
 )
+flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
+flags.register_validator("rounds", lambda r: r >= 1, message="--rounds must be >= 1.")
+flags.register_validator("batch_size", lambda b: b >= 1, message="--batch_size must be >= 1.")
+flags.register_validator("lr", lambda v: v > 0, message="--lr must be > 0.")
+flags.register_validator(
+    "max_train", lambda n: n is None or n >= 1, message="--max_train must be >= 1 (or unset)."
+)
+
+
+def _budget_is_readable(value):
+    try:
+        return tx.sparse_update.parse_budget(value) > 0
+    except ValueError:
+        return False
+
+
+flags.register_validator(
+    "budget",
+    _budget_is_readable,
+    message="--budget must be positive memory units (27946) or bytes with a suffix (109KiB).",
+)
 
 
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
-    os.makedirs(FLAGS.out, exist_ok=True)
+    model_file = f"{FLAGS.model}_pruned_finetuned.keras"
+    outputs = tx.run_outputs.RunOutputs(
+        FLAGS.out, ["ranking.json", model_file, "summary.json", "density.png"]
+    )  # --out is checked now, outputs land together at the end
+    with outputs:
+        _run(outputs, model_file)
+
+
+def _run(outputs, model_file):
     started = time.time()
     train, test, num_classes = tx.data.train_test(FLAGS.dataset, FLAGS.data_dir, FLAGS.seed)
     if FLAGS.max_train:
@@ -84,9 +112,14 @@ def main(argv):
         f"PX: pruning {FLAGS.model} to {FLAGS.sparsity:.0%} sparsity on 10 images per class...",
         flush=True,
     )
-    report = tx.pruning.PXPruner(rounds=FLAGS.rounds, seed=FLAGS.seed, verbose=0).prune(
+    report = tx.pruning.PXPruner(rounds=FLAGS.rounds, seed=FLAGS.seed, verbose=1).prune(
         masked, FLAGS.sparsity, data=prune_data
     )
+    try:
+        title = f"PX on {FLAGS.model} at sparsity {FLAGS.sparsity}"
+        tx.pruning.density_figure(report, title).savefig(outputs.path("density.png"), dpi=120)
+    except ImportError:
+        pass  # the plots extra is not installed
     prune_seconds = time.time() - t
     # PX needs a nonzero head (its path products run through it); fine-tuning starts from a zero
     # head, so the first loss is log(classes) rather than whatever random logits give.
@@ -100,8 +133,8 @@ def main(argv):
         ranking = tx.sparse_update.LayerRanking.load(FLAGS.layers_from)
     else:
         print("RGN: ranking layers with one epoch of full fine-tuning...", flush=True)
-        ranking = tx.sparse_update.rank_layers(masked, train_ds, epochs=1, loss=loss, verbose=0)
-        ranking.save(os.path.join(FLAGS.out, "ranking.json"))
+        ranking = tx.sparse_update.rank_layers(masked, train_ds, epochs=1, loss=loss, verbose=1)
+        ranking.save(outputs.path("ranking.json"))
     budget = tx.sparse_update.parse_budget(FLAGS.budget)
     sparse = tx.sparse_update.wrap(
         masked,
@@ -147,13 +180,15 @@ def main(argv):
 
     # 3. Strip both wrappers and export an ordinary Keras model.
     plain = tx.pruning.strip(tx.sparse_update.strip(sparse))
-    path = os.path.join(FLAGS.out, f"{FLAGS.model}_pruned_finetuned.keras")
-    plain.save(path)
+    path = outputs.final_path(model_file)
+    plain.save(outputs.path(model_file))
     kernels = [
         l.kernel.numpy() for l in plain.layers if hasattr(l, "kernel") and l.name != "classifier"
     ]
     zeros = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
     summary = {
+        "method": "px+tradi",
+        "sparsity": FLAGS.sparsity,
         "model": FLAGS.model,
         "data": FLAGS.data_dir or FLAGS.dataset,
         "sparsity_target": FLAGS.sparsity,
@@ -174,8 +209,7 @@ def main(argv):
         "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
         "pruning_report": report.as_dict()["totals"],
     }
-    with open(os.path.join(FLAGS.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    outputs.write_json("summary.json", summary)
     rows = [
         ("network", f"{FLAGS.model} (ImageNet-pretrained, new {num_classes}-class head)"),
         (

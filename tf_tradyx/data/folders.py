@@ -87,8 +87,8 @@ def list_files(path, split="train", sha256=None, cache_dir=None):
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path!r} does not exist. Pass a directory in the layout root/<split>/<class>/*.jpg or a "
-            ".tar.gz archive of it (for CIFAR-10: ../shared/data/cifar10-jpeg.tar.gz, or "
-            "tf_tradyx.data.cifar10_sample() for the bundled sample)."
+            ".tar.gz archive of it (or tf_tradyx.data.cifar10_sample() for the bundled CIFAR-10 "
+            "sample)."
         )
     root = path
     if os.path.isfile(path):
