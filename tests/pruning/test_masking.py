@@ -4,9 +4,11 @@ load, and a user's own PrunableLayer."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tf_tradyx as tx
 from tests.testing_utils import (
+    LOSS,
     pruning_cnn,
     pruning_data,
     tiny_cnn,
@@ -201,3 +203,12 @@ def test_pruned_raw_kernels_stay_zero_under_any_optimizer_and_after_pruning_agai
         kernel, mask = np.asarray(w.layer.kernel), np.asarray(w.masks[0])
         assert np.all(kernel[mask == 0] == 0), w.name
         assert np.any(kernel[mask == 1] != 0)
+
+
+def test_an_optimizer_that_turns_pruned_kernels_nan_fails_loudly():
+    """Adafactor divides 0 by 0 on fully pruned rows; training must not go on with NaN weights."""
+    masked = tx.pruning.wrap(tiny_cnn(), skip=["head"])
+    tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
+    masked.compile(keras.optimizers.Adafactor(0.01), LOSS, jit_compile=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pruned kernel became NaN"):
+        masked.fit(tiny_data(), epochs=1, verbose=0)

@@ -79,6 +79,13 @@ def _attribute_of(layer, variable):
     )
 
 
+_NON_FINITE = (
+    "tf_tradyx: a pruned kernel became NaN or Inf after the optimizer step. Optimizers that "
+    "normalize updates over whole rows or columns (Adafactor) divide 0 by 0 where weights are "
+    "pruned; use SGD, Adam, AdamW, RMSprop or Lion for pruned models, or lower the learning rate"
+)
+
+
 class MaskProjection:
     """A variable constraint: the layer's own constraint (if any), then kernel * mask."""
 
@@ -88,7 +95,14 @@ class MaskProjection:
     def __call__(self, kernel):
         if self.inner is not None:
             kernel = self.inner(kernel)
-        return kernel * tf.cast(tf.convert_to_tensor(self.mask), kernel.dtype)
+        # tf.where, not a product: an optimizer may write NaN into a fully pruned row or column
+        # (Adafactor's factored second moment underflows to 0 there), and NaN * 0 is NaN.
+        keep = tf.convert_to_tensor(self.mask) > 0
+        kept = tf.where(keep, kernel, tf.zeros_like(kernel))
+        # An optimizer whose update turns the kept weights non-finite (Adafactor normalizes each
+        # update by an RMS that the pruned entries' 0/0 makes NaN) fails here, loudly, rather than
+        # training a NaN model whose loss sits at log(classes).
+        return tf.debugging.check_numerics(kept, _NON_FINITE)
 
 
 @keras.saving.register_keras_serializable(package="tf_tradyx")
