@@ -140,3 +140,11 @@ def test_a_missing_internal_names_itself_and_the_keras_version():
         compat.optimizer_variable_index(NoInternals(), None)
     with pytest.raises(compat.KerasInternalsChanged, match="tested with Keras"):
         compat.optimizer_tracked_variables(NoInternals())
+
+
+def test_a_lambda_layer_is_copied_with_its_function():
+    layer = keras.layers.Lambda(lambda t, k: t * k, output_shape=(4,), arguments={"k": 3.0})
+    copy = compat.copy_lambda(layer)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(np.asarray(copy(x)), 3.0 * x)
+    assert copy.name == layer.name and copy is not layer, VERSION

@@ -55,9 +55,36 @@ def xy(batch):
     return batch[0], batch[1]
 
 
+def check_single_input(model, what="This method"):
+    """Raises a clear ValueError for a model with several inputs (what is passed is one image)."""
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"{what} supports models with one input; this model has {len(model.inputs)} "
+            f"({[t.name for t in model.inputs]}). Wrap the part that takes one image tensor in a "
+            "model of its own and apply tf_tradyx to that."
+        )
+
+
+def model_input(model, x):
+    """The input tensor from `x` as `model.fit` accepts it: a tensor, or a dict with one entry (or
+    one keyed by the model's input name), as in datasets of ({"image": x}, y)."""
+    if isinstance(x, dict):
+        names = [t.name for t in model.inputs] + list(getattr(model, "input_names", None) or [])
+        for name in names:
+            if name in x:
+                return x[name]
+        if len(x) == 1:
+            return next(iter(x.values()))
+        raise ValueError(
+            f"The data's inputs are a dict with keys {sorted(x)}, none of which is the model's "
+            f"input {names[:1]}; give the model one input named like one of the keys."
+        )
+    return x
+
+
 def check_batch(model, x, y=None):
-    """Raises ValueError for a batch the model cannot learn from: non-numeric or misshaped inputs,
-    or integer labels outside [0, number of outputs)."""
+    """Raises ValueError for a batch the model cannot learn from: non-numeric, misshaped,
+    unbatched or non-finite inputs, or integer labels outside [0, number of outputs)."""
     dtype = tf.as_dtype(x.dtype)
     if not (dtype.is_floating or dtype.is_integer):
         raise ValueError(
@@ -66,6 +93,13 @@ def check_batch(model, x, y=None):
         )
     expected = tuple(model.inputs[0].shape[1:])
     shape = tuple(x.shape[1:])
+    if len(x.shape) == len(expected) and all(
+        a is None or a == b for a, b in zip(expected, tuple(x.shape))
+    ):
+        raise ValueError(
+            f"Data of shape {tuple(x.shape)} is one example, not a batch: the model takes "
+            f"(batch, {', '.join(map(str, expected))}). Batch the dataset first, e.g. ds.batch(32)."
+        )
     if len(shape) != len(expected) or any(
         a is not None and b is not None and a != b for a, b in zip(expected, shape)
     ):
@@ -73,6 +107,11 @@ def check_batch(model, x, y=None):
             f"Data of shape {tuple(x.shape)} does not fit the model input "
             f"(batch, {', '.join(map(str, expected))}); preprocess it to the "
             "model's input size first (e.g. tf_tradyx.models.preprocess)."
+        )
+    if dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(x))):
+        raise ValueError(
+            "The input data holds NaN or Inf values; clean or re-preprocess it (a division by a "
+            "zero standard deviation, say) before pruning or ranking."
         )
     if y is None:
         return

@@ -139,3 +139,17 @@ def optimizer_decays(optimizer, variable):
 def parent_layers(layer):
     """The operations whose outputs feed the layer's first call (`Node.parent_nodes`)."""
     return [parent.operation for node in inbound_nodes(layer)[:1] for parent in node.parent_nodes]
+
+
+def copy_lambda(layer):
+    """A new Lambda layer with the same Python function. Cloning through get_config/from_config
+    would deserialize the function, which Keras' safe mode refuses for a user who loads nothing;
+    the function object is at hand, so it is reused. Its output shape lives in `_output_shape`."""
+    return keras.layers.Lambda(
+        layer.function,
+        output_shape=layer._output_shape,
+        mask=layer.mask,
+        arguments=dict(layer.arguments),
+        name=layer.name,
+        dtype=layer.dtype_policy,
+    )

@@ -51,6 +51,13 @@ def flatten_layers(model):
     return out
 
 
+def fresh_copy(layer):
+    """A new, unbuilt layer with the same configuration (Lambda layers keep their function)."""
+    if isinstance(layer, keras.layers.Lambda):
+        return _keras_compat.copy_lambda(layer)
+    return layer.__class__.from_config(layer.get_config())
+
+
 def layers_of_type(model, cls):
     """The layers of `model` (nested models expanded) that are instances of `cls`, in graph order."""
     return [layer for layer in flatten_layers(model) if isinstance(layer, cls)]

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx import _keras_compat
+from tf_tradyx import _keras_compat, _model_walk
 from tf_tradyx._model_walk import (
     check_cloneable,
     flatten_layers,
@@ -219,7 +219,7 @@ def wrap(model, skip=()):
         raise ValueError("The model already has masks; wrap it only once.")
 
     def clone_layer(layer):
-        fresh = layer.__class__.from_config(layer.get_config())
+        fresh = _model_walk.fresh_copy(layer)
         if is_prunable(layer) and not matches_skip(layer, skip):
             return MaskedLayer(fresh)
         return fresh
@@ -254,7 +254,7 @@ def strip(model):
 
     def clone_layer(layer):
         inner = layer.layer if isinstance(layer, MaskedLayer) else layer
-        return inner.__class__.from_config(inner.get_config())
+        return _model_walk.fresh_copy(inner)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in layer_pairs(model, clone):

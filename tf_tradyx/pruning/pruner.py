@@ -58,10 +58,15 @@ def _batches(model, data, needs_data, needs_labels, batch_size=256):
                 "tf_tradyx.data.balanced_subset(train_ds, per_class=10)."
             )
         return []
-    input_shape = tuple(model.input_shape[1:])
+    batch_utils.check_single_input(model, "Pruning with data")
+    input_shape = tuple(model.inputs[0].shape[1:])
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         x_spec = spec[0] if isinstance(spec, tuple) else spec
+        if isinstance(x_spec, dict):
+            x_spec = next(iter(x_spec.values())) if len(x_spec) == 1 else x_spec
+        if isinstance(x_spec, dict):
+            x_spec = batch_utils.model_input(model, x_spec)
         if x_spec.shape.rank == len(input_shape):  # Unbatched.
             data = data.batch(batch_size)
         data = batch_utils.bounded(data, MAX_PRUNING_BATCHES, "pruning data")
@@ -77,7 +82,7 @@ def _batches(model, data, needs_data, needs_labels, batch_size=256):
     batches = []
     for item in items:
         x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
-        x = tf.convert_to_tensor(x)
+        x = tf.convert_to_tensor(batch_utils.model_input(model, x))
         batch_utils.check_batch(model, x, y)
         x = tf.cast(x, model.inputs[0].dtype)
         if needs_labels and y is None:

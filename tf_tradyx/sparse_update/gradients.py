@@ -51,6 +51,7 @@ def full_kernel_gradients(model, data, layer_names, batches=4, loss=None):
     with dense_gradients(model):
         for batch in _batches.as_dataset(data).take(batches):
             x, y = _batches.xy(batch)
+            x = _batches.model_input(model, x)
             _batches.check_batch(model, x, y)
             with tf.GradientTape() as tape:
                 tape.watch([kernels[n].value for n in names])

@@ -168,7 +168,7 @@ def plain_copy(model):
     if sampler_lib.sparse_layers(model):
         return transforms.strip(model)
     _model_walk.check_cloneable(model)
-    clone = keras.models.clone_model(model)
+    clone = keras.models.clone_model(model, clone_function=_model_walk.fresh_copy)
     clone.set_weights(model.get_weights())
     return clone
 
@@ -195,6 +195,7 @@ def rank_layers(
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    _batches.check_single_input(model, "rank_layers")
     work = plain_copy(model)
     if not all(np.all(np.isfinite(np.asarray(v))) for v in work.weights):
         raise ValueError("The model's weights hold NaN or Inf; rank_layers needs a finite model.")
@@ -241,6 +242,7 @@ def rank_layers(
         bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose, stateful_metrics=["loss"])
         for i, batch in enumerate(batches):
             x, y = _batches.xy(batch)
+            x = _batches.model_input(work, x)
             if i == 0:
                 _batches.check_batch(work, x, y)
             if epoch == 0 and i < _SORTED_PROBE:
@@ -250,6 +252,7 @@ def rank_layers(
             value, rgn = step(x, y)
             rgn = rgn.numpy()
             if not np.all(np.isfinite(rgn)) or not np.isfinite(value.numpy()):
+                _batches.check_batch(work, x, y)  # names non-finite data, if that is the cause
                 raise ValueError(
                     f"The ranking run diverged at epoch {epoch}, step {i} (non-finite "
                     "gradients); lower the optimizer's learning rate."

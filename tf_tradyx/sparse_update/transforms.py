@@ -168,7 +168,7 @@ def wrap(
             return compact_relu.CompactReLU(compact_relu.replaceable_relu(layer), name=layer.name)
         inner = _model_walk.inner(layer)
         if inner.name in wanted:
-            fresh = inner.__class__.from_config(inner.get_config())
+            fresh = _model_walk.fresh_copy(inner)
             return ChannelSparseUpdate(
                 fresh,
                 update_bias=update_bias,
@@ -176,7 +176,7 @@ def wrap(
                 compact_activation=compact,
                 kernel_mask=isinstance(layer, MaskedLayer),
             )
-        return layer.__class__.from_config(layer.get_config())
+        return _model_walk.fresh_copy(layer)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in _model_walk.layer_pairs(model, clone):
@@ -268,10 +268,10 @@ def strip(model):
         if isinstance(layer, compact_relu.CompactReLU):
             return layer.to_keras()
         if isinstance(layer, ChannelSparseUpdate):
-            fresh = layer.layer.__class__.from_config(layer.layer.get_config())
+            fresh = _model_walk.fresh_copy(layer.layer)
             # A pruned layer goes back into its pruning mask (tx.pruning.strip bakes it in).
             return MaskedLayer(fresh) if layer.kernel_mask is not None else fresh
-        return layer.__class__.from_config(layer.get_config())
+        return _model_walk.fresh_copy(layer)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in _model_walk.layer_pairs(model, clone):
