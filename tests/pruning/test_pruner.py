@@ -92,11 +92,20 @@ def test_bad_input_is_rejected_and_model_unchanged():
         tx.pruning.PXPruner(rounds=0)
     with pytest.raises(ValueError, match="Unknown pruning method"):
         tx.pruning.get_pruner("obd")
-    # Non-finite scores mid-way: every mask and weight is restored.
+    # Non-finite inputs are refused up front, naming the data.
     x_bad = x.copy()
     x_bad[0, 0, 0, 0] = np.inf
-    with pytest.raises(FloatingPointError, match="non-finite"):
+    with pytest.raises(ValueError, match="holds NaN or Inf"):
         tx.pruning.PXPruner(rounds=3, verbose=False).prune(masked, 0.5, (x_bad, y))
+
+    # Non-finite scores mid-way (round 2 of 3): every mask and weight is restored.
+    class FailsInRoundTwo(tx.pruning.MagnitudePruner):
+        def _scores(self, session):
+            scores = super()._scores(session)
+            return [s * np.nan for s in scores] if session.round == 2 else scores
+
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        FailsInRoundTwo(rounds=3, verbose=False).prune(masked, 0.5, (x, y))
     for v, s in zip(masked.weights, snapshot):
         np.testing.assert_array_equal(np.asarray(v), s)
 
