@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,plots,tensorboard]"
+	$(BIN)/python -m pip install --quiet -e ".[test,plots,tensorboard,tfds]"
 	touch $(STAMP)
 
 # PX-prune the pretrained MobileNetV2-w0.35, then TraDy-fine-tune it under 27,946 units, offline.

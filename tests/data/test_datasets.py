@@ -2,6 +2,7 @@
 network probe, and what is passed to TFDS (mocked: the tests never download)."""
 
 import socket
+import sys
 
 import numpy as np
 import pytest
@@ -94,3 +95,9 @@ def test_load_wraps_download_failures(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "network_available", lambda timeout=3.0: True)
     with pytest.raises(datasets.DatasetUnavailableError, match="connection reset.*from_folder"):
         tx.data.load("food101")
+
+
+def test_without_the_tfds_extra_loading_by_name_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if absent
+    with pytest.raises(ImportError, match=r"pip install 'tf_tradyx\[tfds\]'"):
+        tx.data.load("cifar10", "train")

@@ -73,3 +73,19 @@ def test_efficiency_callbacks_refuse_a_plain_model_and_pruning_strip_asks_for_or
         tx.pruning.strip(sparse)
     plain = tx.pruning.strip(SP.strip(sparse))
     assert not SP.sparse_layers(plain) and not tx.pruning.masked_layers(plain)
+
+
+def test_efficiency_logger_logs_a_short_line_by_default_and_everything_on_request():
+    sparse = SP.wrap(tiny_cnn(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=0)
+    sparse.compile(keras.optimizers.SGD(0.01), LOSS)
+    short = sparse.fit(tiny_data(), epochs=1, verbose=0, callbacks=[SP.EfficiencyLogger()])
+    keys = {k for k in short.history if k.startswith("sparse_update/")}
+    assert keys == {
+        "sparse_update/units",
+        "sparse_update/budget_used",
+        "sparse_update/layers_updated",
+    }
+    full = sparse.fit(tiny_data(), epochs=1, verbose=0, callbacks=[SP.EfficiencyLogger("all")])
+    assert "sparse_update/full_units" in full.history and len(full.history) > len(short.history) + 5
+    with pytest.raises(ValueError, match="Unknown efficiency keys"):
+        SP.EfficiencyLogger(["unitz"])

@@ -78,7 +78,13 @@ def load(
       ValueError: unknown dataset name.
       DatasetUnavailableError: not prepared and no way to download it here.
     """
-    import tensorflow_datasets as tfds  # Slow import; only users of TFDS pay it.
+    try:
+        import tensorflow_datasets as tfds  # An optional extra; slow to import, only its users pay.
+    except ImportError as e:
+        raise ImportError(
+            f"Loading {name!r} by name needs TensorFlow Datasets: pip install 'tf_tradyx[tfds]'. "
+            + OFFLINE_HELP
+        ) from e
 
     if name not in SUPPORTED_DATASETS and name not in tfds.list_builders():
         raise ValueError(

@@ -56,16 +56,37 @@ class ChannelResampler(keras.callbacks.Callback):
 class EfficiencyLogger(keras.callbacks.Callback):
     """Adds the current selection's efficiency figures to the epoch logs (History, TensorBoard).
 
-    Keys are prefixed "sparse_update/": units, activation_sparsity, weight_derivative_sparsity,
-    weight_derivative_flops_saved, channels, layers_updated, budget_used...
+    By default the figures that change from epoch to epoch and say whether the budget holds:
+    "sparse_update/units", "sparse_update/budget_used" and "sparse_update/layers_updated", so the
+    progress line stays short. `keys="all"` logs every field of `Efficiency` (constants such as the
+    full fine-tuning units included); a list of field names picks them.
     """
+
+    SHORT = ("units", "budget_used", "layers_updated")
+
+    def __init__(self, keys=SHORT):
+        super().__init__()
+        fields = set(efficiency_lib.Efficiency.__dataclass_fields__) | {
+            "budget_used",
+            "units_fraction_of_full",
+        }
+        if keys != "all":
+            unknown = sorted(set(keys) - fields)
+            if unknown:
+                raise ValueError(f"Unknown efficiency keys {unknown}; known: {sorted(fields)}.")
+        self.keys = keys
 
     def on_train_begin(self, logs=None):
         _require_sparse_model(self.model, type(self).__name__)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs.update(efficiency_lib.efficiency(self.model).as_logs())
+        if logs is None:
+            return
+        figures = efficiency_lib.efficiency(self.model).as_logs()
+        if self.keys != "all":
+            wanted = {f"sparse_update/{k}" for k in self.keys}
+            figures = {k: v for k, v in figures.items() if k in wanted}
+        logs.update(figures)
 
 
 class SelectionSummaries(SummaryCallback):
