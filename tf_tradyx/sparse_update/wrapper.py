@@ -217,13 +217,11 @@ class ChannelSparseUpdate(layers.Wrapper):
             )
         return tf.compat.v1.nn.conv2d_backprop_input(x_shape, kernel, dy, strides, padding)
 
-    def _kernel_grad(self, x_sel, dy, idx, kernel_shape):
-        """d loss / d kernel on the selected input channels, scattered into a zero kernel."""
-        return tf.cond(
-            tf.shape(idx)[0] > 0,
-            lambda: self._selected_kernel_grad(x_sel, dy, idx, kernel_shape),
-            lambda: tf.zeros(kernel_shape, dy.dtype),
-        )
+    def _kernel_grad(self, x_sel, dy, idx, kernel_shape, active):
+        """d loss / d kernel on the gathered input channels, scattered into a zero kernel and
+        multiplied by `active` (0 when the draw holds no channel of this layer). No tf.cond: XLA
+        compiles both branches, and a zero-depth filter gradient does not compile."""
+        return self._selected_kernel_grad(x_sel, dy, idx, kernel_shape) * active
 
     def _selected_kernel_grad(self, x_sel, dy, idx, kernel_shape):
         layer = self.layer
@@ -261,7 +259,14 @@ class ChannelSparseUpdate(layers.Wrapper):
         if self.kernel_mask is not None:  # pruned weights: zero in the forward, zero gradient
             kernel = kernel * tf.convert_to_tensor(self.kernel_mask)
         kernel = tf.cast(kernel, x.dtype)
-        idx = tf.convert_to_tensor(self.channel_indices)[: tf.convert_to_tensor(self.num_channels)]
+        num = tf.convert_to_tensor(self.num_channels)
+        idx = tf.convert_to_tensor(self.channel_indices)[:num]
+        # The kernel gradient always runs on at least one channel, so every layer runs the same
+        # ops whatever its draw: when the draw holds none, on one channel of zeros made in the
+        # backward pass (nothing more is kept), and its gradient is multiplied by 0.
+        gathered = tf.convert_to_tensor(self.channel_indices)[: tf.maximum(num, 1)]
+        active = tf.cast(num > 0, x.dtype)
+        static_dims = list(x.shape[1:-1])
         kernel_shape = tuple(int(d) for d in layer.kernel.shape)
         if self.dense_gradient:
             return self._finish(self._linear(x, kernel))
@@ -278,7 +283,18 @@ class ChannelSparseUpdate(layers.Wrapper):
 
             def grad(dy):
                 dx = self._input_grad(dy, kernel, x_shape) if self.input_gradient else None
-                return dx, self._kernel_grad(x_sel, dy, idx, kernel_shape)
+                # A zero channel from dy's batch size and x's static sizes: a backward-only op.
+                dims = [tf.shape(dy)[0]] + [
+                    d if d is not None else tf.shape(x_sel)[i + 1]
+                    for i, d in enumerate(static_dims)
+                ]
+                # (Filled with 0 * one element of dy, so the op depends on dy: with static shapes,
+                # tf.zeros and tf.zeros_like are constants and would run in the forward pass.)
+                zero = tf.fill(
+                    tf.stack([*dims, 1]), tf.cast(dy[(0,) * dy.shape.rank] * 0, x_sel.dtype)
+                )
+                x_grad = tf.concat([x_sel, zero], axis=-1)[..., : tf.maximum(num, 1)]
+                return dx, self._kernel_grad(x_grad, dy, gathered, kernel_shape, active)
 
             return y, grad
 
