@@ -15,6 +15,16 @@ from tf_tradyx.pruning import masking
 
 DTYPE = tf.float64
 
+# Dropout and noise layers: the identity at inference, so every path network passes through them.
+NOISE_LAYERS = (
+    layers.Dropout,
+    layers.SpatialDropout1D,
+    layers.SpatialDropout2D,
+    layers.SpatialDropout3D,
+    layers.GaussianDropout,
+    layers.GaussianNoise,
+    layers.AlphaDropout,
+)
 LINEAR_LAYERS = (
     layers.Add,
     layers.Average,
@@ -34,14 +44,8 @@ LINEAR_LAYERS = (
     layers.Cropping1D,
     layers.Cropping2D,
     layers.Cropping3D,
-    layers.Dropout,
-    layers.SpatialDropout1D,
-    layers.SpatialDropout2D,
-    layers.SpatialDropout3D,
-    layers.GaussianDropout,
-    layers.GaussianNoise,
-    layers.AlphaDropout,
     layers.Identity,
+    *NOISE_LAYERS,
 )
 LINEAR_OPS = ("Add", "Concatenate", "Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze")
 

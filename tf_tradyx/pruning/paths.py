@@ -172,18 +172,7 @@ class PathNetwork:
         spec = path_layers.layer_activation_spec(op)
         if spec is not None:
             return self._activation(args[0], spec, state, op.call)
-        if isinstance(
-            op,
-            (
-                layers.Dropout,
-                layers.SpatialDropout1D,
-                layers.SpatialDropout2D,
-                layers.SpatialDropout3D,
-                layers.GaussianDropout,
-                layers.GaussianNoise,
-                layers.AlphaDropout,
-            ),
-        ):
+        if isinstance(op, path_layers.NOISE_LAYERS):
             return args[0]
         return op.call(*args, **kwargs)
 
