@@ -198,3 +198,32 @@ def test_prune_at_init_builds_the_network_for_grayscale_28px_folders(tmp_path):
     assert report["image_shape"] == [28, 28, 3] and report["method"] == "snip"
     assert report["sparsity"] == 0.5
     assert sorted(p.name for p in out.iterdir()) == ["report.json"]  # no staged leftovers
+
+
+def test_console_scripts_are_installed_and_run_from_any_directory(tmp_path):
+    bin_dir = os.path.dirname(sys.executable)
+    for command, flag in (
+        ("tf-tradyx-prune", "--sparsity"),
+        ("tf-tradyx-finetune", "--budget"),
+        ("tf-tradyx-prune-finetune", "--layers_from"),
+    ):
+        path = os.path.join(bin_dir, command)
+        assert os.path.exists(path), f"{command} is not installed next to {sys.executable}"
+        result = subprocess.run(
+            [path, "--helpshort"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        assert result.returncode == 0 and flag in result.stdout, result.stderr[-2000:]
+    listing = subprocess.run(
+        [sys.executable, "-m", "tf_tradyx"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert listing.returncode == 0 and "tf-tradyx-prune-finetune" in listing.stdout
