@@ -5,6 +5,7 @@ import ast
 import importlib
 import os
 import pkgutil
+import re
 import types
 
 import pytest
@@ -136,3 +137,15 @@ def test_every_package_lists_its_api_and_no_function_hides_a_submodule(package):
         assert isinstance(value, types.ModuleType), (
             f"{package}.{name} is a {type(value).__name__}, hiding the submodule of that name"
         )
+
+
+def test_every_cited_section_of_the_methods_page_exists():
+    with open(os.path.join(ROOT, "docs", "METHODS.md")) as f:
+        sections = set(re.findall(r"^### (\d+\.\d+) ", f.read(), flags=re.M))
+    cited = {}
+    for path in [*_python_files("tf_tradyx"), os.path.join(ROOT, "README.md")]:
+        for number in re.findall(r"docs/METHODS\.md (\d+\.\d+)", open(path).read()):
+            cited.setdefault(number, os.path.relpath(path, ROOT))
+    assert cited, "nothing cites docs/METHODS.md"
+    missing = {n: p for n, p in cited.items() if n not in sections}
+    assert not missing, f"cited sections missing from docs/METHODS.md: {missing}"

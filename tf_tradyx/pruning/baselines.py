@@ -1,6 +1,6 @@
 """The standard pruning-at-initialization baselines, as the Synaptic-Flow framework defines them.
 
-All rank globally and remove the lowest scores (METHODS.md 2.4).
+All rank globally and remove the lowest scores (docs/METHODS.md 2.4).
 """
 
 import numpy as np

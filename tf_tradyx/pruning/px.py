@@ -16,7 +16,7 @@ from tf_tradyx.pruning.pruner import Pruner
 
 
 class PXPruner(Pruner):
-    """Iterative PX, 100 rounds with the exponential schedule by default (METHODS.md 2.3).
+    """Iterative PX, 100 rounds with the exponential schedule by default (docs/METHODS.md 2.3).
 
     Args:
       exact_data_term: compute the data term z1 in float64 throughout. By default it runs in a

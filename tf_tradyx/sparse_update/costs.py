@@ -1,4 +1,4 @@
-"""What updating one input channel costs: the memory units and FLOPs of METHODS.md 1.1.
+"""What updating one input channel costs: the memory units and FLOPs of docs/METHODS.md 1.1.
 
 Why input channels: the weight derivative of input channel c needs only the slice c of the layer's
 input, so dropping a channel saves both its weight gradient and its stored activation map. Per

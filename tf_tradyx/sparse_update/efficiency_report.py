@@ -1,4 +1,4 @@
-"""What the current selection saves against full fine-tuning (METHODS.md 1.6), per sample."""
+"""What the current selection saves against full fine-tuning (docs/METHODS.md 1.6), per sample."""
 
 import dataclasses
 
@@ -10,7 +10,7 @@ from tf_tradyx.sparse_update import sampler as sampler_lib
 
 @dataclasses.dataclass
 class Efficiency:
-    """The savings of the current selection (METHODS.md 1.6), per sample."""
+    """The savings of the current selection (docs/METHODS.md 1.6), per sample."""
 
     strategy: str
     units: int

@@ -3,7 +3,7 @@
     RGN(l, c) = || dL/dW_l[:, c] ||_2 / units(l, c),     RGN(l) = sum_c RGN(l, c)
 
 `rank_layers` fine-tunes a copy of the model with full gradients for a few epochs and accumulates
-RGN(l) over every step (METHODS.md 1.3). The paper finds the ranking to be a property of the
+RGN(l) over every step (docs/METHODS.md 1.3). The paper finds the ranking to be a property of the
 architecture, so a `LayerRanking` is saved as JSON keyed by layer name and reused across datasets
 and budgets; `top_k(coverage=0.97)` gives the smallest set of layers holding 97 % of the total.
 """

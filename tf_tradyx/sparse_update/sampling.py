@@ -1,7 +1,7 @@
 """Filling a memory budget with channels: uniformly at random (TraDy) or by score (Det RGN).
 
 Both walk an ordered list of (layer, channel) candidates and add each one whose cost still fits,
-skipping one that no longer does (METHODS.md 1.4). Random order gives every channel the same chance
+skipping one that no longer does (docs/METHODS.md 1.4). Random order gives every channel the same chance
 to come first; score order is the oracle.
 """
 

@@ -32,7 +32,7 @@ _register = register
 
 @_register
 class RandomChannels(Strategy):
-    """Uniformly random channels until the budget (METHODS.md 1.4).
+    """Uniformly random channels until the budget (docs/METHODS.md 1.4).
 
     With `layers` (the ranking's top-K) and dynamic=True this is TraDy; without `layers` it draws
     from every selectable layer (Full Random).

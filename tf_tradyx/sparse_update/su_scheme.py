@@ -11,7 +11,7 @@ from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 PAPER_SCHEMES = {
     # MCUNetV3 (tiny-training) sparse-update schemes, in its notation (conv index, ratio, biases).
     # "mbv2-w0.35/50kb" is the one the TraDy paper pairs with its smallest budget (27,946 units);
-    # it costs 28,282 units (METHODS.md 1.4).
+    # it costs 28,282 units, 336 more than that budget.
     "mbv2-w0.35/50kb": ("36-39-40-41-42-45-48-49", "1-1-0-0.25-0.125-0.125-0.125-0.125", 16),
     "mcunet-in1/50kb": ("23-24-27-30-33-39", "0-0.25-0.5-0.5-0-0", 22),
     "mcunet-in1/100kb": ("21-24-27-30-36-39", "1-1-1-1-0.125-0.25", 22),
