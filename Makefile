@@ -8,14 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export CUDA_VISIBLE_DEVICES ?=
 
-.PHONY: demo demo-px check lint format test test-fast bench bench-px bench-px-long bench-tradi bench-all results install clean
+.PHONY: demo demo-px check lint format test test-fast docs bench bench-px bench-px-long bench-tradi bench-all results install clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,plots,tensorboard,tfds]"
+	$(BIN)/python -m pip install --quiet -e ".[test,plots,tensorboard,tfds,docs]"
 	touch $(STAMP)
 
 # PX-prune the pretrained MobileNetV2-w0.35, then TraDy-fine-tune it under 27,946 units, offline.
@@ -69,3 +69,7 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+
+# The API reference site from the docstrings (MkDocs + mkdocstrings), warnings as errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet

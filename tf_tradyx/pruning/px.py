@@ -18,12 +18,14 @@ from tf_tradyx.pruning.pruner import Pruner
 class PXPruner(Pruner):
     """Iterative PX, 100 rounds with the exponential schedule by default (docs/METHODS.md 2.3).
 
+    Takes the arguments of `Pruner` (rounds, schedule, scope, min_density, skip, seed, verbose)
+    and one of its own.
+
     Args:
       exact_data_term: compute the data term z1 in float64 throughout. By default it runs in a
         scaled float32 form (mantissa and log-scale per tensor; z1 has no cancellations, so its
         relative error stays near float32 epsilon); the path term and the scores are always
         float64. The two rank the same weights; the default is about twice as fast.
-      (other arguments: see Pruner)
     """
 
     default_rounds = 100

@@ -24,7 +24,8 @@ class ChannelResampler(keras.callbacks.Callback):
 
     Static strategies keep the selection `wrap` drew. Resampling assigns the wrappers' index
     variables, so the compiled train function is reused, never retraced. The optimizer state of
-    channels left out of the new selection is zeroed (see `tf_tradyx.sparse_update.optimizer_state`).
+    channels left out of the new selection goes back to its initial value (see
+    `tf_tradyx.sparse_update.optimizer_state`).
 
     Args:
       verbose: 1 prints the units and channel count of each new selection.
