@@ -1,7 +1,27 @@
-"""Base of the TensorBoard callbacks: one lazily opened writer per run, closed at the end."""
+"""What the TensorBoard callbacks share: the extra check, one lazily opened writer per run, and
+one step convention, the optimizer's step (`optimizer.iterations`), as TFMOT and Keras use."""
 
 import keras
 import tensorflow as tf
+
+try:
+    import tensorboard  # noqa: F401 - an optional extra; only its presence is checked
+except ImportError:
+    tensorboard = None
+
+
+def require_tensorboard(callback):
+    if tensorboard is None:
+        raise ImportError(
+            f"{callback} writes TensorBoard summaries: pip install 'tf_tradyx[tensorboard]'."
+        )
+
+
+def optimizer_step(model):
+    """The model's optimizer step (0 before any step, or without an optimizer)."""
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    return 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
 
 
 class SummaryCallback(keras.callbacks.Callback):
@@ -9,13 +29,7 @@ class SummaryCallback(keras.callbacks.Callback):
 
     def __init__(self, log_dir):
         super().__init__()
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError as e:
-            raise ImportError(
-                f"{type(self).__name__} writes TensorBoard summaries: "
-                "pip install 'tf_tradyx[tensorboard]'."
-            ) from e
+        require_tensorboard(type(self).__name__)
         self.log_dir = log_dir
         self._writer = None
 

@@ -1,36 +1,58 @@
-"""`PruningSummaries`: per-layer density to TensorBoard, like TFMOT's callback of the same name."""
+"""`PruningSummaries`: per-layer sparsity to TensorBoard, as TFMOT's callback of the same name.
+
+Like TFMOT's, it is a `keras.callbacks.TensorBoard` (so losses and metrics land in the same run)
+that also writes `<layer>/<kernel>/sparsity` for every masked kernel, and `sparsity/total`, into the
+run's `train` directory at the optimizer's step (`optimizer.iterations`), once per epoch.
+"""
+
+import os
 
 import tensorflow as tf
+from keras import callbacks
 
-from tf_tradyx._summaries import SummaryCallback
+from tf_tradyx import _summaries
 from tf_tradyx.pruning.pruning_report import report as pruning_report
 
 
-class PruningSummaries(SummaryCallback):
-    """Writes `density/<layer>` per masked kernel and `density/total` to `log_dir` each epoch.
+class PruningSummaries(callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` plus the sparsity of every masked kernel.
 
-    Why per layer: a collapsed layer (density 0) disconnects the network; TensorBoard shows it at a
-    glance. Works for a pruned model during `fit` (densities stay fixed) and also after a sparse
-    update of a pruned model (they must not move).
+    Why per layer: a collapsed layer (sparsity 1) disconnects the network; TensorBoard shows it at a
+    glance. Works while training a pruned model (sparsities stay fixed) and during a sparse update
+    of a pruned model (they must not move). Other arguments go to `keras.callbacks.TensorBoard`.
     """
 
-    def __init__(self, log_dir, update_freq="epoch"):
+    def __init__(self, log_dir="logs", update_freq="epoch", **kwargs):
         if update_freq != "epoch":
             raise ValueError("PruningSummaries writes once per epoch (update_freq='epoch').")
-        super().__init__(log_dir)
+        _summaries.require_tensorboard("PruningSummaries")
+        super().__init__(log_dir=log_dir, update_freq=update_freq, **kwargs)
+        self._sparsity_writer = None
 
-    def _write(self, step):
+    def _write_sparsity(self):
         result = pruning_report(self.model)
         if not result.rows:
             raise ValueError("PruningSummaries needs a model with tx.pruning masks.")
-        with self.writer().as_default(step=step):
+        if self._sparsity_writer is None:
+            path = os.path.join(self.log_dir, "train")
+            self._sparsity_writer = tf.summary.create_file_writer(path)
+        step = _summaries.optimizer_step(self.model)
+        with self._sparsity_writer.as_default(step=step):
             for row in result.rows:
-                tf.summary.scalar(f"density/{row['name']}", row["density"])
-            tf.summary.scalar("density/total", result.density)
-        self.writer().flush()
+                tf.summary.scalar(f"{row['name']}/sparsity", 1.0 - row["density"])
+            tf.summary.scalar("sparsity/total", 1.0 - result.density)
+        self._sparsity_writer.flush()
 
     def on_train_begin(self, logs=None):
-        self._write(0)
+        super().on_train_begin(logs)
+        self._write_sparsity()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._write(epoch + 1)
+        super().on_epoch_end(epoch, logs)
+        self._write_sparsity()
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self._sparsity_writer is not None:
+            self._sparsity_writer.close()
+            self._sparsity_writer = None

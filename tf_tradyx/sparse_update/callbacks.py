@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tf_tradyx import _summaries
 from tf_tradyx._summaries import SummaryCallback
 from tf_tradyx.sparse_update import efficiency_report as efficiency_lib
 from tf_tradyx.sparse_update import optimizer_state
@@ -95,7 +96,9 @@ class SelectionSummaries(SummaryCallback):
 
     Scalars `selected_channels/<layer>` (count), `selected_fraction/<layer>`, and the efficiency
     figures `efficiency/<name>`; a histogram `selected_index/<layer>` of the chosen channel indices.
-    Place it after `ChannelResampler` so that it sees the epoch's selection.
+    Place it after `ChannelResampler` so that it sees the epoch's selection. Steps are the
+    optimizer's (`optimizer.iterations` when the epoch starts), as for `keras.callbacks.TensorBoard`
+    and `tx.pruning.PruningSummaries`, so the curves line up in one TensorBoard.
     """
 
     def on_train_begin(self, logs=None):
@@ -103,7 +106,7 @@ class SelectionSummaries(SummaryCallback):
 
     def on_epoch_begin(self, epoch, logs=None):
         chosen = sampler_lib.selection(self.model)
-        with self.writer().as_default(step=epoch):
+        with self.writer().as_default(step=_summaries.optimizer_step(self.model)):
             for w in sampler_lib.sparse_layers(self.model):
                 idx = chosen.get(w.layer.name, [])
                 tf.summary.scalar(f"selected_channels/{w.layer.name}", len(idx))
