@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export CUDA_VISIBLE_DEVICES ?=
 
-.PHONY: demo demo-px check lint format test test-fast docs bench bench-px bench-px-long bench-tradi bench-all results install clean
+.PHONY: demo demo-px check lint format test test-fast docs bazel-test bench bench-px bench-px-long bench-tradi bench-all results install clean
 
 install: $(STAMP)
 
@@ -73,3 +73,12 @@ clean:
 # The API reference site from the docstrings (MkDocs + mkdocstrings), warnings as errors.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Bazel (Debian's bazel-bootstrap, offline): every py_test target except the slow tier and the
+# tests of the checkout itself (tag "repository": Bazel's sandbox holds only declared files), each test
+# file run as a script, with this project's venv as the Python (see WORKSPACE and third_party/).
+bazel-test: $(STAMP)
+	bazel test --incompatible_use_python_toolchains=false --python_path=$(CURDIR)/$(BIN)/python \
+		--local_test_jobs=2 --test_output=errors --test_tag_filters=-slow,-repository \
+		--test_arg=-m --test_arg="not slow" \
+		--test_env=TF_CPP_MIN_LOG_LEVEL=2 --test_env=CUDA_VISIBLE_DEVICES= //...

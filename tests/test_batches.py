@@ -1,5 +1,7 @@
 """What users pass as data, read the way model.fit reads it, with errors that say what is wrong."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -55,3 +57,7 @@ def test_two_input_models_unbatched_and_non_finite_data_get_clear_errors():
         tx.sparse_update.rank_layers(tiny_cnn(), nan, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="holds NaN or Inf"):
         tx.pruning.SNIPPruner(verbose=False).prune(tx.pruning.wrap(tiny_cnn()), 0.5, nan)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

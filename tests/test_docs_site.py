@@ -33,3 +33,7 @@ def test_the_docs_site_builds_strictly_and_documents_the_api(tmp_path):
     pruning = (site / "api" / "pruning" / "index.html").read_text()
     assert "tf_tradyx.pruning.PXPruner" in pruning and "exact_data_term" in pruning
     assert (site / "METHODS" / "index.html").exists()
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

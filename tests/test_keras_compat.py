@@ -4,6 +4,8 @@ When a Keras release changes one of them, the failure is here, with the Keras ve
 internal's name in the message, instead of somewhere inside a pruning round or a resample.
 """
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -148,3 +150,7 @@ def test_a_lambda_layer_is_copied_with_its_function():
     x = np.ones((2, 4), np.float32)
     np.testing.assert_array_equal(np.asarray(copy(x)), 3.0 * x)
     assert copy.name == layer.name and copy is not layer, VERSION
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

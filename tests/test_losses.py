@@ -1,5 +1,7 @@
 """The one default-loss rule every gradient-based step uses."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -24,3 +26,7 @@ def test_one_default_loss_rule_follows_the_output_activation(softmax):
     )
     model.compile(loss=keras.losses.MeanSquaredError())
     assert isinstance(_losses.default_loss(model), keras.losses.MeanSquaredError)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

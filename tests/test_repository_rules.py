@@ -6,6 +6,7 @@ import importlib
 import os
 import pkgutil
 import re
+import sys
 import types
 
 import pytest
@@ -149,3 +150,7 @@ def test_every_cited_section_of_the_methods_page_exists():
     assert cited, "nothing cites docs/METHODS.md"
     missing = {n: p for n, p in cited.items() if n not in sections}
     assert not missing, f"cited sections missing from docs/METHODS.md: {missing}"
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

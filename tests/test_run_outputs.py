@@ -1,6 +1,7 @@
 """A scripted run's outputs: --out checked first, written together at the end, nothing lost."""
 
 import json
+import sys
 
 import pytest
 
@@ -40,3 +41,7 @@ def test_out_is_checked_before_any_work(tmp_path):
     with pytest.raises(FileNotFoundError, match="never written"):
         with RunOutputs(tmp_path / "new", ["report.json"]) as out:
             out.path("report.json")
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

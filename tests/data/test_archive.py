@@ -85,3 +85,7 @@ def test_a_killed_extraction_leaves_no_partial_folder_behind(tmp_path):
     tx.data.from_folder(str(arch), "test", cache_dir=str(tmp_path / "cache"))
     left = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
     assert left == sorted([live.name, recent.name])
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

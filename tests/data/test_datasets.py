@@ -101,3 +101,7 @@ def test_without_the_tfds_extra_loading_by_name_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if absent
     with pytest.raises(ImportError, match=r"pip install 'tf_tradyx\[tfds\]'"):
         tx.data.load("cifar10", "train")
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

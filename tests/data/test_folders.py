@@ -1,6 +1,7 @@
 """Class folders: image sizes from headers, labels by sorted class name, missing and mixed input."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -94,3 +95,7 @@ def test_a_jpeg_with_a_good_header_and_a_corrupt_body_is_named_up_front(tmp_path
     ds = tx.data.from_folder(str(tmp_path), "train", verify=False)  # the old behaviour: mid-read
     with pytest.raises(tf.errors.InvalidArgumentError):
         list(ds)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,5 +1,7 @@
 """Preprocessing: balanced subsets, CIFAR augmentation, normalizations, batching."""
 
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -86,3 +88,7 @@ def test_balanced_subset_without_class_count_warns_or_names_the_missing_classes(
         tx.data.balanced_subset(gap, per_class=5)
     with pytest.raises(ValueError, match=r"Classes \[2\] have no examples"):
         tx.data.balanced_subset(ds.take(20), per_class=5, num_classes=3)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

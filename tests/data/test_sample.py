@@ -1,5 +1,7 @@
 """The bundled CIFAR-10 sample: balanced, deterministic, real photos."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -19,3 +21,7 @@ def test_bundled_sample_is_balanced_and_deterministic():
     assert first.std() > 10  # A real photo, not a constant image.
     with pytest.raises(ValueError, match="splits"):
         tx.data.cifar10_sample("validation")
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -684,3 +684,7 @@ def test_an_interrupted_cell_resumes_at_its_last_finished_epoch(
     assert len(losses) == 2 and losses[0] == first_epoch["logs"]["loss"]
     assert out["train_seconds"] > first_epoch["seconds"] > 0
     assert 0.0 <= out["test_accuracy"] <= 1.0
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,5 +1,7 @@
 """Bad input, tried on purpose at every public entry point: a clear error, and nothing modified."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -367,3 +369,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(case):
     with pytest.raises(error, match=pattern):
         call(model)
     _unchanged(model, snap)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

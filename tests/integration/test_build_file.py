@@ -3,6 +3,9 @@ test helper is in the test_support library."""
 
 import os
 import re
+import sys
+
+import pytest
 
 from tests.testing_utils import ROOT
 
@@ -69,3 +72,7 @@ def test_every_test_helper_is_in_test_support():
         f"missing from test_support: {sorted(helpers - listed)}; "
         f"listed but absent: {sorted(listed - helpers)}"
     )
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -83,3 +83,7 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     assert len(w1.files) == len(w2.files)
     for k in w1.files:  # trained weights, then the PX masks
         np.testing.assert_allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -227,3 +227,7 @@ def test_console_scripts_are_installed_and_run_from_any_directory(tmp_path):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert listing.returncode == 0 and "tf-tradyx-prune-finetune" in listing.stdout
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -86,3 +86,7 @@ def test_two_workers_prune_and_sample_identically_and_like_one_process(tmp_path)
     for key in masks["one"].files:
         np.testing.assert_array_equal(masks["w0"][key], masks["w1"][key])
         np.testing.assert_array_equal(masks["w0"][key], masks["one"][key])
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -37,3 +37,7 @@ def test_sdist_builds_a_wheel_with_assets_and_console_scripts(tmp_path):
     assert "tf_tradyx/cli/prune_at_init.py" in files and "tf_tradyx/__main__.py" in files
     for command in ("tf-tradyx-prune", "tf-tradyx-finetune", "tf-tradyx-prune-finetune"):
         assert command in scripts
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

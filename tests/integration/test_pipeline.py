@@ -284,3 +284,7 @@ def test_interrupted_runs_resume_to_the_same_weights(tmp_path, mode):
 
         # The resumed run drew, at epochs 2 and 3, what the uninterrupted run drew.
         assert selections("resumed") == selections("straight")
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,7 +1,10 @@
 """The CIFAR networks of the pruning literature: ResNet-20 and VGG-16-BN layouts and initialization."""
 
+import sys
+
 import keras
 import numpy as np
+import pytest
 
 import tf_tradyx as tx
 
@@ -50,3 +53,7 @@ def test_vgg16_bn_layout_and_initialization():
     np.testing.assert_array_equal(bn.gamma.numpy(), 1)
     np.testing.assert_array_equal(bn.beta.numpy(), 0)
     assert model(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 100)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -3,6 +3,7 @@ preprocessing, the int8 -> float conversion, errors."""
 
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -173,3 +174,7 @@ def test_float_layer_matches_int8_simulation_within_one_step(path):
     err = np.abs(np.clip(float_out, lo, hi) - int8_out)
     assert err.max() <= 0.5 * step + 1e-4, err.max() / step
     assert ((float_out > lo + step) & (float_out < hi - step)).mean() > 0.2  # Not all clamped.
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

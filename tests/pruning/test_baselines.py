@@ -3,6 +3,7 @@ magnitude, random, and SynFlow's per-layer densities against the Synaptic-Flow i
 
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -164,3 +165,7 @@ def test_synflow_profile_matches_synaptic_flow_on_resnet20():
         ours = np.array([r["density"] for r in report.rows])
         theirs = np.array(reference[sparsity]["mean"])
         assert np.max(np.abs(ours - theirs)) < 0.05, (sparsity, np.round(ours - theirs, 3))
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

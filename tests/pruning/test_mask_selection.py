@@ -1,5 +1,7 @@
 """Exact top-k selection: ties, scopes, min_density, and its properties under hypothesis."""
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -65,3 +67,7 @@ def test_select_properties(sizes, density, min_density, ties, seed):
         flat_k = np.concatenate(keep)
         flat_a = np.concatenate(alive)
         assert flat_s[flat_k].min() >= flat_s[flat_a & ~flat_k].max()
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

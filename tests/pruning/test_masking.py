@@ -1,6 +1,8 @@
 """Masks: wrap/strip, Sequential and nested models, pruned weights exactly zero through fit, save and
 load, and a user's own PrunableLayer."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -212,3 +214,7 @@ def test_an_optimizer_that_turns_pruned_kernels_nan_fails_loudly():
     masked.compile(keras.optimizers.Adafactor(0.01), LOSS, jit_compile=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="pruned kernel became NaN"):
         masked.fit(tiny_data(), epochs=1, verbose=0)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,6 +1,8 @@
 """The path networks' per-layer pieces: each layer's linear map is the layer's own, and a layer
 they cannot treat is named."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -43,3 +45,7 @@ def test_linear_call_is_the_layer_without_bias(layer, shape):
     kernels = [tf.convert_to_tensor(v) for v in masking.prunable_variables(layer)]
     got = paths.linear_call(layer, tf.constant(x), kernels).numpy()
     np.testing.assert_allclose(got + bias, y, rtol=1e-5, atol=1e-5)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

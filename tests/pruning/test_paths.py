@@ -1,7 +1,10 @@
 """Path networks interpret the model's graph: gates through max pooling follow the real network."""
 
+import sys
+
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tf_tradyx as tx
@@ -28,3 +31,7 @@ def test_max_pool_gates_follow_the_real_network():
         a, b = np.unravel_index(np.argmax(window), (2, 2))
         expected[n, i, j, ch] = float(x[n, 2 * i + a, 2 * j + b, 0]) ** 2
     np.testing.assert_allclose(z1, expected.reshape(2, -1), rtol=1e-12)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

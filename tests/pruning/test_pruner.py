@@ -1,6 +1,7 @@
 """The pruning loop: exact density every round for every method, scope and min_density, emptied
 layers, bad input restored, scoring that modifies nothing, and the one-call prune_at_init."""
 
+import sys
 import warnings
 
 import keras
@@ -163,3 +164,7 @@ def test_infinite_or_oversized_data_is_refused_before_it_is_read():
         tx.pruning.SNIPPruner(verbose=False).prune(masked, 0.5, unknown)
     for a, b in zip(before, masked.weights):
         np.testing.assert_array_equal(a, np.asarray(b))
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,7 +1,10 @@
 """The pruning report (table, dict, JSON, plot, connectivity, sign balance) and the sanity
 transforms applied to a pruned model."""
 
+import sys
+
 import numpy as np
+import pytest
 
 import tf_tradyx as tx
 from tests.testing_utils import pruning_cnn
@@ -47,3 +50,7 @@ def test_report_table_dict_plot_and_sanity_transforms(tmp_path):
     assert not np.array_equal(
         np.asarray(tx.pruning.masked_layers(masked)[2].kernels[0]), old_values
     )
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

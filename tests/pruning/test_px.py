@@ -1,6 +1,7 @@
 """PX correctness: brute-force path enumeration, conservation, numerics on real networks, Conv1D."""
 
 import itertools
+import sys
 
 import keras
 import numpy as np
@@ -316,3 +317,7 @@ def test_conv1d_models_are_pruned():
     data = (np.random.default_rng(0).normal(size=(6, 16, 2)).astype(np.float32), np.zeros(6))
     report = tx.pruning.PXPruner(rounds=4, verbose=False).prune(masked, 0.75, data)
     assert report.kept == round(0.25 * (3 * 2 * 4 + 4 * 2))
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

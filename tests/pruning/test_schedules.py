@@ -1,5 +1,7 @@
 """Density schedules: values, serialization, and continuing from an already pruned model."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -26,3 +28,7 @@ def test_schedules_serialize_and_continue_from_a_pruned_model():
     assert report.kept == round(0.1 * report.total)
     with pytest.raises(ValueError, match="already at sparsity"):
         tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

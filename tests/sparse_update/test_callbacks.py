@@ -3,6 +3,7 @@ alongside Keras' own callbacks and checkpoints."""
 
 import json
 import os
+import sys
 import tempfile
 
 import keras
@@ -89,3 +90,7 @@ def test_efficiency_logger_logs_a_short_line_by_default_and_everything_on_reques
     assert "sparse_update/full_units" in full.history and len(full.history) > len(short.history) + 5
     with pytest.raises(ValueError, match="Unknown efficiency keys"):
         SP.EfficiencyLogger(["unitz"])
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,8 +1,11 @@
 """Compact ReLUs keep one bit per element and change nothing: the same values and gradients as
 TensorFlow's, the same training as plain ReLUs and as the simulation, and strip restores Keras ReLUs."""
 
+import sys
+
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 from hypothesis import given, settings
@@ -65,3 +68,7 @@ class SameResultsTest(parameterized.TestCase):
         self.assertFalse(any(isinstance(l, compact.CompactReLU) for l in plain.layers))
         x, _, _ = data(4)
         np.testing.assert_allclose(plain(x), model(x), rtol=1e-6)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

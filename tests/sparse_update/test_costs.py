@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -79,3 +80,7 @@ def test_the_head_is_found_behind_a_rescaling_or_batchnorm_and_trains(after):
     )
     sparse.fit(tiny_data(), epochs=1, verbose=0)
     assert np.any(np.asarray(sparse.get_layer("head").kernel) != before)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,5 +1,8 @@
 """The efficiency figures of a selection, computed by hand on the small CNN."""
 
+import sys
+
+import pytest
 from absl.testing import parameterized
 
 import tf_tradyx as tx
@@ -32,3 +35,7 @@ class CostTest(parameterized.TestCase):
             e.weight_derivative_flops_saved, 1 - (72 * 144 + 2 * 6 * 36 + 3 * 5) / total_f
         )
         self.assertEqual((e.channels, e.layers_updated), (6, 3))
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

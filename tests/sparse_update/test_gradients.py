@@ -1,7 +1,10 @@
 """Full kernel gradients (layer ranking, Det RGN) against a plain tape."""
 
+import sys
+
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.testing_utils import tiny_cnn, tiny_data
@@ -18,3 +21,7 @@ def test_ranking_on_a_softmax_model_differentiates_probability_cross_entropy():
     np.testing.assert_allclose(
         grads, tape.gradient(loss, model.get_layer("pw").kernel), rtol=1e-5, atol=1e-7
     )
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,6 +1,7 @@
 """Layer ranking by RGN: one step by hand, a warning for class-sorted data, top-k, save, load, plot."""
 
 import os
+import sys
 import tempfile
 import warnings
 
@@ -85,3 +86,7 @@ class RankingTest(parameterized.TestCase):
                 SU.LayerRanking(bad)
         with pytest.raises(ValueError):
             ranking.top_k(coverage=0.0)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -95,3 +95,7 @@ def test_memory_module_is_reachable_as_documented():
     code = "import tf_tradyx as tx; print(callable(tx.sparse_update.memory.retained_bytes))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

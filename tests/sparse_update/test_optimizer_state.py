@@ -1,6 +1,8 @@
 """Optimizer state at a resample: unselected channels stay bit-identical through fit with SGD,
 momentum and Adam; decoupled weight decay on the wrapped kernels is refused."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -139,3 +141,7 @@ def test_optimizers_that_mix_channels_are_refused_by_name(name):
     sparse.compile(REFUSED[name](), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     with pytest.raises(ValueError, match="cannot be used for sparse updates"):
         sparse.fit(tiny_data(), epochs=1, verbose=0, callbacks=[SP.ChannelResampler()])
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

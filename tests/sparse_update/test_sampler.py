@@ -1,6 +1,8 @@
 """The sampler: a loaded model resamples like the original, draws continue across fit calls
 and restores, seed=None follows Keras' global seed."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -112,3 +114,7 @@ def test_seed_none_follows_keras_global_seed_and_an_explicit_seed_wins():
     a, b = draw(0), draw(1)
     assert a[0] != b[0] and a[1] != b[1]
     assert draw(0, seed=4) == draw(1, seed=4)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,6 +1,8 @@
 """Filling a budget with channels: within the budget and the layers, greedy, uniform over channels,
 and budgets too small to buy a channel refused with the minimum named."""
 
+import sys
+
 import numpy as np
 import pytest
 from absl.testing import parameterized
@@ -75,3 +77,7 @@ class BudgetTest(parameterized.TestCase):
         eff = SU.efficiency(big)
         self.assertEqual(eff.units, eff.full_units)
         self.assertGreater(eff.budget, eff.full_units)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

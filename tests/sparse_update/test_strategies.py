@@ -2,10 +2,12 @@
 train exactly their variables, Det RGN takes the highest-RGN channels."""
 
 import os
+import sys
 import tempfile
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -94,3 +96,7 @@ class FitTest(parameterized.TestCase):
                 expected.setdefault(name, []).append(c)
         got = {k: v.tolist() for k, v in SU.selection(sparse).items()}
         self.assertEqual(got, {k: sorted(v) for k, v in expected.items()})
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,5 +1,7 @@
 """A user-defined Strategy: its selection is used, and its budget is checked."""
 
+import sys
+
 import numpy as np
 import pytest
 from absl.testing import parameterized
@@ -63,3 +65,7 @@ def test_every_strategy_round_trips_through_its_config(strategy):
         strategy.dynamic,
         strategy.mode,
     )
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -1,6 +1,9 @@
 """MCUNetV3's sparse-update schemes: the paper's costs, largest-norm channels."""
 
+import sys
+
 import numpy as np
+import pytest
 from absl.testing import parameterized
 
 import tf_tradyx as tx
@@ -27,3 +30,7 @@ class CostTest(parameterized.TestCase):
                 rest = np.setdiff1d(np.arange(w.in_channels), chosen)
                 if len(rest):
                     self.assertGreaterEqual(norms[chosen].min(), norms[rest].max())
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

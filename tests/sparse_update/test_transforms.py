@@ -1,5 +1,7 @@
 """wrap / attach / strip: a refused wrap call leaves the model untouched."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -57,3 +59,7 @@ def test_kernel_regularizers_and_constraints_on_wrapped_layers_are_refused(extra
     with pytest.raises(ValueError, match=r"move unselected channels.*c1\."):
         SP.wrap(model, budget=300, strategy=SP.TraDy(["c1"]))
     SP.wrap(model, budget=300, strategy=SP.TraDy(["fc"]))  # the other layers are fine
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

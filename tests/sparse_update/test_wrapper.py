@@ -1,6 +1,8 @@
 """ChannelSparseUpdate: kernel and input gradients against a dense tape, no backward pass below the
 earliest wrapped layer, the layer's own forward computation, and what cannot be wrapped."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -157,3 +159,7 @@ def test_trains_under_xla_like_the_graph_path_even_when_a_layer_draws_no_channel
     np.testing.assert_allclose(runs[True][1], runs[False][1], rtol=1e-5)
     for a, b in zip(runs[False][0], runs[True][0]):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
