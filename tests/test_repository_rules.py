@@ -154,3 +154,11 @@ def test_every_cited_section_of_the_methods_page_exists():
 
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
+
+
+def test_no_developer_machine_path_in_the_package_or_its_docs():
+    """`../shared` exists only on the project's own machines; users must never be sent there."""
+    paths = [*_python_files("tf_tradyx"), os.path.join(ROOT, "README.md")]
+    paths += [os.path.join(ROOT, "docs", f) for f in ("METHODS.md", "index.md")]
+    offenders = [os.path.relpath(p, ROOT) for p in paths if "../shared" in open(p).read()]
+    assert not offenders, offenders

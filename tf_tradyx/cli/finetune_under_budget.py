@@ -1,6 +1,6 @@
 """Fine-tune a pretrained tinyML network under a memory budget (TraDy or a baseline strategy).
 
-    tf-tradyx-finetune --model=mbv2-w0.35 --data_dir=../shared/data/cifar10-jpeg.tar.gz \
+    tf-tradyx-finetune --model=mbv2-w0.35 --data_dir=cifar10-jpeg.tar.gz \
         --budget=27946 --strategy=tradi --epochs=20 --out=out/tradi_mbv2
 
 Data: --dataset names a TFDS dataset or "cifar10_sample" (bundled, offline); --data_dir reads the

@@ -5,8 +5,8 @@
 
 Data: --dataset names a TFDS dataset (cifar10, cifar100, ...) or "cifar10_sample" (the 1,200-image
 sample shipped with the package, no network needed); --data_dir reads the class-folder layout
-root/{train,test}/<class>/*.jpg from a directory or a .tar.gz such as
-../shared/data/cifar10-jpeg.tar.gz instead.
+root/{train,test}/<class>/*.jpg from a directory or a .tar.gz you have (a JPEG copy of CIFAR-10,
+say) instead. The default is the bundled sample, so the script runs offline.
 """
 
 import os
