@@ -11,14 +11,14 @@ saved as ranking.json in --out. Writes results.json with accuracy and efficiency
 """
 
 import os
-import sys
 import time
 
 import keras
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 import tf_tradyx as tx
+from tf_tradyx.cli import _program
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -82,16 +82,9 @@ for _name in ("max_train", "max_test"):
     )
 
 
-def _budget_is_readable(value):
-    try:
-        return tx.sparse_update.parse_budget(value) > 0
-    except ValueError:
-        return False
-
-
 flags.register_validator(
     "budget",
-    _budget_is_readable,
+    _program.budget_is_readable,
     message="--budget must be positive memory units (27946) or bytes with a suffix (109KiB, "
     "111784B, 0.1MB).",
 )
@@ -218,12 +211,7 @@ def _run(outputs):
 
 def run():
     """Entry point of the `tf-tradyx-finetune` console script (and of examples/finetune_under_budget.py)."""
-    # absl's --helpshort lists the flags of the main module, which for an installed script is the
-    # small launcher pip writes; this module's flags are the ones to show.
-    if any(arg in ("--help", "--helpshort", "-h", "-?") for arg in sys.argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.module_help(sys.modules[__name__]))
-        sys.exit(0)
-    app.run(main)
+    _program.start(main, __name__)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,15 @@ say) instead. The default is the bundled sample, so the script runs offline.
 """
 
 import os
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
 import tf_tradyx as tx
+from tf_tradyx.cli import _program
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "resnet20", ["resnet20", "vgg16_bn"], "Network to prune.")
@@ -164,12 +164,7 @@ def _run(outputs):
 
 def run():
     """Entry point of the `tf-tradyx-prune` console script (and of examples/prune_at_init.py)."""
-    # absl's --helpshort lists the flags of the main module, which for an installed script is the
-    # small launcher pip writes; this module's flags are the ones to show.
-    if any(arg in ("--help", "--helpshort", "-h", "-?") for arg in sys.argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.module_help(sys.modules[__name__]))
-        sys.exit(0)
-    app.run(main)
+    _program.start(main, __name__)
 
 
 if __name__ == "__main__":

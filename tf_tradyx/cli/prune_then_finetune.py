@@ -11,15 +11,15 @@ summary.json next to the model.
 """
 
 import os
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 import tf_tradyx as tx
+from tf_tradyx.cli import _program
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -57,16 +57,9 @@ flags.register_validator(
 )
 
 
-def _budget_is_readable(value):
-    try:
-        return tx.sparse_update.parse_budget(value) > 0
-    except ValueError:
-        return False
-
-
 flags.register_validator(
     "budget",
-    _budget_is_readable,
+    _program.budget_is_readable,
     message="--budget must be positive memory units (27946) or bytes with a suffix (109KiB).",
 )
 
@@ -240,12 +233,7 @@ def _run(outputs, model_file):
 
 def run():
     """Entry point of the `tf-tradyx-prune-finetune` console script (and of examples/prune_then_finetune.py)."""
-    # absl's --helpshort lists the flags of the main module, which for an installed script is the
-    # small launcher pip writes; this module's flags are the ones to show.
-    if any(arg in ("--help", "--helpshort", "-h", "-?") for arg in sys.argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.module_help(sys.modules[__name__]))
-        sys.exit(0)
-    app.run(main)
+    _program.start(main, __name__)
 
 
 if __name__ == "__main__":
