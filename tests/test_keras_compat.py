@@ -152,5 +152,16 @@ def test_a_lambda_layer_is_copied_with_its_function():
     assert copy.name == layer.name and copy is not layer, VERSION
 
 
+def test_graph_node_ids_hold_only_the_models_own_calls():
+    layer = keras.layers.Dense(2, name="d")
+    inp = keras.Input((3,))
+    keras.Model(inp, layer(inp))  # a first graph, then dropped
+    inp2 = keras.Input((3,))
+    model = keras.Model(inp2, layer(inp2))
+    own = compat.graph_node_ids(model)
+    assert len(compat.inbound_nodes(layer)) == 2, VERSION
+    assert sum(id(n) in own for n in compat.inbound_nodes(layer)) == 1, VERSION
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -153,3 +153,22 @@ def copy_lambda(layer):
         name=layer.name,
         dtype=layer.dtype_policy,
     )
+
+
+def graph_node_ids(model):
+    """ids of the call nodes that belong to the model's graph, nested models included
+    (`Function._nodes_by_depth`). A layer's `_inbound_nodes` also holds the nodes of graphs Keras
+    built and dropped (a Sequential is rebuilt on load and on clone), so counting them does not
+    count the layer's calls in this model."""
+    graph = functional_graph(model)
+    if graph is None:
+        return set()
+    try:
+        by_depth = graph._nodes_by_depth
+    except AttributeError as e:
+        raise _changed("Function._nodes_by_depth", e) from e
+    ids = {id(node) for nodes in by_depth.values() for node in nodes}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            ids |= graph_node_ids(layer)
+    return ids

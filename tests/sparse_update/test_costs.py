@@ -82,5 +82,31 @@ def test_the_head_is_found_behind_a_rescaling_or_batchnorm_and_trains(after):
     assert np.any(np.asarray(sparse.get_layer("head").kernel) != before)
 
 
+def test_a_reloaded_sequential_model_is_not_mistaken_for_shared_layers(tmp_path):
+    """Keras rebuilds a Sequential model on load, so its layers keep the nodes of dropped graphs;
+    only the calls in the model's own graph count."""
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, name="c1"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(5, name="fc"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    model.save(tmp_path / "plain.keras")
+    loaded = keras.models.load_model(tmp_path / "plain.keras")
+    assert SP.cost_table(loaded).names == ["c1", "fc"]
+    sparse = SP.wrap(loaded, budget=100, strategy=SP.TraDy(["c1", "fc"]), seed=0)
+    sparse.save(tmp_path / "sparse.keras")
+    again = SP.attach(keras.models.load_model(tmp_path / "sparse.keras"))
+    assert SP.sampler_of(again).layers == ["c1", "fc"]
+    inp = keras.Input((4,))
+    shared = keras.layers.Dense(4, name="shared")
+    twice = keras.Model(inp, keras.layers.Dense(2)(shared(shared(inp))))
+    with pytest.raises(ValueError, match="'shared' is called 2 times"):
+        SP.cost_table(twice)
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
