@@ -22,6 +22,23 @@ def test_unsupported_layer_is_named():
     tx.pruning.SNIPPruner(verbose=False).prune(masked, 0.5, (np.ones((2, 4)), np.zeros(2)))
 
 
+def test_every_unsupported_layer_is_named_at_once_with_advice_that_works():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(4, activation="tanh", name="tanh_dense")(inputs)
+    h = keras.layers.Activation("gelu", name="gelu_act")(h)
+    h = keras.layers.LayerNormalization(name="ln")(h)
+    masked = tx.pruning.wrap(keras.Model(inputs, keras.layers.Dense(2)(h)))
+    with pytest.raises(tx.pruning.UnsupportedLayerError) as error:
+        tx.pruning.SynFlowPruner(verbose=False).prune(masked, 0.5)
+    message = str(error.value)
+    assert message.startswith("3 layers are not supported")
+    for name in ("tanh_dense", "gelu_act", "ln"):
+        assert repr(name) in message
+    assert "skip=" not in message  # skip= cannot help (it only leaves masks alone)
+    assert "SNIPPruner" in message  # the advice: a scorer that differentiates the real network
+    tx.pruning.SNIPPruner(verbose=False).prune(masked, 0.5, (np.ones((2, 4)), np.zeros(2)))
+
+
 @pytest.mark.parametrize(
     "layer,shape",
     [

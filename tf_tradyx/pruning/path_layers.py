@@ -54,13 +54,31 @@ class UnsupportedLayerError(ValueError):
     """A layer the path-based scorers cannot treat exactly."""
 
 
+_SUPPORTED = (
+    "Supported: Conv/DepthwiseConv/SeparableConv/Dense, BatchNormalization, ReLU/ReLU6/LeakyReLU "
+    "(as layers or fused), average and max pooling, Add, Concatenate, Flatten, padding, dropout, "
+    "Rescaling. For this model, use a scorer that differentiates the real network instead: "
+    "SNIPPruner, IterSNIPPruner, GraSPPruner (or magnitude, random)."
+)
+
+
 def unsupported(op, why):
+    """The error for one layer the path-based scorers cannot treat exactly."""
     return UnsupportedLayerError(
         f"Layer {op.name!r} ({type(op).__name__}) is not supported by path-based scoring (PX, "
-        f"SynFlow): {why}. Supported: Conv/DepthwiseConv/SeparableConv/Dense, BatchNormalization, "
-        "ReLU/ReLU6/LeakyReLU (as layers or fused), average and max pooling, Add, Concatenate, "
-        "Flatten, padding, dropout, Rescaling. Use a data-driven scorer (SNIP, GraSP) for this "
-        "model, or pass the layer in skip= only if it sits outside every input-output path."
+        f"SynFlow): {why}. {_SUPPORTED}"
+    )
+
+
+def unsupported_all(problems):
+    """One error naming every unsupported layer (`problems`: (layer, why) pairs) at once."""
+    if len(problems) == 1:
+        return unsupported(*problems[0])
+    listed = "; ".join(f"{op.name!r} ({type(op).__name__}): {why}" for op, why in problems[:20])
+    more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+    return UnsupportedLayerError(
+        f"{len(problems)} layers are not supported by path-based scoring (PX, SynFlow): "
+        f"{listed}{more}. {_SUPPORTED}"
     )
 
 

@@ -56,25 +56,30 @@ class PathNetwork:
 
     # Validation walks the graph once so that errors name the first unsupported layer up front.
     def _check(self, model):
+        """Raises one UnsupportedLayerError naming every layer the path networks cannot treat."""
+        problems = list(self._problems(model))
+        if problems:
+            raise path_layers.unsupported_all(problems)
+
+    def _problems(self, model):
+        """(layer, why) for every layer of the graph (nested models included) not supported."""
         for op in _functional(model).operations:
             if isinstance(op, layers.InputLayer):
                 continue
             if isinstance(op, keras.Model):
-                self._check(op)
+                yield from self._problems(op)
                 continue
             inner = op.layer if isinstance(op, masking.MaskedLayer) else op
             if masking.is_prunable(inner):
-                if path_layers.activation_spec(getattr(inner, "activation", None)) is None:
-                    raise path_layers.unsupported(op, f"activation {inner.activation.__name__!r}")
-                if (
-                    path_layers.activation_spec(getattr(inner, "activation", None)) == ("softmax",)
-                    and id(op) not in self._output_ops
-                ):
-                    raise path_layers.unsupported(op, "softmax inside the network")
+                spec = path_layers.activation_spec(getattr(inner, "activation", None))
+                if spec is None:  # named as the user named it, not as its mask wrapper
+                    yield inner, f"activation {inner.activation.__name__!r}"
+                elif spec == ("softmax",) and id(op) not in self._output_ops:
+                    yield inner, "softmax inside the network"
                 continue
             if isinstance(op, (layers.BatchNormalization, layers.Rescaling, layers.MaxPooling2D)):
                 if isinstance(op, layers.MaxPooling2D) and op.data_format != "channels_last":
-                    raise path_layers.unsupported(op, "channels_first max pooling")
+                    yield op, "channels_first max pooling"
                 continue
             if isinstance(op, path_layers.LINEAR_LAYERS):
                 continue
@@ -83,11 +88,11 @@ class PathNetwork:
             if isinstance(op, (layers.ReLU, layers.LeakyReLU, layers.Activation, layers.Softmax)):
                 spec = path_layers.layer_activation_spec(op)
                 if spec is None:
-                    raise path_layers.unsupported(op, "not a ReLU-family activation")
-                if spec == ("softmax",) and id(op) not in self._output_ops:
-                    raise path_layers.unsupported(op, "softmax inside the network")
+                    yield op, "not a ReLU-family activation"
+                elif spec == ("softmax",) and id(op) not in self._output_ops:
+                    yield op, "softmax inside the network"
                 continue
-            raise path_layers.unsupported(op, "unknown layer type")
+            yield op, "unknown layer type"
 
     def run(self, x, mode, kernels=None, gates=None):
         """Runs one pass. `kernels`: {id(kernel variable): tensor} overriding the mode's default
