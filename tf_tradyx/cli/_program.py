@@ -2,8 +2,10 @@
 
 import sys
 
+import tensorflow as tf
 from absl import app, flags
 
+from tf_tradyx.data import preprocessing
 from tf_tradyx.sparse_update import costs
 
 
@@ -23,3 +25,18 @@ def budget_is_readable(value):
         return costs.parse_budget(value) > 0
     except ValueError:
         return False
+
+
+def fine_tuning_data(train, test, preprocess, batch_size, seed, test_batch_size):
+    """The fine-tuning programs' pipelines: shuffled, flipped, cached training batches and
+    cached test batches, both through the network's `preprocess`."""
+    train_ds = preprocessing.prepare(
+        train,
+        batch_size,
+        preprocess=preprocess,
+        augment=tf.image.random_flip_left_right,
+        shuffle_buffer=10_000,
+        seed=seed,
+        cache=True,
+    )
+    return train_ds, preprocessing.prepare(test, test_batch_size, preprocess=preprocess, cache=True)

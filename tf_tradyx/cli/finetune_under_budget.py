@@ -14,7 +14,6 @@ import os
 import time
 
 import keras
-import tensorflow as tf
 from absl import flags
 
 import tf_tradyx as tx
@@ -34,18 +33,7 @@ flags.DEFINE_string("budget", "27946", "Memory budget: units, or bytes with a su
 flags.DEFINE_enum(
     "strategy",
     "tradi",
-    [
-        "tradi",
-        "static_topk_random",
-        "dynamic_full_random",
-        "static_full_random",
-        "dynamic_det_rgn",
-        "static_det_rgn",
-        "su",
-        "full",
-        "classifier",
-        "bias",
-    ],
+    list(tx.sparse_update.STRATEGIES),
     "Selection strategy.",
 )
 flags.DEFINE_string(
@@ -124,17 +112,9 @@ def _run(outputs):
     model, name = _model(num_classes)
     size = int(model.inputs[0].shape[1])
     pre = tx.models.preprocess(name if name != "loaded" else "mbv2-w0.35", input_size=size)
-    flip = lambda x: tf.image.random_flip_left_right(x)  # noqa: E731
-    train_ds = tx.data.prepare(
-        train,
-        FLAGS.batch_size,
-        preprocess=pre,
-        augment=flip,
-        shuffle_buffer=10_000,
-        seed=FLAGS.seed,
-        cache=True,
+    train_ds, test_ds = _program.fine_tuning_data(
+        train, test, pre, FLAGS.batch_size, FLAGS.seed, test_batch_size=256
     )
-    test_ds = tx.data.prepare(test, 256, preprocess=pre, cache=True)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     costs = tx.sparse_update.cost_table(model)
     budget = tx.sparse_update.parse_budget(FLAGS.budget)

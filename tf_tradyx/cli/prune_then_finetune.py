@@ -15,7 +15,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import flags
 
 import tf_tradyx as tx
@@ -83,17 +82,9 @@ def _run(outputs, model_file):
     pre = tx.models.preprocess(FLAGS.model)
     prune_data = tx.data.balanced_subset(train, per_class=10, num_classes=num_classes)
     prune_data = prune_data.map(lambda x, y: (pre(x), y))
-    flip = lambda x: tf.image.random_flip_left_right(x)  # noqa: E731
-    train_ds = tx.data.prepare(
-        train,
-        FLAGS.batch_size,
-        preprocess=pre,
-        augment=flip,
-        shuffle_buffer=10_000,
-        seed=FLAGS.seed,
-        cache=True,
+    train_ds, test_ds = _program.fine_tuning_data(
+        train, test, pre, FLAGS.batch_size, FLAGS.seed, test_batch_size=250
     )
-    test_ds = tx.data.prepare(test, 250, preprocess=pre, cache=True)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     # 1. Pretrained network, new head; PX on 10 images per class. The head stays dense.
