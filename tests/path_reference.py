@@ -3,6 +3,7 @@ input-to-output path enumerated in numpy. Deliberately naive: it shares no code 
 """
 
 import itertools
+import math
 
 import numpy as np
 
@@ -20,6 +21,9 @@ class UnitNet:
         self.leaky = {}  # tensor -> negative slope (a leaky ReLU in the real network)
         self.bias = {}  # tensor -> (layer, per-unit channel list)
         self.bn = {}  # tensor -> (layer, per-unit channel list) applied as affine in real mode
+        self.smooth = {}  # tensor -> activation name (SMOOTH), applied after the bias
+        self.layer_norm = {}  # tensor -> layer: tensor = LayerNorm(its single source), over units
+        self.product = {}  # tensor -> (a, b): tensor = a * b, unit by unit
 
     def add_tensor(self, name, size):
         self.sizes[name] = size
@@ -65,11 +69,50 @@ def global_avg(net, src, dst, hw, c):
         net.connect(src, pos * c + ch, dst, ch, ("c", 1.0 / hw))
 
 
+def _phi(v):
+    return np.exp(-0.5 * v * v) / np.sqrt(2 * np.pi)
+
+
+_ERF = np.vectorize(math.erf)
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+# name -> (function, derivative), written out by hand (the package differentiates automatically).
+SMOOTH = {
+    "gelu": (
+        lambda v: 0.5 * v * (1 + _ERF(v / np.sqrt(2))),
+        lambda v: 0.5 * (1 + _ERF(v / np.sqrt(2))) + v * _phi(v),
+    ),
+    "silu": (lambda v: v * _sigmoid(v), lambda v: _sigmoid(v) * (1 + v * (1 - _sigmoid(v)))),
+    "sigmoid": (_sigmoid, lambda v: _sigmoid(v) * (1 - _sigmoid(v))),
+    "tanh": (np.tanh, lambda v: 1 - np.tanh(v) ** 2),
+    "hard_silu": (
+        lambda v: v * np.clip(v + 3, 0, 6) / 6,
+        lambda v: np.where(v < -3, 0.0, np.where(v > 3, 1.0, (2 * v + 3) / 6)),
+    ),
+}
+
+
 def real_forward(net, x, params):
     """Activations of the real network; params[layer] = kernel array, params[(layer,'b')] = bias,
     params[(layer,'bn')] = (gamma, beta, mean, var, eps)."""
     vals = {net.order[0]: x}
+    net.pre = {}
     for t in net.order[1:]:
+        if t in net.product:
+            a, b = net.product[t]
+            vals[t] = vals[a] * vals[b]
+            continue
+        if t in net.layer_norm:
+            ((src, _, _, _), *_) = net.edges[t]
+            g, b, eps = params[(net.layer_norm[t], "ln")]
+            v = vals[src]
+            mean, var = v.mean(axis=1, keepdims=True), v.var(axis=1, keepdims=True)
+            vals[t] = (v - mean) / np.sqrt(var + eps) * g + b
+            continue
         out = np.zeros((x.shape[0], net.sizes[t]))
         for src, su, du, f in net.edges[t]:
             if f[0] == "w":
@@ -90,6 +133,9 @@ def real_forward(net, x, params):
             out = np.maximum(out, 0)
         if t in net.leaky:
             out = np.where(out > 0, out, net.leaky[t] * out)
+        if t in net.smooth:
+            net.pre[t] = out
+            out = SMOOTH[net.smooth[t]][0](out)
         vals[t] = out
     return vals
 
@@ -108,6 +154,11 @@ def px_scores(net, x, params, masks):
             for t, a in net.leaky.items()
         }
     )
+    gates.update({t: SMOOTH[name][1](net.pre[t]) ** 2 for t, name in net.smooth.items()})
+    for t, layer in net.layer_norm.items():  # 1 / sigma^2 of the real input, per sample
+        ((src, _, _, _), *_) = net.edges[t]
+        eps = params[(layer, "ln")][2]
+        gates[t] = np.repeat(1.0 / (vals[src].var(axis=1, keepdims=True) + eps), net.sizes[t], 1)
     incoming = {t: {} for t in net.order}
     for dst in net.order:
         for src, su, du, f in net.edges[dst]:
@@ -126,7 +177,9 @@ def px_scores(net, x, params, masks):
     def z1_factor(f):
         if f[0] == "w":
             return masks[f[1]][f[2]]
-        return 1.0 if f[0] in ("bn", "a") else f[1]
+        if f[0] == "p":  # product: the other factor's real value, squared, per sample
+            return vals[f[1]][:, f[2]] ** 2
+        return 1.0 if f[0] in ("bn", "a", "ln") else f[1]
 
     def z2_factor(f):
         if f[0] == "w":
@@ -138,6 +191,10 @@ def px_scores(net, x, params, masks):
             return s * s
         if f[0] == "a":
             return f[1] * f[1]
+        if f[0] == "ln":
+            return params[(f[1], "ln")][0][f[2]] ** 2
+        if f[0] == "p":
+            return 1.0
         return f[1]
 
     n_out = net.sizes[out_t]
@@ -157,3 +214,70 @@ def px_scores(net, x, params, masks):
             if f[0] == "w":
                 scores[f[1]][f[2]] += z1[k] * v2
     return scores, z1
+
+
+def product(net, a, b, dst):
+    """dst = a * b unit by unit; each factor's edge carries the other factor ("p", other, unit)."""
+    net.add_tensor(dst, net.sizes[a])
+    net.product[dst] = (a, b)
+    for u in range(net.sizes[a]):
+        net.connect(a, u, dst, u, ("p", b, u))
+        net.connect(b, u, dst, u, ("p", a, u))
+
+
+def layer_norm(net, src, dst, layer):
+    """dst = LayerNormalization(src) over all units; edges carry gamma ("ln", layer, unit)."""
+    net.add_tensor(dst, net.sizes[src])
+    net.layer_norm[dst] = layer
+    for u in range(net.sizes[src]):
+        net.connect(src, u, dst, u, ("ln", layer, u))
+
+
+def synflow_objective(net, params, masks):
+    """R of SynFlow on the linearised network: |theta * mask|, |bias|, absolute BN parameters
+    (inference mode), |scale| x + |offset| for affine edges, |gamma| x + |beta| for layer norm (no
+    normalisation), a product adds its factors, every activation is the identity; all-ones input."""
+    vals = {net.order[0]: np.ones(net.sizes[net.order[0]])}
+    for t in net.order[1:]:
+        out = np.zeros(net.sizes[t])
+        for src, su, du, f in net.edges[t]:
+            v = vals[src][su]
+            if f[0] == "w":
+                out[du] += abs(params[f[1]][f[2]] * masks.get(f[1], 1.0)[f[2]]) * v
+            elif f[0] == "a":
+                out[du] += abs(f[1]) * v + abs(f[2])
+            elif f[0] == "bn":
+                g, b, m, var, eps = params[(f[1], "bn")]
+                c = f[2]
+                out[du] += (v - abs(m[c])) * abs(g[c]) / np.sqrt(abs(var[c]) + eps) + abs(b[c])
+            elif f[0] == "ln":
+                g, b, _ = params[(f[1], "ln")]
+                out[du] += abs(g[f[2]]) * v + abs(b[f[2]])
+            elif f[0] == "p":
+                out[du] += v
+            else:
+                out[du] += f[1] * v
+        if t in net.bias:
+            layer, channels = net.bias[t]
+            out += np.abs(params[(layer, "b")][channels])
+        vals[t] = out
+    return vals[net.order[-1]].sum()
+
+
+def synflow_scores(net, params, masks):
+    """|theta| * dR/d|theta| for every masked weight. R is affine in each single weight (a path
+    passes a weight at most once), so the derivative is R(|theta_j| = 1) - R(|theta_j| = 0)."""
+    scores = {}
+    for layer, m in masks.items():
+        w = np.abs(params[layer] * m)
+        s = np.zeros_like(w)
+        for idx in np.ndindex(w.shape):
+            if w[idx] == 0:
+                continue
+            p1, p0 = dict(params), dict(params)
+            p1[layer], p0[layer] = params[layer] * m, params[layer] * m
+            p1[layer][idx], p0[layer][idx] = 1.0, 0.0
+            ones = {k: (np.ones_like(v) if k == layer else v) for k, v in masks.items()}
+            s[idx] = w[idx] * (synflow_objective(net, p1, ones) - synflow_objective(net, p0, ones))
+        scores[layer] = s
+    return scores

@@ -8,6 +8,7 @@ deep inside a pruning round. The tested range is `keras>=3.15,<4` (setup.cfg).
 """
 
 import keras
+from keras.src.applications import convnext  # ConvNeXt's own layers have no public name.
 from keras.src.models.functional import Functional  # No public class for "plain Functional".
 
 TESTED_KERAS = "3.15"
@@ -172,3 +173,14 @@ def graph_node_ids(model):
         if isinstance(layer, keras.Model):
             ids |= graph_node_ids(layer)
     return ids
+
+
+def is_layer_scale(op):
+    """ConvNeXt's LayerScale (x * gamma, per channel) from `keras.applications`, which Keras keeps
+    private: path-based scoring treats it as an affine layer."""
+    return isinstance(op, convnext.LayerScale)
+
+
+def is_stochastic_depth(op):
+    """ConvNeXt's StochasticDepth (the identity at inference) from `keras.applications`."""
+    return isinstance(op, convnext.StochasticDepth)

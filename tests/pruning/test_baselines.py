@@ -58,16 +58,21 @@ def test_synflow_equals_direct_computation_on_an_absolute_copy():
     masked = tx.pruning.wrap(model)
     tx.pruning.RandomPruner(verbose=False).prune(masked, 0.3)
     got = _scores(tx.pruning.SynFlowPruner(verbose=False), masked)
-    # Direct: a float64 copy with every parameter (and BN statistic) made positive.
+    # Direct: a float64 copy with every parameter (and BN statistic) made positive and every
+    # activation linear (SynFlow scores the linearised network).
     plain = tx.pruning.strip(masked)
+
+    def linearised(layer):
+        if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
+            return keras.layers.Activation("linear", dtype="float64", name=layer.name)
+        config = {**layer.get_config(), "dtype": "float64"}
+        if "activation" in config:
+            config["activation"] = "linear"
+        return layer.__class__.from_config(config)
+
     keras.config.set_floatx("float64")
     try:
-        copy = keras.models.clone_model(
-            plain,
-            clone_function=lambda l: l.__class__.from_config(
-                {**l.get_config(), "dtype": "float64"}
-            ),
-        )
+        copy = keras.models.clone_model(plain, clone_function=linearised)
     finally:
         keras.config.set_floatx("float32")
     for a, b in zip(plain.layers, copy.layers):

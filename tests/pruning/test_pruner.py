@@ -149,6 +149,19 @@ def test_every_path_through_a_zero_head_scores_zero_and_pruning_refuses(pruner):
         np.testing.assert_array_equal(a, np.asarray(b))
 
 
+def test_a_round_whose_scores_are_mostly_zero_warns_and_ranks_the_rest():
+    """Most weights of the network score 0 (a big layer of zeros) but enough do not: the round
+    runs on those, and says loudly that most scores were zero."""
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(64, name="big", kernel_initializer="zeros")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="small")(h))
+    masked = tx.pruning.wrap(model)
+    with pytest.warns(UserWarning, match="256 of the 448 remaining weights score exactly 0"):
+        report = tx.pruning.MagnitudePruner(rounds=1, verbose=False).prune(masked, 0.6)
+    small = masked.get_layer("masked_small").masks[0].numpy()
+    assert report.kept == 179 and small.sum() == 179  # only nonzero-scored weights kept
+
+
 def test_infinite_or_oversized_data_is_refused_before_it_is_read():
     ds = tiny_data().repeat()
     with pytest.raises(ValueError, match="infinite dataset"):

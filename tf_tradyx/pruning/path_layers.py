@@ -84,9 +84,41 @@ def unsupported_all(problems):
 
 # ----- activations -------------------------------------------------------------------------------
 
+# Elementwise activations whose derivative at the real network's pre-activation is the data term's
+# gate (its first-order linearisation): read by automatic differentiation, so every one of them is
+# treated by the same code. The ReLU family is apart because its gate is exact and is read off the
+# activation's output.
+_SMOOTH_NAMES = (
+    "silu",
+    "swish",
+    "gelu",
+    "hard_silu",
+    "hard_swish",
+    "sigmoid",
+    "hard_sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "celu",
+    "softplus",
+    "softsign",
+    "mish",
+    "exponential",
+    "log_sigmoid",
+    "hard_tanh",
+    "tanh_shrink",
+    "squareplus",
+    "sparse_plus",
+    "sparse_sigmoid",
+)
+_SMOOTH = tuple(
+    getattr(keras.activations, n) for n in _SMOOTH_NAMES if hasattr(keras.activations, n)
+)
+
 
 def activation_spec(fn):
-    """("linear",), ("relu", negative_slope, max_value), ("softmax",), or None if unsupported."""
+    """("linear",), ("relu", negative_slope, max_value), ("smooth", fn), ("softmax",), or None
+    when the path networks cannot treat the activation (not elementwise, or unknown)."""
     if fn is None or fn is keras.activations.linear:
         return ("linear",)
     if fn is keras.activations.relu:
@@ -97,6 +129,8 @@ def activation_spec(fn):
         return ("relu", 0.2, math.inf)
     if fn is keras.activations.softmax:
         return ("softmax",)
+    if any(fn is f for f in _SMOOTH):
+        return ("smooth", fn)
     return None
 
 
@@ -108,6 +142,8 @@ def layer_activation_spec(op):
         return ("relu", float(op.negative_slope), max_value)
     if isinstance(op, layers.LeakyReLU):
         return ("relu", float(op.negative_slope), math.inf)
+    if isinstance(op, layers.ELU):
+        return ("smooth", op.call)
     if isinstance(op, layers.Activation):
         return activation_spec(op.activation)
     if isinstance(op, layers.Softmax):
@@ -125,6 +161,17 @@ def squared_gate(y, spec, dtype):
     active = tf.where(y < max_value, one, zero) if math.isfinite(max_value) else one
     gate = tf.where(y > 0, active, tf.where(y < 0, slope * one, zero))
     return tf.cast(gate * gate, dtype)
+
+
+def smooth_activation(fn, pre):
+    """(fn(pre), (d fn / d pre)^2): the activation and its squared derivative at `pre`, by
+    automatic differentiation (the activation is elementwise, so the gradient of the sum is the
+    derivative). The derivative is a constant of the data term: no gradient flows through it."""
+    with tf.GradientTape() as tape:
+        tape.watch(pre)
+        y = fn(pre)
+    slope = tf.stop_gradient(tape.gradient(y, pre))
+    return y, slope * slope
 
 
 # ----- weighted layers ---------------------------------------------------------------------------

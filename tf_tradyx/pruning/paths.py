@@ -6,22 +6,22 @@ round or patching layers, `PathNetwork` walks the Functional graph once per pass
 layer's modified version from the layer's own configuration and variables. The model is never
 modified; passes run in float64 because a unit-weight network grows by every layer's fan-in.
 
-Modes of `PathNetwork.run`:
-  "real"     the masked network itself on data (training=False); records the gates.
-  "z1"       PX data term: unit weights (times masks), input x^2, every ReLU-family activation
-             replaced by its recorded 0/1 gate (squared slope for leaky ReLUs), BN scale 1,
-             max pooling picks the positions the real network picked.
-  "z2"       PX path term: weights theta^2 (times masks), identity activations, BN scale squared,
-             max pooling replaced by average pooling (a data-free stand-in), biases dropped.
+Modes of `PathNetwork.run` (docs/METHODS.md 2.5 for the generalisation beyond ReLU networks):
+  "real"     the masked network itself on data (training=False); records what z1 needs: every
+             activation's squared derivative at its real pre-activation (exact 0/1 for the ReLU
+             family, the linearisation for smooth ones), max-pooling positions, LayerNormalization's
+             1/sigma^2, the squared real factors of every product.
+  "z1"       PX data term: unit weights (times masks), input x^2, activations replaced by their
+             recorded gates, affine layers' scales 1, max pooling at the recorded positions.
+  "z2"       PX path term: weights theta^2 (times masks), identity activations, affine scales
+             squared, max pooling replaced by average pooling (a data-free stand-in), no biases.
   "synflow"  SynFlow: |theta| (times masks), |bias|, BN with absolute parameters in inference mode,
-             the real activations and pooling.
+             every activation linearised (the identity), the real pooling.
 The "z1" pass also runs in a scaled float32 form ("z1_scaled"): every tensor is carried as a
 float32 mantissa and a float64 log-scale, renormalized after each weighted layer, with multi-input
-ops brought to a common scale first. z1 has no negative terms (unit weights, 0/1 gates, x^2), so
-this keeps float32's relative precision at any depth instead of overflowing.
-
-Average pooling, residual adds, concatenation, flattening, padding and dropout are linear (or the
-identity at inference) and run unchanged in every mode. A softmax on the model output is ignored
+ops brought to a common scale first. z1 has no negative terms (unit weights, squared gates, x^2),
+so this keeps float32's relative precision at any depth instead of overflowing.
+How each kind of operation acts in each mode: `path_ops`. A softmax on the model output is ignored
 in the auxiliary modes (paths end at the logits).
 """
 
@@ -30,7 +30,7 @@ import tensorflow as tf
 from keras import layers
 
 from tf_tradyx import _keras_compat, _model_walk
-from tf_tradyx.pruning import masking, path_layers
+from tf_tradyx.pruning import masking, path_layers, path_ops
 from tf_tradyx.pruning.path_layers import DTYPE, UnsupportedLayerError, linear_call  # noqa: F401 - re-exported
 
 # ----- the interpreter ---------------------------------------------------------------------------
@@ -54,7 +54,7 @@ class PathNetwork:
         self._output_ops = {id(_keras_compat.producer(model.outputs[0]))}
         self._check(model)
 
-    # Validation walks the graph once so that errors name the first unsupported layer up front.
+    # Validation walks the graph once so that errors name every unsupported layer up front.
     def _check(self, model):
         """Raises one UnsupportedLayerError naming every layer the path networks cannot treat."""
         problems = list(self._problems(model))
@@ -69,30 +69,16 @@ class PathNetwork:
             if isinstance(op, keras.Model):
                 yield from self._problems(op)
                 continue
+            kind, why = path_ops.kind_of(op)
+            if kind is None:
+                yield op, why
+                continue
             inner = op.layer if isinstance(op, masking.MaskedLayer) else op
-            if masking.is_prunable(inner):
-                spec = path_layers.activation_spec(getattr(inner, "activation", None))
-                if spec is None:  # named as the user named it, not as its mask wrapper
-                    yield inner, f"activation {inner.activation.__name__!r}"
-                elif spec == ("softmax",) and id(op) not in self._output_ops:
-                    yield inner, "softmax inside the network"
-                continue
-            if isinstance(op, (layers.BatchNormalization, layers.Rescaling, layers.MaxPooling2D)):
-                if isinstance(op, layers.MaxPooling2D) and op.data_format != "channels_last":
-                    yield op, "channels_first max pooling"
-                continue
-            if isinstance(op, path_layers.LINEAR_LAYERS):
-                continue
-            if not isinstance(op, layers.Layer) and type(op).__name__ in path_layers.LINEAR_OPS:
-                continue
-            if isinstance(op, (layers.ReLU, layers.LeakyReLU, layers.Activation, layers.Softmax)):
-                spec = path_layers.layer_activation_spec(op)
-                if spec is None:
-                    yield op, "not a ReLU-family activation"
-                elif spec == ("softmax",) and id(op) not in self._output_ops:
-                    yield op, "softmax inside the network"
-                continue
-            yield op, "unknown layer type"
+            spec = self._activation_of(op) if kind in ("weighted", "activation") else None
+            if kind == "weighted" and spec is None:  # named as the user named it
+                yield inner, f"activation {inner.activation.__name__!r}"
+            elif spec == ("softmax",) and id(op) not in self._output_ops:
+                yield inner, "softmax inside the network"
 
     def run(self, x, mode, kernels=None, gates=None):
         """Runs one pass. `kernels`: {id(kernel variable): tensor} overriding the mode's default
@@ -101,6 +87,7 @@ class PathNetwork:
         state = {"mode": mode, "kernels": kernels or {}, "gates": gates, "next_gate": 0}
         if mode in ("z1", "z1_scaled") and gates is None:
             raise ValueError(f"mode {mode!r} needs the gates recorded by a 'real' pass.")
+        state["graph"] = set()  # ids of the tensors of this pass (arguments that are not constants)
         if mode == "z1_scaled":
             state["mode"] = "z1"
             state["dtype"] = tf.float32
@@ -110,16 +97,23 @@ class PathNetwork:
             peak = tf.where(peak > 0, peak, tf.ones_like(peak))
             x = x / peak
             state["scales"][id(x)] = (x, tf.math.log(tf.cast(peak, DTYPE)))
+            state["graph"].add(id(x))
             y = self._run_model(self.model, x, state)
             return y, state["scales"][id(y)][1]
         state["dtype"] = DTYPE
+        if mode != "real":
+            x = tf.cast(x, DTYPE)
+        state["graph"].add(id(x))
         return self._run_model(self.model, x, state)
 
     def _run_model(self, model, x, state):
         def call(op, *args, **kwargs):
             if "scales" in state and not isinstance(op, keras.Model):
-                return self._scaled_call(op, args, kwargs, state)
-            return self._call(op, args, kwargs, state)
+                y = self._scaled_call(op, args, kwargs, state)
+            else:
+                y = self._call(op, args, kwargs, state)
+            state["graph"].update(id(t) for t in tf.nest.flatten(y))
+            return y
 
         return _keras_compat.run_through_graph(_functional(model), x, call)
 
@@ -136,6 +130,7 @@ class PathNetwork:
                 id(t): tf.cast(tf.exp(s - common), tf.float32) for t, s in zip(tensors, in_scales)
             }
             flat = [t * factors[id(t)] if tf.is_tensor(t) and id(t) in factors else t for t in flat]
+            state["graph"].update(id(t) for t in flat if tf.is_tensor(t))
             args = tf.nest.pack_sequence_as(args, flat)
             scale = common
         else:
@@ -149,37 +144,109 @@ class PathNetwork:
         scales[id(y)] = (y, scale)
         return y
 
+    def _next_gate(self, state):
+        gate = state["gates"][state["next_gate"]]
+        state["next_gate"] += 1
+        return gate
+
     def _call(self, op, args, kwargs, state):
         mode = state["mode"]
         if isinstance(op, keras.Model):
             return self._run_model(op, args[0], state)
+        kind, _ = path_ops.kind_of(op)
         if mode == "real":
-            if "training" in getattr(op, "_call_context_args", {}):
-                kwargs["training"] = False
-            if isinstance(op, layers.MaxPooling2D):
-                return self._real_max_pool(op, args[0], state)
-            y = op(*args, **kwargs)
-            spec = self._activation_of(op)
-            if spec is not None and spec[0] == "relu":
-                state["gates"].append(path_layers.squared_gate(y, spec, tf.float32))
-            return y
-
+            return self._real_call(op, kind, args, kwargs, state)
         kwargs.pop("training", None)
         kwargs.pop("mask", None)
-        if isinstance(op, masking.MaskedLayer) or masking.is_prunable(op):
+        if kind == "weighted":
             return self._weighted(op, args[0], state)
-        if isinstance(op, layers.BatchNormalization):
+        if kind == "batch_norm":
             return self._batch_norm(op, args[0], mode)
-        if isinstance(op, layers.Rescaling):
-            return self._rescaling(op, args[0], mode)
-        if isinstance(op, layers.MaxPooling2D):
+        if kind == "max_pool":
             return self._max_pool(op, args[0], state)
-        spec = path_layers.layer_activation_spec(op)
-        if spec is not None:
-            return self._activation(args[0], spec, state, op.call)
-        if isinstance(op, path_layers.NOISE_LAYERS):
+        if kind == "activation":
+            return self._activation(args[0], path_layers.layer_activation_spec(op), state)
+        if kind == "identity":
             return args[0]
+        if kind == "affine":
+            return path_ops.apply_affine(args[0], *path_ops.affine_scale_shift(op, ()), mode)
+        if kind == "layer_norm":
+            gate = self._next_gate(state) if mode == "z1" else None
+            return path_ops.apply_layer_norm(op, args[0], mode, gate)
+        if kind == "product" or (kind == "arithmetic" and self._graph_args(args, state) > 1):
+            return self._binary(op, args, state)
+        if kind == "arithmetic":
+            marked = ["x" if id(a) in state["graph"] else a for a in args]
+            return path_ops.apply_affine(
+                args[0 if marked[0] == "x" else 1], *self._affine_of(op, marked), mode
+            )
         return op.call(*args, **kwargs)
+
+    @staticmethod
+    def _graph_args(args, state):
+        return sum(1 for a in tf.nest.flatten(args) if id(a) in state["graph"])
+
+    @staticmethod
+    def _affine_of(op, marked):
+        params = path_ops.affine_scale_shift(op, marked)
+        if params is None:
+            raise path_layers.unsupported(op, "not affine in its input (a constant divided by it)")
+        return params
+
+    def _binary(self, op, args, state):
+        """Arithmetic on two graph tensors: sums (and differences) add paths, products follow
+        path_ops.apply_product."""
+        factors = [a for a in tf.nest.flatten(args) if id(a) in state["graph"]]
+        name = type(op).__name__
+        if isinstance(op, layers.Multiply) or name == "Multiply":
+            squares = self._next_gate(state) if state["mode"] == "z1" else None
+            return path_ops.apply_product(factors, state["mode"], squares)
+        if name in ("Add", "Subtract"):
+            return factors[0] + factors[1]
+        raise path_layers.unsupported(op, f"{name} of two tensors of the network")
+
+    def _real_call(self, op, kind, args, kwargs, state):
+        """The real (masked) network in inference mode; records what z1 needs, in graph order."""
+        if "training" in getattr(op, "_call_context_args", {}):
+            kwargs["training"] = False
+        if kind == "max_pool":
+            return self._real_max_pool(op, args[0], state)
+        if kind == "layer_norm":
+            state["gates"].append(path_ops.layer_norm_gate(op, args[0]))
+        if kind == "product" or (kind == "arithmetic" and self._graph_args(args, state) > 1):
+            if isinstance(op, layers.Multiply) or type(op).__name__ == "Multiply":
+                factors = [a for a in tf.nest.flatten(args) if id(a) in state["graph"]]
+                state["gates"].append([tf.stop_gradient(tf.square(f)) for f in factors])
+        spec = self._activation_of(op) if kind in ("weighted", "activation") else None
+        if spec is not None and spec[0] == "smooth":
+            pre = self._pre_activation(op, kind, args[0])
+            y, gate = path_layers.smooth_activation(spec[1], pre)
+            state["gates"].append(gate)
+            return y
+        y = op(*args, **kwargs)
+        if spec is not None and spec[0] == "relu":
+            state["gates"].append(path_layers.squared_gate(y, spec, tf.float32))
+        return y
+
+    def _pre_activation(self, op, kind, x):
+        """The input of a smooth activation: the layer's input, or a weighted layer's output
+        before its fused activation (its own linear map with the real masked kernels, plus bias)."""
+        if kind == "activation":
+            return x
+        layer = op.layer if isinstance(op, masking.MaskedLayer) else op
+        if isinstance(op, masking.MaskedLayer):
+            kernels = [
+                tf.convert_to_tensor(k) * tf.convert_to_tensor(m)
+                for k, m in zip(op.kernels, op.masks)
+            ]
+        else:
+            kernels = [tf.convert_to_tensor(v) for v in masking.prunable_variables(op)]
+        y = path_layers.linear_call(layer, x, kernels)
+        if getattr(layer, "use_bias", False) and layer.bias is not None:
+            y = y + tf.reshape(
+                tf.convert_to_tensor(layer.bias), path_layers.channel_shape(layer, len(y.shape))
+            )
+        return y
 
     def _activation_of(self, op):
         inner = op.layer if isinstance(op, masking.MaskedLayer) else op
@@ -187,17 +254,12 @@ class PathNetwork:
             return path_layers.activation_spec(getattr(inner, "activation", None))
         return path_layers.layer_activation_spec(op)
 
-    def _activation(self, y, spec, state, real_fn):
+    def _activation(self, y, spec, state):
         if spec[0] == "linear" or spec[0] == "softmax":
             return y  # Softmax only at the output: paths end at the logits.
-        mode = state["mode"]
-        if mode == "z1":
-            gate = state["gates"][state["next_gate"]]
-            state["next_gate"] += 1
-            return y * tf.cast(gate, y.dtype)
-        if mode == "z2":
-            return y
-        return real_fn(y)  # synflow: the real activation.
+        if state["mode"] == "z1":
+            return y * tf.cast(self._next_gate(state), y.dtype)
+        return y  # z2 and SynFlow: every activation is the identity (linearised network).
 
     def _kernel(self, layer, var, mask, state):
         override = state["kernels"].get(id(var))
@@ -225,7 +287,7 @@ class PathNetwork:
             bias = tf.abs(tf.cast(tf.convert_to_tensor(layer.bias), DTYPE))
             y = y + tf.reshape(bias, path_layers.channel_shape(layer, len(y.shape)))
         activation = getattr(layer, "activation", None)
-        return self._activation(y, path_layers.activation_spec(activation), state, activation)
+        return self._activation(y, path_layers.activation_spec(activation), state)
 
     def _batch_norm(self, bn, x, mode):
         gamma, beta, mean, var = path_layers.bn_scale_shift(bn)
@@ -239,14 +301,6 @@ class PathNetwork:
         return (x - tf.reshape(tf.abs(mean), shape)) * tf.reshape(scale, shape) + tf.reshape(
             tf.abs(beta), shape
         )
-
-    def _rescaling(self, op, x, mode):
-        scale = tf.cast(op.scale, DTYPE)
-        if mode == "z1":
-            return x
-        if mode == "z2":
-            return x * scale * scale
-        return x * tf.abs(scale) + tf.abs(tf.cast(op.offset, DTYPE))
 
     @staticmethod
     def _pool_args(op):
@@ -264,8 +318,7 @@ class PathNetwork:
         ksize, strides, padding = self._pool_args(op)
         mode = state["mode"]
         if mode == "z1":
-            argmax = state["gates"][state["next_gate"]]
-            state["next_gate"] += 1
+            argmax = self._next_gate(state)
             return tf.reshape(tf.gather(tf.reshape(x, [-1]), argmax), tf.shape(argmax))
         if mode == "z2":
             return tf.nn.avg_pool2d(x, ksize, strides, padding)

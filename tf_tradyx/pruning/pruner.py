@@ -186,14 +186,24 @@ class Pruner(abc.ABC):
         than the round keeps (scores other than 0: GraSP scores may be negative), so exact-zero ties would be broken by position, not by score."""
         keep = round(density * total)
         positive = sum(int(np.count_nonzero((s != 0) & a)) for s, a in zip(scores, alive))
-        if positive >= keep:
-            return
         remaining = sum(int(a.sum()) for a in alive)
         zero = [
             e.name
             for s, a, e in zip(scores, alive, session.entries)
             if a.any() and not np.any(s[a] != 0)
         ]
+        if positive >= keep:
+            if 2 * positive < remaining and not session.cache.get("warned_zero"):
+                session.cache["warned_zero"] = True  # once per call: the cause does not change
+                warnings.warn(
+                    f"{self.name}: in round {session.round}, {remaining - positive:,} of the "
+                    f"{remaining:,} remaining weights score exactly 0; the round ranks only the "
+                    f"others. Layers scoring all zero: {zero[:5]}{'...' if len(zero) > 5 else ''}. "
+                    "Usual causes: saturated or dead activations on the scoring data, or a layer "
+                    "of zero weights.",
+                    stacklevel=4,
+                )
+            return
         raise ValueError(
             f"{self.name}: in round {session.round}, {remaining - positive:,} of the {remaining:,} "
             f"remaining weights score exactly 0, and the round keeps {keep:,}: the scores cannot "
