@@ -62,11 +62,15 @@ def test_an_emptied_layer_is_reported_and_warned_about_and_min_density_prevents_
     d2.set_weights([np.full((4, 4), 1e-3, np.float32), np.zeros(4, np.float32)])
     masked = tx.pruning.wrap(model)
     # 36 weights, 18 kept by magnitude: all of them fit in d1 (12) and d3 (8), so d2 empties.
-    with pytest.warns(UserWarning, match=r"left no weight in 1 layer\(s\): d2/kernel.*min_density"):
+    with pytest.warns(
+        UserWarning,
+        match=r"1 layer\(s\) kept no weight: d2/kernel\. The network is cut.*min_density",
+    ):
         report = tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
-    assert report.collapsed == ["d2/kernel"]
+    assert report.collapsed == ["d2/kernel"] and report.connected == 0.0
     assert report.as_dict()["totals"]["collapsed"] == ["d2/kernel"]
-    assert "collapsed (no weight kept): d2/kernel" in str(report)
+    assert report.as_dict()["totals"]["connected"] == 0.0
+    assert "kept no weight: d2/kernel. The network is cut" in str(report)
     masked = tx.pruning.wrap(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -74,6 +78,33 @@ def test_an_emptied_layer_is_reported_and_warned_about_and_min_density_prevents_
     assert report.collapsed == [] and "collapsed" not in str(report)
     kept = [r["kept"] for r in report.rows]
     assert sum(kept) == 18 and kept[1] == 2  # ceil(0.1 * 16) forced into d2, the rest by magnitude
+
+
+def _residual_model():
+    """d1 -> (d2 branch + shortcut) -> d3, and a second output head fed only by the branch."""
+    inputs = keras.Input((3,))
+    h = keras.layers.Dense(4, name="d1")(inputs)
+    branch = keras.layers.Dense(4, name="d2", kernel_initializer=keras.initializers.Constant(1e-3))(
+        h
+    )
+    h = keras.layers.Add()([h, branch])
+    return keras.Model(inputs, keras.layers.Dense(2, name="d3")(h))
+
+
+def test_an_emptied_residual_branch_is_reported_as_not_cutting_the_network():
+    """Emptying a branch that has a shortcut leaves every output joined to the input: the report
+    says so instead of claiming a cut; a mask that cuts part of the outputs is reported as such."""
+    keras.utils.set_random_seed(0)
+    masked = tx.pruning.wrap(_residual_model())
+    with pytest.warns(UserWarning, match="d2/kernel. Every output is still joined to the input"):
+        report = tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
+    assert report.collapsed == ["d2/kernel"] and report.connected == 1.0
+    # Cut one of the two outputs by hand: no kept weight reaches output unit 1.
+    head = masked.get_layer("masked_d3")
+    head.masks[0].assign(np.array([[1, 0]] * 4, np.float32))
+    assert tx.pruning.report(masked).connected == 0.5
+    head.masks[0].assign(np.zeros((4, 2), np.float32))
+    assert tx.pruning.report(masked).connected == 0.0
 
 
 def test_bad_input_is_rejected_and_model_unchanged():

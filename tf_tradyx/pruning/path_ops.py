@@ -115,13 +115,29 @@ def affine_scale_shift(op, args):
 
 
 def apply_affine(x, scale, shift, mode):
-    """An affine operation in an auxiliary mode ("z1", "z2", "synflow")."""
-    if mode == "z1":
+    """An affine operation in an auxiliary mode ("z1", "z2", "synflow", "connect")."""
+    if mode in ("z1", "connect"):
         return x
     scale = tf.cast(scale, x.dtype)
     if mode == "z2":
         return x * scale * scale
     return x * tf.abs(scale) + tf.abs(tf.cast(shift, x.dtype))
+
+
+def apply_batch_norm(bn, x, mode):
+    """Inference BatchNormalization in an auxiliary mode: its scale is a path weight; SynFlow
+    uses absolute parameters and statistics, as the authors' code does."""
+    gamma, beta, mean, var = path_layers.bn_scale_shift(bn)
+    shape = path_layers.channel_shape(bn, len(x.shape))
+    if mode in ("z1", "connect"):
+        return x
+    if mode == "z2":
+        scale = gamma / tf.sqrt(var + bn.epsilon)
+        return x * tf.reshape(scale * scale, shape)
+    scale = tf.abs(gamma) / tf.sqrt(tf.abs(var) + bn.epsilon)
+    return (x - tf.reshape(tf.abs(mean), shape)) * tf.reshape(scale, shape) + tf.reshape(
+        tf.abs(beta), shape
+    )
 
 
 def _layer_norm_axes(op, rank):
@@ -153,6 +169,8 @@ def apply_layer_norm(op, x, mode, gate=None):
     """LayerNormalization in an auxiliary mode; `gate` (z1) from `layer_norm_gate`."""
     if mode == "z1":
         return x * tf.cast(gate, x.dtype)
+    if mode == "connect":
+        return x
     gamma = _layer_norm_param(op, "gamma", x)
     if mode == "z2":
         return x if gamma is None else x * gamma * gamma

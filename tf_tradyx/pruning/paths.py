@@ -17,6 +17,8 @@ Modes of `PathNetwork.run` (docs/METHODS.md 2.5 for the generalisation beyond Re
              squared, max pooling replaced by average pooling (a data-free stand-in), no biases.
   "synflow"  SynFlow: |theta| (times masks), |bias|, BN with absolute parameters in inference mode,
              every activation linearised (the identity), the real pooling.
+  "connect"  the masks alone (0/1 weights, all else the identity, average pooling), rescaled per
+             layer: an output is positive exactly when a path of kept weights reaches it.
 The "z1" pass also runs in a scaled float32 form ("z1_scaled"): every tensor is carried as a
 float32 mantissa and a float64 log-scale, renormalized after each weighted layer, with multi-input
 ops brought to a common scale first. z1 has no negative terms (unit weights, squared gates, x^2),
@@ -161,7 +163,7 @@ class PathNetwork:
         if kind == "weighted":
             return self._weighted(op, args[0], state)
         if kind == "batch_norm":
-            return self._batch_norm(op, args[0], mode)
+            return path_ops.apply_batch_norm(op, args[0], mode)
         if kind == "max_pool":
             return self._max_pool(op, args[0], state)
         if kind == "activation":
@@ -269,7 +271,7 @@ class PathNetwork:
         theta = tf.cast(tf.convert_to_tensor(var), dtype)
         m = tf.cast(tf.convert_to_tensor(mask), dtype) if mask is not None else None
         mode = state["mode"]
-        if mode == "z1":
+        if mode in ("z1", "connect"):
             return m if m is not None else tf.ones_like(theta)
         base = theta * m if m is not None else theta
         return base * base if mode == "z2" else tf.abs(base)
@@ -283,24 +285,13 @@ class PathNetwork:
         kernels = [self._kernel(layer, v, m, state) for v, m in pairs]
         y = path_layers.linear_call(layer, tf.cast(x, state["dtype"]), kernels)
         mode = state["mode"]
+        if mode == "connect":  # only the sign matters: keep magnitudes near 1 at any depth
+            y = y / tf.maximum(tf.reduce_max(y), tf.constant(1e-300, y.dtype))
         if mode == "synflow" and getattr(layer, "use_bias", False) and layer.bias is not None:
             bias = tf.abs(tf.cast(tf.convert_to_tensor(layer.bias), DTYPE))
             y = y + tf.reshape(bias, path_layers.channel_shape(layer, len(y.shape)))
         activation = getattr(layer, "activation", None)
         return self._activation(y, path_layers.activation_spec(activation), state)
-
-    def _batch_norm(self, bn, x, mode):
-        gamma, beta, mean, var = path_layers.bn_scale_shift(bn)
-        shape = path_layers.channel_shape(bn, len(x.shape))
-        if mode == "z1":
-            return x
-        if mode == "z2":
-            scale = gamma / tf.sqrt(var + bn.epsilon)
-            return x * tf.reshape(scale * scale, shape)
-        scale = tf.abs(gamma) / tf.sqrt(tf.abs(var) + bn.epsilon)
-        return (x - tf.reshape(tf.abs(mean), shape)) * tf.reshape(scale, shape) + tf.reshape(
-            tf.abs(beta), shape
-        )
 
     @staticmethod
     def _pool_args(op):
@@ -320,7 +311,7 @@ class PathNetwork:
         if mode == "z1":
             argmax = self._next_gate(state)
             return tf.reshape(tf.gather(tf.reshape(x, [-1]), argmax), tf.shape(argmax))
-        if mode == "z2":
+        if mode in ("z2", "connect"):
             return tf.nn.avg_pool2d(x, ksize, strides, padding)
         return tf.nn.max_pool2d(x, ksize, strides, padding)
 

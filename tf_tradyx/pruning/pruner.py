@@ -278,10 +278,7 @@ class Pruner(abc.ABC):
         )
         if result.collapsed:
             warnings.warn(
-                f"{self.name} pruning to sparsity {sparsity} left no weight in "
-                f"{len(result.collapsed)} layer(s): {', '.join(result.collapsed)}. A plain "
-                "chain through them is cut; pass min_density (e.g. 0.005) to the pruner to "
-                "keep a few weights in every layer.",
+                f"{self.name} pruning to sparsity {sparsity}: {result.collapse_message()}",
                 stacklevel=2,
             )
         return result

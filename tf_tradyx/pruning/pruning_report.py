@@ -3,9 +3,10 @@
 import json
 
 import numpy as np
+import tensorflow as tf
 
 from tf_tradyx import _model_walk
-from tf_tradyx.pruning import masking
+from tf_tradyx.pruning import masking, paths
 
 
 def _connected_outputs(mask, depthwise):
@@ -19,6 +20,21 @@ def _connected_outputs(mask, depthwise):
     return float(mask.reshape(-1, width).any(axis=0).mean())
 
 
+def output_connectivity(model):
+    """Fraction of the model's output units that a path of kept weights still joins to the input,
+    computed from the masks (an all-ones input through the network of 0/1 weights, identity
+    activations and affine layers). None when the path networks cannot read the model."""
+    try:
+        net = paths.PathNetwork(model)
+    except ValueError:  # UnsupportedLayerError included: a Lambda, a PReLU, several inputs
+        return None
+    shape = (1, *model.inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        return None
+    out = net.run(tf.ones(shape, paths.DTYPE), "connect")
+    return float(np.mean(np.asarray(out) > 0))
+
+
 def _is_depthwise(layer, kernel_name):
     return kernel_name.endswith("depthwise_kernel") or type(layer).__name__.startswith("Depthwise")
 
@@ -26,9 +42,10 @@ def _is_depthwise(layer, kernel_name):
 class PruningReport:
     """Rows (one per masked kernel) and totals; `str()` prints a table, `as_dict()` is JSON-ready."""
 
-    def __init__(self, rows, meta=None):
+    def __init__(self, rows, meta=None, connected=None):
         self.rows = rows
         self.meta = dict(meta or {})
+        self._connected = connected
 
     @property
     def total(self):
@@ -44,9 +61,37 @@ class PruningReport:
 
     @property
     def collapsed(self):
-        """Kernels with no weight left: their layer passes nothing on (a residual branch still
-        leaves its shortcut; a plain chain is cut)."""
+        """Kernels with no weight left: their layer passes nothing on. Whether that cuts the
+        network (a plain chain) or not (a residual or squeeze-excite branch) is `connected`."""
         return [r["name"] for r in self.rows if r["weights"] and not r["kept"]]
+
+    @property
+    def connected(self):
+        """Fraction of output units still joined to the input by kept weights (1.0: intact;
+        0.0: the network is cut and its output no longer depends on its input); None when it
+        could not be computed (a layer the path networks do not read)."""
+        return self._connected
+
+    def collapse_message(self):
+        """What an emptied layer means for this network, with advice; None when nothing emptied."""
+        if not self.collapsed:
+            return None
+        names = ", ".join(self.collapsed[:8]) + ("..." if len(self.collapsed) > 8 else "")
+        head = f"{len(self.collapsed)} layer(s) kept no weight: {names}."
+        advice = "Pass min_density (e.g. 0.005) to the pruner to keep a few weights in every layer."
+        if self.connected is None:
+            return f"{head} Whether the network is cut was not computed. {advice}"
+        if self.connected == 0.0:
+            return f"{head} The network is cut: its output no longer depends on its input. {advice}"
+        if self.connected < 1.0:
+            return (
+                f"{head} The network is partly cut: {1 - self.connected:.1%} of its output units "
+                f"no longer depend on the input. {advice}"
+            )
+        return (
+            f"{head} Every output is still joined to the input (through residual, parallel or "
+            "squeeze-excite branches); those blocks now pass only their shortcut."
+        )
 
     def as_dict(self):
         return {
@@ -57,6 +102,7 @@ class PruningReport:
                 "density": self.density,
                 "sparsity": 1.0 - self.density,
                 "collapsed": self.collapsed,
+                "connected": self.connected,
             },
             **self.meta,
         }
@@ -81,7 +127,7 @@ class PruningReport:
             f"{'total':<34} {'':<18} {self.total:>9,} {self.kept:>9,} {self.density:>8.4f}"
         )
         if self.collapsed:
-            lines.append(f"collapsed (no weight kept): {', '.join(self.collapsed)}")
+            lines.append(self.collapse_message())
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -121,7 +167,7 @@ def report(model):
                 "kept_positive": float((kept > 0).mean()) if kept.size else 0.0,
             }
         )
-    return PruningReport(rows)
+    return PruningReport(rows, connected=output_connectivity(model) if rows else None)
 
 
 def density_figure(result, title=None):

@@ -7,7 +7,8 @@ sample (batch 1, the model's own input size):
     units(l, c) = C'_l * D_l^2 + H_l * W_l        (weights of the channel + its input map)
     flops(l, c) = D_l^2 * C'_l * H'_l * W'_l      (multiply-adds of its weight derivative)
 
-C' is the output-channel count (the depth multiplier for a depthwise conv), H * W the map that
+C' is the output-channel count an input channel reaches (the depth multiplier for a depthwise conv,
+filters / groups for a grouped conv), H * W the map that
 enters the layer before an explicit ZeroPadding2D that only serves it. Dense layers are 1x1 convs
 (H * W = 1 for a flat input). Biases and the classifier head are not counted.
 """
@@ -33,7 +34,7 @@ class LayerCost:
     name: str
     kind: str  # "conv", "depthwise" or "dense"
     in_channels: int
-    out_channels: int  # C' (per input channel for depthwise: the depth multiplier)
+    out_channels: int  # C' per input channel: filters / groups; the multiplier for depthwise
     kernel_size: tuple
     in_hw: int  # H * W of the map entering the layer (before its own padding)
     out_hw: int  # H' * W'
@@ -180,15 +181,15 @@ def _alive(layer):
 
 
 def is_selectable(layer):
-    """Conv2D (groups=1, dilation 1), DepthwiseConv2D (dilation 1) and Dense, channels_last."""
+    """Conv2D (grouped and dilated included), DepthwiseConv2D (dilated included) and Dense,
+    channels_last."""
     layer = _model_walk.inner(layer)
     if not isinstance(layer, SELECTABLE_TYPES):
         return False
     # (Conv2DTranspose and SeparableConv2D are not Conv2D subclasses in Keras 3: not selectable.)
     if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
-        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
-            return False
-    return getattr(layer, "groups", 1) == 1
+        return layer.data_format == "channels_last"
+    return True
 
 
 # Per-channel affine or elementwise layers that may follow the head (a temperature Rescaling, a
@@ -242,14 +243,14 @@ def layer_cost(layer):
     if not is_selectable(inner):
         raise ValueError(
             f"Layer {inner.name!r} ({type(inner).__name__}) is not selectable: supported "
-            "are Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last, dilation 1."
+            "are Conv2D, DepthwiseConv2D and Dense, channels_last."
         )
     in_channels = int(layer.input.shape[-1])
     out_hw = _static(tuple(layer.output.shape)[1:-1], inner)
     if isinstance(inner, layers.DepthwiseConv2D):
         kind, c_out = "depthwise", int(inner.depth_multiplier)
-    elif isinstance(inner, layers.Conv2D):
-        kind, c_out = "conv", int(inner.filters)
+    elif isinstance(inner, layers.Conv2D):  # an input channel reaches only its group's outputs
+        kind, c_out = "conv", int(inner.filters) // int(inner.groups)
     else:
         kind, c_out = "dense", int(inner.units)
     kernel = tuple(int(k) for k in inner.kernel_size) if kind != "dense" else (1, 1)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx.sparse_update import compact_relu, costs
+from tf_tradyx.sparse_update import channel_grads, compact_relu, costs
 
 
 @keras.saving.register_keras_serializable(package="tf_tradyx")
@@ -25,7 +25,8 @@ class ChannelSparseUpdate(layers.Wrapper):
     """Wraps Conv2D, DepthwiseConv2D or Dense; only the selected input channels' kernel slices train.
 
     Args:
-      layer: the layer to wrap (channels_last, dilation 1, groups 1).
+      layer: the layer to wrap (channels_last; grouped and dilated convs included: a selected
+        input channel trains the kernel slice that reaches its own group's outputs).
       update_bias: also train the bias (it costs no activation memory); False keeps it frozen, so
         that only the selected channels change.
       input_gradient: return the gradient of the layer's input. `wrap` sets False when nothing
@@ -56,7 +57,7 @@ class ChannelSparseUpdate(layers.Wrapper):
         if not costs.is_selectable(layer):
             raise ValueError(
                 f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
-                "Conv2D (groups=1), DepthwiseConv2D and Dense, channels_last with dilation 1."
+                "Conv2D, DepthwiseConv2D and Dense, channels_last."
             )
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             raise ValueError(f"Layer {layer.name!r} uses LoRA or quantization; not supported.")
@@ -195,61 +196,14 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     # Forward and backward -------------------------------------------------------------------------
 
-    def _linear(self, x, kernel):
-        layer = self.layer
-        if self.kind == "dense":
-            return tf.tensordot(x, kernel, [[x.shape.rank - 1], [0]])
-        strides = (1, *layer.strides, 1)
-        padding = layer.padding.upper()
-        if self.kind == "depthwise":
-            return tf.nn.depthwise_conv2d(x, kernel, strides, padding)
-        return tf.nn.conv2d(x, kernel, strides, padding)
-
-    def _input_grad(self, dy, kernel, x_shape):
-        layer = self.layer
-        if self.kind == "dense":
-            return tf.tensordot(dy, kernel, [[dy.shape.rank - 1], [1]])
-        strides = (1, *layer.strides, 1)
-        padding = layer.padding.upper()
-        if self.kind == "depthwise":
-            return tf.compat.v1.nn.depthwise_conv2d_native_backprop_input(
-                x_shape, kernel, dy, strides, padding
-            )
-        return tf.compat.v1.nn.conv2d_backprop_input(x_shape, kernel, dy, strides, padding)
-
     def _kernel_grad(self, x_sel, dy, idx, kernel_shape, active):
         """d loss / d kernel on the gathered input channels, scattered into a zero kernel and
         multiplied by `active` (0 when the draw holds no channel of this layer). No tf.cond: XLA
         compiles both branches, and a zero-depth filter gradient does not compile."""
-        return self._selected_kernel_grad(x_sel, dy, idx, kernel_shape) * active
-
-    def _selected_kernel_grad(self, x_sel, dy, idx, kernel_shape):
-        layer = self.layer
-        n = tf.shape(idx)[0]
-        if self.kind == "dense":
-            c_in = kernel_shape[0]
-            xs = tf.reshape(x_sel, (-1, n))
-            g = tf.matmul(xs, tf.reshape(dy, (-1, kernel_shape[1])), transpose_a=True)
-            return tf.scatter_nd(idx[:, None], g, kernel_shape)
-        kh, kw, c_in, c_out = kernel_shape
-        strides = (1, *layer.strides, 1)
-        padding = layer.padding.upper()
-        if self.kind == "depthwise":
-            # Output channel c * m + j belongs to input channel c.
-            m = c_out
-            dy_sel = tf.reshape(
-                tf.gather(tf.reshape(dy, tf.concat([tf.shape(dy)[:3], [c_in, m]], 0)), idx, axis=3),
-                tf.concat([tf.shape(dy)[:3], [n * m]], 0),
-            )
-            g = tf.compat.v1.nn.depthwise_conv2d_native_backprop_filter(
-                x_sel, tf.stack([kh, kw, n, m]), dy_sel, strides, padding
-            )
-        else:
-            g = tf.compat.v1.nn.conv2d_backprop_filter(
-                x_sel, tf.stack([kh, kw, n, c_out]), dy, strides, padding
-            )
-        g = tf.scatter_nd(idx[:, None], tf.transpose(g, (2, 0, 1, 3)), (c_in, kh, kw, c_out))
-        return tf.transpose(g, (1, 2, 0, 3))
+        return (
+            channel_grads.selected_kernel_grad(self.layer, self.kind, x_sel, dy, idx, kernel_shape)
+            * active
+        )
 
     def call(self, inputs):
         self._traces += 1
@@ -269,20 +223,26 @@ class ChannelSparseUpdate(layers.Wrapper):
         static_dims = list(x.shape[1:-1])
         kernel_shape = tuple(int(d) for d in layer.kernel.shape)
         if self.dense_gradient:
-            return self._finish(self._linear(x, kernel))
+            return self._finish(channel_grads.linear(self.layer, self.kind, x, kernel))
         if self.simulate:
-            return self._finish(self._linear(x, self._masked_gradient(kernel, idx)))
+            return self._finish(
+                channel_grads.linear(self.layer, self.kind, x, self._masked_gradient(kernel, idx))
+            )
 
         @tf.custom_gradient
         def sparse_linear(x, kernel):
-            y = self._linear(x, kernel)
+            y = channel_grads.linear(self.layer, self.kind, x, kernel)
             x_shape = tf.shape(x)
             x_sel = tf.gather(x, idx, axis=-1)  # All the backward pass keeps of x.
             with tf.control_dependencies([x_sel]):  # gather now, so x can be freed now
                 y = tf.identity(y)
 
             def grad(dy):
-                dx = self._input_grad(dy, kernel, x_shape) if self.input_gradient else None
+                dx = (
+                    channel_grads.input_grad(self.layer, self.kind, dy, kernel, x_shape)
+                    if self.input_gradient
+                    else None
+                )
                 # A zero channel from dy's batch size and x's static sizes: a backward-only op.
                 dims = [tf.shape(dy)[0]] + [
                     d if d is not None else tf.shape(x_sel)[i + 1]
@@ -308,6 +268,11 @@ class ChannelSparseUpdate(layers.Wrapper):
         def masked(k):
             def grad(g):
                 keep = tf.scatter_nd(idx[:, None], tf.ones_like(idx, g.dtype), [channels])
+                groups = int(getattr(self.layer, "groups", 1))
+                if groups > 1:  # kernel row r of group k is input channel k * rows + r
+                    rows, c_out = g.shape[-2], g.shape[-1]
+                    keep = tf.transpose(tf.reshape(keep, (groups, rows)))
+                    return g * tf.repeat(keep, c_out // groups, axis=1)
                 shape = [1] * (g.shape.rank - 2) + [channels, 1]
                 return g * tf.reshape(keep, shape)
 

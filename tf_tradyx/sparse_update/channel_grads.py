@@ -1,0 +1,104 @@
+"""The linear algebra of `ChannelSparseUpdate`: a layer's forward map, its input gradient, and its
+kernel gradient on a subset of input channels, for Dense, Conv2D (grouped and dilated included)
+and DepthwiseConv2D (dilated included). `kind` is "dense", "conv" or "depthwise".
+"""
+
+import tensorflow as tf
+
+
+def _conv_args(layer):
+    return (1, *layer.strides, 1), layer.padding.upper(), (1, *layer.dilation_rate, 1)
+
+
+def _dilated_depthwise(layer, kind):
+    return kind == "depthwise" and tuple(layer.dilation_rate) != (1, 1)
+
+
+def linear(layer, kind, x, kernel):
+    """The layer's linear map (no bias, no activation) with this kernel."""
+    if kind == "dense":
+        return tf.tensordot(x, kernel, [[x.shape.rank - 1], [0]])
+    strides, padding, dilations = _conv_args(layer)
+    if kind == "depthwise":
+        return tf.nn.depthwise_conv2d(x, kernel, strides, padding, dilations=dilations[1:3])
+    return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilations)  # groups: by shape
+
+
+def input_grad(layer, kind, dy, kernel, x_shape):
+    """d loss / d input: needs only the kernel."""
+    if kind == "dense":
+        return tf.tensordot(dy, kernel, [[dy.shape.rank - 1], [1]])
+    strides, padding, dilations = _conv_args(layer)
+    if _dilated_depthwise(layer, kind):
+        # TensorFlow's CPU depthwise backprop kernels ignore dilation (wrong numbers, no
+        # error); the same map as a conv with one group per channel is right everywhere.
+        kh, kw, c_in, m = kernel.shape
+        kernel = tf.reshape(kernel, (kh, kw, 1, c_in * m))
+    elif kind == "depthwise":
+        return tf.compat.v1.nn.depthwise_conv2d_native_backprop_input(
+            x_shape, kernel, dy, strides, padding
+        )
+    return tf.compat.v1.nn.conv2d_backprop_input(
+        x_shape, kernel, dy, strides, padding, dilations=dilations
+    )
+
+
+def selected_kernel_grad(layer, kind, x_sel, dy, idx, kernel_shape):
+    """d loss / d kernel from the gathered input channels `x_sel` (channels `idx`), scattered
+    into a zero kernel."""
+    n = tf.shape(idx)[0]
+    if kind == "dense":
+        xs = tf.reshape(x_sel, (-1, n))
+        g = tf.matmul(xs, tf.reshape(dy, (-1, kernel_shape[1])), transpose_a=True)
+        return tf.scatter_nd(idx[:, None], g, kernel_shape)
+    kh, kw, c_in, c_out = kernel_shape
+    strides, padding, dilations = _conv_args(layer)
+    if kind == "depthwise":
+        # Output channel c * m + j belongs to input channel c.
+        m = c_out
+        dy_sel = tf.reshape(
+            tf.gather(tf.reshape(dy, tf.concat([tf.shape(dy)[:3], [c_in, m]], 0)), idx, axis=3),
+            tf.concat([tf.shape(dy)[:3], [n * m]], 0),
+        )
+        if _dilated_depthwise(layer, kind):  # (see _input_grad) every pair, then the diagonal
+            g = tf.compat.v1.nn.conv2d_backprop_filter(
+                x_sel,
+                tf.stack([kh, kw, n, n * m]),
+                dy_sel,
+                strides,
+                padding,
+                dilations=dilations,
+            )
+            g = tf.linalg.diag_part(
+                tf.transpose(tf.reshape(g, tf.stack([kh, kw, n, n, m])), (0, 1, 4, 2, 3))
+            )
+            g = tf.transpose(g, (0, 1, 3, 2))
+        else:
+            g = tf.compat.v1.nn.depthwise_conv2d_native_backprop_filter(
+                x_sel, tf.stack([kh, kw, n, m]), dy_sel, strides, padding
+            )
+    else:
+        groups = int(layer.groups)
+        g = tf.compat.v1.nn.conv2d_backprop_filter(
+            x_sel, tf.stack([kh, kw, n, c_out]), dy, strides, padding, dilations=dilations
+        )
+        if groups > 1:
+            return _grouped_scatter(g, idx, kernel_shape, groups)
+    g = tf.scatter_nd(idx[:, None], tf.transpose(g, (2, 0, 1, 3)), (c_in, kh, kw, c_out))
+    return tf.transpose(g, (1, 2, 0, 3))
+
+
+def _grouped_scatter(g, idx, kernel_shape, groups):
+    """A grouped conv's kernel gradient from the gradient against every output channel
+    (kh, kw, n, groups * per_group): input channel c (kernel row c % rows) keeps only the
+    outputs of its own group c // rows."""
+    kh, kw, rows, c_out = kernel_shape
+    per_group = c_out // groups
+    n = tf.shape(idx)[0]
+    g = tf.reshape(tf.transpose(g, (2, 3, 0, 1)), tf.stack([n, groups, per_group, kh, kw]))
+    group = idx // rows
+    g = tf.gather(g, group, axis=1, batch_dims=1)  # (n, per_group, kh, kw)
+    cols = group[:, None] * per_group + tf.range(per_group)[None, :]
+    where = tf.stack([tf.broadcast_to((idx % rows)[:, None], tf.shape(cols)), cols], -1)
+    g = tf.scatter_nd(where, g, (rows, c_out, kh, kw))
+    return tf.transpose(g, (2, 3, 0, 1))
