@@ -184,3 +184,66 @@ def is_layer_scale(op):
 def is_stochastic_depth(op):
     """ConvNeXt's StochasticDepth (the identity at inference) from `keras.applications`."""
     return isinstance(op, convnext.StochasticDepth)
+
+
+def graph_steps(model):
+    """The model's graph as a flat list of steps, nested models inlined, in an order where every
+    step comes after the steps it reads from (Keras' own `Function._run_through_graph` order):
+
+      ("op", operation, node, input_ids, output_ids)   call `operation` on the node's arguments
+      ("alias", dst_id, src_id, dst)                   a nested model's boundary: same tensor
+
+    ids are those of the symbolic `KerasTensor`s; `run_step` computes a step from a dict of them.
+    """
+    steps = []
+
+    def visit(model):
+        graph = functional_graph(model)
+        try:
+            by_depth = graph._nodes_by_depth
+        except AttributeError as e:
+            raise _changed("Function._nodes_by_depth", e) from e
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
+                if not node.operation or node.is_input:
+                    continue
+                op = node.operation
+                if is_graph_model(op):
+                    inner = functional_graph(op)
+                    for kt, outer in zip(inner.inputs, node.input_tensors):
+                        steps.append(("alias", id(kt), id(outer), kt))
+                    visit(op)
+                    for outer, kt in zip(node.outputs, inner.outputs):
+                        steps.append(("alias", id(outer), id(kt), outer))
+                    continue
+                ins = [id(t) for t in node.input_tensors]
+                steps.append(("op", op, node, ins, [id(t) for t in node.outputs]))
+
+    visit(model)
+    return steps
+
+
+def run_step(step, tensors, training):
+    """Runs one step of `graph_steps` on `tensors` ({id: tensor}, updated in place); layers whose
+    call takes `training` get it explicitly (a recomputed step runs outside the model's call)."""
+    if step[0] == "alias":
+        tensors[step[1]] = tensors[step[2]]
+        return
+    _, op, node, _, outputs = step
+    args, kwargs = node.arguments.fill_in(tensors)
+    if training is not None and call_has_training_arg(op):
+        kwargs["training"] = training
+    for kt_id, value in zip(outputs, keras.tree.flatten(op(*args, **kwargs))):
+        tensors[kt_id] = value
+
+
+def replace_call(model, call):
+    """Makes `model(x)` run `call(inputs, training=None, mask=None)` instead of the Functional
+    graph interpreter, for this instance only (Keras has no hook for a custom forward of a
+    Functional model; `Layer.__call__` looks `call` up on the instance)."""
+    object.__setattr__(model, "call", call)
+
+
+def restore_call(model):
+    """Undoes `replace_call`."""
+    model.__dict__.pop("call", None)

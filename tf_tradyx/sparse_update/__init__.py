@@ -9,11 +9,12 @@
 Modules, one job each: `transforms` (wrap, attach, strip), `sampler` (the model's strategy, budget
 and seed; resampling), `strategy_base`, `strategies`, `su_scheme`, `sampling` (filling a budget), `optimizer_state` (optimizer
 slots at a resample), `efficiency_report`, `costs`, `layer_ranking` (RGN), `gradients`,
-`wrapper` (ChannelSparseUpdate), `compact_relu`, `memory` (what a train step keeps),
+`wrapper` (ChannelSparseUpdate) and `channel_grads` (its linear algebra), `compact_relu`,
+`recompute` (frozen segments run again in the backward pass), `memory` (what a train step keeps),
 `callbacks`.
 """
 
-from tf_tradyx.sparse_update import memory
+from tf_tradyx.sparse_update import memory, recompute
 from tf_tradyx.sparse_update.callbacks import ChannelResampler, EfficiencyLogger, SelectionSummaries
 from tf_tradyx.sparse_update.compact_relu import CompactReLU
 from tf_tradyx.sparse_update.costs import (
@@ -100,4 +101,6 @@ __all__ = [
     "CompactReLU",
     # what a train step keeps (a module: memory.retained_bytes, memory.retained_tensors)
     "memory",
+    # frozen segments recomputed in the backward pass (a module: recompute.installed, ...)
+    "recompute",
 ]

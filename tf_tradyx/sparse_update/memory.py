@@ -12,9 +12,13 @@ benchmarks/memory.py):
   zero padding, residual adds, global pooling) keep nothing beyond their weights: TensorFlow builds
   their weight-gradient ops but prunes them from the function, since no variable asks for them.
 - The classifier keeps its (small) input, and the loss its logits' gradient.
+- With frozen-segment recomputation (`wrap(recompute=...)`, on by default for models with smooth
+  activations, products, LayerNormalization or max pooling), a segment keeps only its inputs: the
+  tensors crossing the cuts `recompute` chose, plus what dropout layers (never recomputed) keep.
 
-Caveat: frozen Conv/Dense layers with a fused relu activation keep their float output (TensorFlow's
-ReluGrad reads it); build models with separate ReLU layers, as the tinyML networks are.
+Without recomputation, frozen Conv/Dense layers with a fused relu activation keep their float output
+(TensorFlow's ReluGrad reads it); with it (the default when the model also has max pooling, smooth
+activations, products or LayerNormalization) they keep nothing.
 """
 
 import dataclasses

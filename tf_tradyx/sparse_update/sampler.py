@@ -23,8 +23,11 @@ _ATTRIBUTE = "_tradyx_sampler"
 class Sampler:
     """Strategy, budget (units), seed and candidate layers of one wrapped model."""
 
-    def __init__(self, strategy, costs, layers, budget=None, seed=0, count_pruned=True):
+    def __init__(
+        self, strategy, costs, layers, budget=None, seed=0, count_pruned=True, recompute=False
+    ):
         self.strategy = strategy
+        self.recompute = bool(recompute)  # frozen segments recomputed (`recompute` module)
         self.costs = costs
         self.layers = list(layers)
         self.seed = _seeds.resolve(seed)
@@ -48,6 +51,7 @@ class Sampler:
             "budget": self.budget,
             "seed": self.seed,
             "count_pruned": self.count_pruned,
+            "recompute": self.recompute,
         }
 
     def draw(self, model, epoch):

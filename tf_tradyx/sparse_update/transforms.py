@@ -14,6 +14,7 @@ from tf_tradyx import _keras_compat, _model_walk
 from tf_tradyx.pruning.masking import MaskedLayer
 from tf_tradyx.sparse_update import compact_relu, strategies
 from tf_tradyx.sparse_update import costs as costs_lib
+from tf_tradyx.sparse_update import recompute as recompute_lib
 from tf_tradyx.sparse_update import sampler as sampler_lib
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
@@ -116,6 +117,7 @@ def wrap(
     compact_activations=True,
     simulate=False,
     count_pruned=True,
+    recompute="auto",
 ):
     """A clone of `model` ready for memory-budgeted fine-tuning.
 
@@ -141,8 +143,14 @@ def wrap(
       count_pruned: for a pruned model (layers in `tx.pruning.MaskedLayer`): True charges a
         channel for all its weights, False only for its unpruned ones. Masks stay enforced either
         way; `efficiency` reports both counts.
+      recompute: run frozen segments again in the backward pass instead of keeping their float
+        maps (`recompute` module): one more forward pass per step, for most of the memory saving
+        on swish, GELU, hard-swish, squeeze-excite, LayerNorm and max-pooling networks. "auto"
+        turns it on for models that have such layers; ReLU networks need none of it.
     """
     _model_walk.check_cloneable(model)
+    if recompute not in (True, False, "auto"):
+        raise ValueError(f"recompute must be True, False or 'auto', got {recompute!r}.")
     if not model.built:
         raise ValueError("The model is not built; call it on data or give it an Input first.")
     if sampler_lib.sparse_layers(model):
@@ -157,8 +165,16 @@ def wrap(
         table[name]  # noqa: B018 - raises a clear KeyError naming the selectable layers
     _check_kernel_extras(model, candidates)
     # Everything about the sampler is checked before the model is cloned.
+    if recompute == "auto":
+        recompute = recompute_lib.wanted(model, candidates) and not simulate
     sampler = sampler_lib.Sampler(
-        strat, table, candidates, budget=budget, seed=seed, count_pruned=count_pruned
+        strat,
+        table,
+        candidates,
+        budget=budget,
+        seed=seed,
+        count_pruned=count_pruned,
+        recompute=recompute,
     )
     wanted = set(candidates)
     compact = bool(compact_activations) and not simulate
@@ -191,6 +207,8 @@ def wrap(
     sampler_lib.install(clone, sampler)
     _set_trainability(clone, sampler, update_bias, train_batchnorm)
     _set_input_gradients(clone)
+    if sampler.recompute:
+        recompute_lib.install(clone)
     if strat.mode == "channels":
         sampler_lib.resample(clone, epoch=-1)
     if sampler.budget is not None and sampler.budget > table.full_units:
@@ -251,10 +269,13 @@ def attach(
         budget=budget if budget is not None else saved.get("budget"),
         seed=seed if seed is not None else saved.get("seed", 0),
         count_pruned=count_pruned if count_pruned is not None else saved.get("count_pruned", True),
+        recompute=saved.get("recompute", False),
     )
     sampler_lib.install(model, sampler)
     update_bias = any(w.update_bias for w in wrappers)
     _set_trainability(model, sampler, update_bias, train_batchnorm)
+    if sampler.recompute and recompute_lib.installed(model) is None:
+        recompute_lib.install(model)
     return model
 
 
