@@ -90,8 +90,9 @@ def test_pruning_at_initialization(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
+@pytest.mark.parametrize("name", [n for n in ARCHITECTURES if n != "DenseNet121"])
 def test_tradyx_fine_tuning(name, tmp_path):
+    # (DenseNet121, 2.2 % retained, is left out of the suite for time: benchmarks/architectures.py.)
     keras.utils.set_random_seed(0)
     model = ARCHITECTURES[name]()
     x, y = _data()

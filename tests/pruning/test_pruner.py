@@ -193,6 +193,23 @@ def test_a_round_whose_scores_are_mostly_zero_warns_and_ranks_the_rest():
     assert report.kept == 179 and small.sum() == 179  # only nonzero-scored weights kept
 
 
+def test_weights_that_only_meet_padding_score_zero_and_the_round_says_so():
+    """A 3x3 conv on a 1x1 map: its eight outer taps only ever multiply padding, so every
+    path-based score is exactly 0 there (DenseNet121 at 32 px has 524,288 such weights). They
+    are a minority here: the round keeps every scored weight, warns, fills up by position."""
+    inputs = keras.Input((1, 1, 4))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    h = keras.layers.Flatten()(h)
+    masked = tx.pruning.wrap(keras.Model(inputs, keras.layers.Dense(40, name="fc")(h)))
+    scores = tx.pruning.SynFlowPruner(verbose=False).score(masked)
+    conv = scores["conv/kernel"]
+    assert np.all(conv[1, 1] > 0) and np.count_nonzero(conv) == 32  # only the centre tap
+    with pytest.warns(UserWarning, match="keeps 74 of them, chosen by position"):
+        tx.pruning.SynFlowPruner(rounds=1, verbose=False).prune(masked, 0.3)
+    mask = masked.get_layer("masked_conv").masks[0].numpy()
+    assert np.all(mask[1, 1] == 1) and np.all(masked.get_layer("masked_fc").masks[0].numpy() == 1)
+
+
 def test_infinite_or_oversized_data_is_refused_before_it_is_read():
     ds = tiny_data().repeat()
     with pytest.raises(ValueError, match="infinite dataset"):

@@ -192,7 +192,18 @@ class Pruner(abc.ABC):
             for s, a, e in zip(scores, alive, session.entries)
             if a.any() and not np.any(s[a] != 0)
         ]
-        if positive >= keep:
+        if positive >= keep or 2 * positive >= remaining:
+            if positive < keep:  # most weights do score; the zeros reach no output at all
+                warnings.warn(
+                    f"{self.name}: in round {session.round}, {remaining - positive:,} of the "
+                    f"{remaining:,} remaining weights score exactly 0 and the round keeps "
+                    f"{keep - positive:,} of them, chosen by position. A zero score means the "
+                    "weight changes nothing the scorer sees: e.g. kernel taps that only ever "
+                    "meet padding at this input size (3x3 convs on 1x1 maps), or units behind "
+                    "dead activations.",
+                    stacklevel=4,
+                )
+                return
             if 2 * positive < remaining and not session.cache.get("warned_zero"):
                 session.cache["warned_zero"] = True  # once per call: the cause does not change
                 warnings.warn(
