@@ -56,16 +56,22 @@ def _reset_peak():
         f.write("5")
 
 
+def _device():
+    """The device whose allocator peak is read: the first GPU when there is one (where a user's
+    training memory lives), else the CPU's BFC allocator."""
+    return "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+
+
 def _tensor_peak():
     try:
-        return tf.config.experimental.get_memory_info("CPU:0")["peak"]
+        return tf.config.experimental.get_memory_info(_device())["peak"]
     except ValueError:
         return 0
 
 
 def _reset_tensor_peak():
     try:
-        tf.config.experimental.reset_memory_stats("CPU:0")
+        tf.config.experimental.reset_memory_stats(_device())
     except ValueError:
         pass
 
@@ -131,6 +137,7 @@ def child(config):
         "peak_forward_mb": peak_forward / 1024,
         "peak_train_mb": peak_train / 1024,
         "overhead_mb": (peak_train - peak_forward) / 1024,
+        "tensor_device": _device(),  # whose allocator the tensor_* figures read
         "tensor_peak_forward_mb": tensors_forward / 2**20,
         "tensor_peak_train_mb": tensors_train / 2**20,
         "tensor_overhead_mb": (tensors_train - tensors_forward) / 2**20,

@@ -17,6 +17,18 @@ PASS_THROUGH = (
     keras.layers.Identity,
 )
 
+# Dropout and noise layers: random in training, the identity at inference. Path networks pass
+# through them; recomputation never runs them twice.
+NOISE_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+)
+
 
 def check_cloneable(model):
     """Raises a TypeError for a subclassed model (its layers cannot be cloned with wrappers)."""

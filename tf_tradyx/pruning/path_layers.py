@@ -11,20 +11,12 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from tf_tradyx import _model_walk
 from tf_tradyx.pruning import masking
 
 DTYPE = tf.float64
 
-# Dropout and noise layers: the identity at inference, so every path network passes through them.
-NOISE_LAYERS = (
-    layers.Dropout,
-    layers.SpatialDropout1D,
-    layers.SpatialDropout2D,
-    layers.SpatialDropout3D,
-    layers.GaussianDropout,
-    layers.GaussianNoise,
-    layers.AlphaDropout,
-)
+NOISE_LAYERS = _model_walk.NOISE_LAYERS  # the identity at inference: passed through
 LINEAR_LAYERS = (
     layers.Add,
     layers.Average,

@@ -27,15 +27,6 @@ from keras import layers
 from tf_tradyx import _keras_compat, _model_walk
 
 MAX_STEPS = 24
-_STOCHASTIC = (
-    layers.Dropout,
-    layers.SpatialDropout1D,
-    layers.SpatialDropout2D,
-    layers.SpatialDropout3D,
-    layers.GaussianDropout,
-    layers.GaussianNoise,
-    layers.AlphaDropout,
-)
 # Activations whose backward pass keeps no float map in a wrapped model (CompactReLU) or needs
 # none (linear); anything else makes `wanted` recompute.
 _COMPACT = ("relu", "relu6", "linear", "softmax")
@@ -86,7 +77,7 @@ def _alone(step):
     if step[0] != "op":
         return False
     op = step[1]
-    if isinstance(op, _STOCHASTIC):
+    if isinstance(op, _model_walk.NOISE_LAYERS):
         return True
     return isinstance(op, layers.BatchNormalization) and op.trainable
 
