@@ -44,7 +44,7 @@ def test_graph_models_are_told_apart_from_subclassed_ones():
 
 
 @pytest.mark.parametrize("build", [_functional, _sequential])
-def test_run_through_graph_visits_every_layer_in_order_and_computes_the_model(build):
+def test_run_graph_visits_every_layer_in_order_and_computes_the_model(build):
     model = build()
     x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
     visited = []
@@ -53,10 +53,60 @@ def test_run_through_graph_visits_every_layer_in_order_and_computes_the_model(bu
         visited.append(op.name)
         return op(*args, **kwargs)
 
-    y = compat.run_through_graph(model, tf.constant(x), call)
+    steps = compat.graph_steps(model)
+    y = compat.run_graph(model, steps, tf.constant(x), call)
     weighted = [l.name for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
     assert visited == weighted, VERSION
     np.testing.assert_allclose(np.asarray(y), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    assert compat.output_operation(model, steps) is model.layers[-1], VERSION
+
+
+def test_graph_steps_inline_nested_models_and_count_only_this_graphs_calls():
+    inner = _sequential()
+    inp = keras.Input((4,))
+    outer = keras.Model(inp, keras.layers.Dense(2, name="top")(inner(inp)))
+    steps = compat.graph_steps(outer)
+    ops = [s[1].name for s in steps if s[0] == "op"]
+    assert ops == [l.name for l in inner.layers] + ["top"], VERSION
+    assert [s[0] for s in steps].count("alias") == 2, VERSION  # the nested model's two boundaries
+    x = np.ones((2, 4), np.float32)
+    tensors = {id(outer.inputs[0]): tf.constant(x)}
+    for step in steps:
+        compat.run_step(step, tensors)
+    np.testing.assert_allclose(tensors[id(outer.outputs[0])], outer(x), rtol=1e-6)
+    assert compat.output_operation(outer, steps).name == "top", VERSION
+    # A layer built into a dropped graph first: its node list has two calls, this graph one.
+    layer = keras.layers.Dense(2, name="d")
+    first = keras.Input((3,))
+    keras.Model(first, layer(first))
+    second = keras.Input((3,))
+    model = keras.Model(second, layer(second))
+    assert len(compat.inbound_nodes(layer)) == 2, VERSION
+    assert compat.call_counts(compat.graph_steps(model))[id(layer)] == 1, VERSION
+
+
+def test_replace_call_changes_the_forward_of_one_instance_only():
+    model, other = _functional(), _functional()
+    x = np.ones((2, 4), np.float32)
+    before = np.asarray(model(x))
+    compat.replace_call(model, lambda inputs, training=None, mask=None: inputs[:, :2] * 0 + 7.0)
+    np.testing.assert_array_equal(np.asarray(model(x)), np.full((2, 2), 7.0))
+    assert not np.allclose(np.asarray(other(x)), 7.0), VERSION
+    compat.restore_call(model)
+    np.testing.assert_array_equal(np.asarray(model(x)), before)
+
+
+def test_convnext_private_layers_are_recognised():
+    model = keras.applications.ConvNeXtTiny(
+        input_shape=(32, 32, 3), weights=None, include_top=False
+    )
+    ops = [s[1] for s in compat.graph_steps(model) if s[0] == "op"]
+    scale = next(op for op in ops if compat.is_layer_scale(op))
+    # (ConvNeXtTiny builds stochastic depth only with a drop-path rate; the class sits beside.)
+    depth = sys.modules[type(scale).__module__].StochasticDepth(0.1)
+    assert compat.is_stochastic_depth(depth), VERSION
+    assert not compat.is_layer_scale(keras.layers.Dense(2)), VERSION
+    assert not compat.is_stochastic_depth(keras.layers.Dropout(0.1)), VERSION
 
 
 def test_graph_of_an_unbuilt_sequential_is_none():
@@ -150,17 +200,6 @@ def test_a_lambda_layer_is_copied_with_its_function():
     x = np.ones((2, 4), np.float32)
     np.testing.assert_array_equal(np.asarray(copy(x)), 3.0 * x)
     assert copy.name == layer.name and copy is not layer, VERSION
-
-
-def test_graph_node_ids_hold_only_the_models_own_calls():
-    layer = keras.layers.Dense(2, name="d")
-    inp = keras.Input((3,))
-    keras.Model(inp, layer(inp))  # a first graph, then dropped
-    inp2 = keras.Input((3,))
-    model = keras.Model(inp2, layer(inp2))
-    own = compat.graph_node_ids(model)
-    assert len(compat.inbound_nodes(layer)) == 2, VERSION
-    assert sum(id(n) in own for n in compat.inbound_nodes(layer)) == 1, VERSION
 
 
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)

@@ -46,16 +46,6 @@ def functional_graph(model):
     return model
 
 
-def run_through_graph(model, inputs, call_fn):
-    """Runs `call_fn(op, *args, **kwargs)` in place of every operation of the model's graph, in
-    topological order. Keras' `Functional._run_through_graph` is the interpreter `model(x)` uses;
-    the path networks of PX and SynFlow reuse it to compute modified versions of each layer."""
-    graph = functional_graph(model)
-    if not hasattr(graph, "_run_through_graph"):
-        raise _changed("Functional._run_through_graph", AttributeError("missing"))
-    return graph._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call_fn)
-
-
 def producer(tensor):
     """The operation that made a symbolic tensor (`KerasTensor._keras_history`), or None."""
     history = getattr(tensor, "_keras_history", None)
@@ -156,25 +146,6 @@ def copy_lambda(layer):
     )
 
 
-def graph_node_ids(model):
-    """ids of the call nodes that belong to the model's graph, nested models included
-    (`Function._nodes_by_depth`). A layer's `_inbound_nodes` also holds the nodes of graphs Keras
-    built and dropped (a Sequential is rebuilt on load and on clone), so counting them does not
-    count the layer's calls in this model."""
-    graph = functional_graph(model)
-    if graph is None:
-        return set()
-    try:
-        by_depth = graph._nodes_by_depth
-    except AttributeError as e:
-        raise _changed("Function._nodes_by_depth", e) from e
-    ids = {id(node) for nodes in by_depth.values() for node in nodes}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            ids |= graph_node_ids(layer)
-    return ids
-
-
 def is_layer_scale(op):
     """ConvNeXt's LayerScale (x * gamma, per channel) from `keras.applications`, which Keras keeps
     private: path-based scoring treats it as an affine layer."""
@@ -223,9 +194,11 @@ def graph_steps(model):
     return steps
 
 
-def run_step(step, tensors, training):
-    """Runs one step of `graph_steps` on `tensors` ({id: tensor}, updated in place); layers whose
-    call takes `training` get it explicitly (a recomputed step runs outside the model's call)."""
+def run_step(step, tensors, training=None, call_fn=None):
+    """Runs one step of `graph_steps` on `tensors` ({id: tensor}, updated in place): the operation
+    itself, or `call_fn(op, *args, **kwargs)` in its place (the path networks compute modified
+    layers so). Layers whose call takes `training` get it explicitly when given (a recomputed step
+    runs outside the model's call, where Keras' call context would supply it)."""
     if step[0] == "alias":
         tensors[step[1]] = tensors[step[2]]
         return
@@ -233,8 +206,41 @@ def run_step(step, tensors, training):
     args, kwargs = node.arguments.fill_in(tensors)
     if training is not None and call_has_training_arg(op):
         kwargs["training"] = training
-    for kt_id, value in zip(outputs, keras.tree.flatten(op(*args, **kwargs))):
+    values = call_fn(op, *args, **kwargs) if call_fn is not None else op(*args, **kwargs)
+    for kt_id, value in zip(outputs, keras.tree.flatten(values)):
         tensors[kt_id] = value
+
+
+def run_graph(model, steps, inputs, call_fn=None, training=None):
+    """The model's output computed step by step (`graph_steps`, one input and one output)."""
+    tensors = {id(model.inputs[0]): inputs}
+    for step in steps:
+        run_step(step, tensors, training, call_fn)
+    return tensors[id(model.outputs[0])]
+
+
+def output_operation(model, steps):
+    """The operation (inside nested models too) that makes the model's output."""
+    made_by, source = {}, id(model.outputs[0])
+    for step in steps:
+        if step[0] == "alias":
+            made_by[step[1]] = ("alias", step[2])
+        else:
+            made_by.update({t: ("op", step[1]) for t in step[4]})
+    while made_by.get(source, (None,))[0] == "alias":
+        source = made_by[source][1]
+    return made_by.get(source, (None, None))[1]
+
+
+def call_counts(steps):
+    """{id(operation): how many times the graph calls it}. Unlike a layer's node list, which also
+    holds the nodes of graphs Keras built and dropped (a Sequential is rebuilt on load and on
+    clone), this counts only the calls in this model."""
+    counts = {}
+    for step in steps:
+        if step[0] == "op":
+            counts[id(step[1])] = counts.get(id(step[1]), 0) + 1
+    return counts
 
 
 def replace_call(model, call):

@@ -2,8 +2,10 @@
 
 PX and SynFlow score weights with modified copies of the network (unit weights, squared weights,
 absolute weights, identity activations, recorded ReLU gates). Instead of cloning the model per
-round or patching layers, `PathNetwork` walks the Functional graph once per pass and computes each
-layer's modified version from the layer's own configuration and variables. The model is never
+round or patching layers, `PathNetwork` walks the model's graph once per pass (the steps of
+`_keras_compat.graph_steps`, nested models inlined: the same walk TraDy uses to count calls and to
+recompute segments) and computes each layer's modified version from the layer's own configuration
+and variables. The model is never
 modified; passes run in float64 because a unit-weight network grows by every layer's fan-in.
 
 Modes of `PathNetwork.run` (docs/METHODS.md 2.5 for the generalisation beyond ReLU networks):
@@ -27,7 +29,6 @@ How each kind of operation acts in each mode: `path_ops`. A softmax on the model
 in the auxiliary modes (paths end at the logits).
 """
 
-import keras
 import tensorflow as tf
 from keras import layers
 
@@ -53,7 +54,9 @@ class PathNetwork:
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ValueError("Path-based scoring supports models with one input and one output.")
         self.model = model
-        self._output_ops = {id(_keras_compat.producer(model.outputs[0]))}
+        _functional(model)  # a clear error for an unbuilt Sequential model
+        self._steps = _keras_compat.graph_steps(model)  # nested models inlined
+        self._output_ops = {id(_keras_compat.output_operation(model, self._steps))}
         self._check(model)
 
     # Validation walks the graph once so that errors name every unsupported layer up front.
@@ -65,12 +68,10 @@ class PathNetwork:
 
     def _problems(self, model):
         """(layer, why) for every layer of the graph (nested models included) not supported."""
-        for op in _functional(model).operations:
-            if isinstance(op, layers.InputLayer):
+        for step in self._steps:
+            if step[0] != "op":
                 continue
-            if isinstance(op, keras.Model):
-                yield from self._problems(op)
-                continue
+            op = step[1]
             kind, why = path_ops.kind_of(op)
             if kind is None:
                 yield op, why
@@ -100,24 +101,24 @@ class PathNetwork:
             x = x / peak
             state["scales"][id(x)] = (x, tf.math.log(tf.cast(peak, DTYPE)))
             state["graph"].add(id(x))
-            y = self._run_model(self.model, x, state)
+            y = self._run_model(x, state)
             return y, state["scales"][id(y)][1]
         state["dtype"] = DTYPE
         if mode != "real":
             x = tf.cast(x, DTYPE)
         state["graph"].add(id(x))
-        return self._run_model(self.model, x, state)
+        return self._run_model(x, state)
 
-    def _run_model(self, model, x, state):
+    def _run_model(self, x, state):
         def call(op, *args, **kwargs):
-            if "scales" in state and not isinstance(op, keras.Model):
+            if "scales" in state:
                 y = self._scaled_call(op, args, kwargs, state)
             else:
                 y = self._call(op, args, kwargs, state)
             state["graph"].update(id(t) for t in tf.nest.flatten(y))
             return y
 
-        return _keras_compat.run_through_graph(_functional(model), x, call)
+        return _keras_compat.run_graph(self.model, self._steps, x, call)
 
     # ---- one operation ----
     def _scaled_call(self, op, args, kwargs, state):
@@ -153,8 +154,6 @@ class PathNetwork:
 
     def _call(self, op, args, kwargs, state):
         mode = state["mode"]
-        if isinstance(op, keras.Model):
-            return self._run_model(op, args[0], state)
         kind, _ = path_ops.kind_of(op)
         if mode == "real":
             return self._real_call(op, kind, args, kwargs, state)

@@ -282,12 +282,12 @@ def cost_table(model, classifier="auto"):
     if classifier is not None and classifier not in names:
         raise ValueError(f"classifier {classifier!r} is not a layer of the model.")
     rows = []
-    in_graph = _keras_compat.graph_node_ids(model)  # calls in this model, not in dropped graphs
+    calls_of = _keras_compat.call_counts(_keras_compat.graph_steps(model))
     for layer in _model_walk.flatten_layers(model):
         inner = _model_walk.inner(layer)
         if inner.name == classifier or not is_selectable(inner):
             continue
-        calls = sum(1 for node in _keras_compat.inbound_nodes(layer) if id(node) in in_graph)
+        calls = calls_of.get(id(layer), 0)
         if calls != 1:
             raise ValueError(
                 f"Layer {inner.name!r} is called {calls} times; shared layers are not supported."
