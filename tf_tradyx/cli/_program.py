@@ -19,6 +19,17 @@ def start(main, module_name):
     app.run(main)
 
 
+def require_at_least(minimum, *names, unset_ok=False):
+    """Registers `--name >= minimum` for each named flag, with one message form; `unset_ok` also
+    accepts None (a flag whose default means "all")."""
+    for name in names:
+        if unset_ok:
+            check, suffix = (lambda v, m=minimum: v is None or v >= m), " (or unset)"
+        else:
+            check, suffix = (lambda v, m=minimum: v >= m), ""
+        flags.register_validator(name, check, message=f"--{name} must be >= {minimum}{suffix}.")
+
+
 def budget_is_readable(value):
     """Flag validator: a positive budget in units or bytes ("27946", "109KiB")."""
     try:

@@ -51,10 +51,9 @@ flags.DEFINE_integer("max_train", None, "Use only the first N training images (q
 flags.DEFINE_integer("max_test", None, "Evaluate on the first N test images only.")
 flags.DEFINE_integer("seed", 0, "Seed for the head, the channel sampler and the data order.")
 flags.DEFINE_string("out", "out/finetune_under_budget", "Output directory.")
-flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
-flags.register_validator("rank_epochs", lambda e: e >= 1, message="--rank_epochs must be >= 1.")
-flags.register_validator("warmup_epochs", lambda e: e >= 0, message="--warmup_epochs must be >= 0.")
-flags.register_validator("batch_size", lambda b: b >= 1, message="--batch_size must be >= 1.")
+_program.require_at_least(1, "epochs", "rank_epochs", "batch_size")
+_program.require_at_least(0, "warmup_epochs")
+_program.require_at_least(1, "max_train", "max_test", unset_ok=True)
 flags.register_validator("lr", lambda v: v > 0, message="--lr must be > 0.")
 flags.register_validator(
     "coverage", lambda c: 0.0 < c <= 1.0, message="--coverage must lie in (0, 1]."
@@ -64,11 +63,6 @@ flags.register_validator(
     lambda n: n >= 32 and n % 32 == 0,
     message="--input_size must be a multiple of 32 (>= 32).",
 )
-for _name in ("max_train", "max_test"):
-    flags.register_validator(
-        _name, lambda n: n is None or n >= 1, message=f"--{_name} must be >= 1 (or unset)."
-    )
-
 
 flags.register_validator(
     "budget",

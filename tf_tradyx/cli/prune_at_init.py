@@ -50,19 +50,10 @@ flags.register_validator(
     lambda s: 0.0 <= s < 1.0,
     message="--sparsity must be in [0, 1) (0.9 keeps 10 % of the weights).",
 )
-flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
-flags.register_validator("batch_size", lambda b: b >= 1, message="--batch_size must be >= 1.")
 flags.register_validator("lr", lambda v: v > 0, message="--lr must be > 0.")
-flags.register_validator("weight_decay", lambda v: v >= 0, message="--weight_decay must be >= 0.")
-flags.register_validator(
-    "rounds", lambda r: r is None or r >= 1, message="--rounds must be >= 1 (or unset)."
-)
-flags.register_validator(
-    "prune_per_class", lambda n: n >= 1, message="--prune_per_class must be >= 1."
-)
-flags.register_validator(
-    "max_train", lambda n: n is None or n >= 1, message="--max_train must be >= 1 (or unset)."
-)
+_program.require_at_least(1, "epochs", "batch_size", "prune_per_class")
+_program.require_at_least(0, "weight_decay")
+_program.require_at_least(1, "rounds", "max_train", unset_ok=True)
 
 
 def main(argv):

@@ -47,13 +47,9 @@ flags.register_validator(
     lambda s: 0.0 <= s < 1.0,
     message="--sparsity must be in [0, 1) (0.5 keeps half of the weights).",
 )
-flags.register_validator("epochs", lambda e: e >= 1, message="--epochs must be >= 1.")
-flags.register_validator("rounds", lambda r: r >= 1, message="--rounds must be >= 1.")
-flags.register_validator("batch_size", lambda b: b >= 1, message="--batch_size must be >= 1.")
 flags.register_validator("lr", lambda v: v > 0, message="--lr must be > 0.")
-flags.register_validator(
-    "max_train", lambda n: n is None or n >= 1, message="--max_train must be >= 1 (or unset)."
-)
+_program.require_at_least(1, "epochs", "rounds", "batch_size")
+_program.require_at_least(1, "max_train", unset_ok=True)
 
 
 flags.register_validator(
