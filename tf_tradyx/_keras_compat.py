@@ -250,6 +250,11 @@ def replace_call(model, call):
     object.__setattr__(model, "call", call)
 
 
+def replaced_call(model):
+    """What `replace_call` put on this instance, or None."""
+    return model.__dict__.get("call")
+
+
 def restore_call(model):
     """Undoes `replace_call`."""
     model.__dict__.pop("call", None)

@@ -234,20 +234,27 @@ class PathNetwork:
         before its fused activation (its own linear map with the real masked kernels, plus bias)."""
         if kind == "activation":
             return x
-        layer = op.layer if isinstance(op, masking.MaskedLayer) else op
+        layer, pairs = self._kernel_pairs(op)
+        kernels = [
+            tf.convert_to_tensor(v) * (1 if m is None else tf.convert_to_tensor(m))
+            for v, m in pairs
+        ]
+        return self._with_bias(layer, path_layers.linear_call(layer, x, kernels), lambda b: b)
+
+    @staticmethod
+    def _kernel_pairs(op):
+        """The weighted layer and its (kernel variable, mask or None) pairs."""
         if isinstance(op, masking.MaskedLayer):
-            kernels = [
-                tf.convert_to_tensor(k) * tf.convert_to_tensor(m)
-                for k, m in zip(op.kernels, op.masks)
-            ]
-        else:
-            kernels = [tf.convert_to_tensor(v) for v in masking.prunable_variables(op)]
-        y = path_layers.linear_call(layer, x, kernels)
-        if getattr(layer, "use_bias", False) and layer.bias is not None:
-            y = y + tf.reshape(
-                tf.convert_to_tensor(layer.bias), path_layers.channel_shape(layer, len(y.shape))
-            )
-        return y
+            return op.layer, list(zip(op.kernels, op.masks))
+        return op, [(v, None) for v in masking.prunable_variables(op)]
+
+    @staticmethod
+    def _with_bias(layer, y, transform):
+        """y plus transform(bias) per channel, when the layer has a bias."""
+        if not getattr(layer, "use_bias", False) or layer.bias is None:
+            return y
+        bias = transform(tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
+        return y + tf.reshape(bias, path_layers.channel_shape(layer, len(y.shape)))
 
     def _activation_of(self, op):
         inner = op.layer if isinstance(op, masking.MaskedLayer) else op
@@ -276,19 +283,14 @@ class PathNetwork:
         return base * base if mode == "z2" else tf.abs(base)
 
     def _weighted(self, op, x, state):
-        if isinstance(op, masking.MaskedLayer):
-            layer, pairs = op.layer, list(zip(op.kernels, op.masks))
-        else:
-            layer = op
-            pairs = [(v, None) for v in masking.prunable_variables(op)]
+        layer, pairs = self._kernel_pairs(op)
         kernels = [self._kernel(layer, v, m, state) for v, m in pairs]
         y = path_layers.linear_call(layer, tf.cast(x, state["dtype"]), kernels)
         mode = state["mode"]
         if mode == "connect":  # only the sign matters: keep magnitudes near 1 at any depth
             y = y / tf.maximum(tf.reduce_max(y), tf.constant(1e-300, y.dtype))
-        if mode == "synflow" and getattr(layer, "use_bias", False) and layer.bias is not None:
-            bias = tf.abs(tf.cast(tf.convert_to_tensor(layer.bias), DTYPE))
-            y = y + tf.reshape(bias, path_layers.channel_shape(layer, len(y.shape)))
+        if mode == "synflow":
+            y = self._with_bias(layer, y, tf.abs)
         activation = getattr(layer, "activation", None)
         return self._activation(y, path_layers.activation_spec(activation), state)
 

@@ -182,8 +182,10 @@ class Pruner(abc.ABC):
         return scores
 
     def _check_ties(self, scores, alive, density, total, session):
-        """Refuses a round whose ranking cannot choose: fewer alive weights score above zero
-        than the round keeps (scores other than 0: GraSP scores may be negative), so exact-zero ties would be broken by position, not by score."""
+        """Refuses a round whose ranking cannot choose: fewer alive weights score other than 0
+        (GraSP scores may be negative) than the round keeps, and most score exactly 0, so the
+        kept set would be chosen by position. Warns when only a minority scores 0 but the round
+        must keep some of them, and when most score 0 but enough do not."""
         keep = round(density * total)
         positive = sum(int(np.count_nonzero((s != 0) & a)) for s, a in zip(scores, alive))
         remaining = sum(int(a.sum()) for a in alive)
@@ -192,19 +194,20 @@ class Pruner(abc.ABC):
             for s, a, e in zip(scores, alive, session.entries)
             if a.any() and not np.any(s[a] != 0)
         ]
-        if positive >= keep or 2 * positive >= remaining:
-            if positive < keep:  # most weights do score; the zeros reach no output at all
-                warnings.warn(
-                    f"{self.name}: in round {session.round}, {remaining - positive:,} of the "
-                    f"{remaining:,} remaining weights score exactly 0 and the round keeps "
-                    f"{keep - positive:,} of them, chosen by position. A zero score means the "
-                    "weight changes nothing the scorer sees: e.g. kernel taps that only ever "
-                    "meet padding at this input size (3x3 convs on 1x1 maps), or units behind "
-                    "dead activations.",
-                    stacklevel=4,
-                )
-                return
-            if 2 * positive < remaining and not session.cache.get("warned_zero"):
+        mostly_zero = 2 * positive < remaining
+        if positive < keep and not mostly_zero:  # most weights score; the zeros reach no output
+            warnings.warn(
+                f"{self.name}: in round {session.round}, {remaining - positive:,} of the "
+                f"{remaining:,} remaining weights score exactly 0 and the round keeps "
+                f"{keep - positive:,} of them, chosen by position. A zero score means the "
+                "weight changes nothing the scorer sees: e.g. kernel taps that only ever "
+                "meet padding at this input size (3x3 convs on 1x1 maps), or units behind "
+                "dead activations.",
+                stacklevel=4,
+            )
+            return
+        if positive >= keep:
+            if mostly_zero and not session.cache.get("warned_zero"):
                 session.cache["warned_zero"] = True  # once per call: the cause does not change
                 warnings.warn(
                     f"{self.name}: in round {session.round}, {remaining - positive:,} of the "

@@ -145,8 +145,9 @@ def _masks(model):
             yield layer, f"{layer.layer.name}/kernel", layer.kernel_mask, layer.layer.kernel
 
 
-def report(model):
-    """The current per-layer state of the masks of a wrapped model.
+def report(model, connectivity=True):
+    """The current per-layer state of the masks of a wrapped model; `connectivity=False` skips
+    `connected` (one pass of the network, not needed by per-epoch summaries).
 
     Besides density and connected outputs, `kept_positive` is the fraction of kept weights that
     are > 0: about 0.5 for a sign-blind criterion; far from it, the kept set is sign-biased, which
@@ -167,7 +168,8 @@ def report(model):
                 "kept_positive": float((kept > 0).mean()) if kept.size else 0.0,
             }
         )
-    return PruningReport(rows, connected=output_connectivity(model) if rows else None)
+    connected = output_connectivity(model) if rows and connectivity else None
+    return PruningReport(rows, connected=connected)
 
 
 def density_figure(result, title=None):

@@ -30,7 +30,7 @@ class PruningSummaries(callbacks.TensorBoard):
         self._sparsity_writer = None
 
     def _write_sparsity(self):
-        result = pruning_report(self.model)
+        result = pruning_report(self.model, connectivity=False)
         if not result.rows:
             raise ValueError("PruningSummaries needs a model with tx.pruning masks.")
         if self._sparsity_writer is None:

@@ -25,11 +25,12 @@ import tensorflow as tf
 from keras import layers
 
 from tf_tradyx import _keras_compat, _model_walk
+from tf_tradyx.sparse_update import compact_relu
 
 MAX_STEPS = 24
-# Activations whose backward pass keeps no float map in a wrapped model (CompactReLU) or needs
-# none (linear); anything else makes `wanted` recompute.
-_COMPACT = ("relu", "relu6", "linear", "softmax")
+# Activations whose backward pass needs no float map (a softmax is only ever the model's output).
+_FREE = (keras.activations.linear, keras.activations.softmax)
+_ACTIVATION_LAYERS = (layers.ReLU, layers.LeakyReLU, layers.ELU, layers.PReLU, layers.Activation)
 
 
 @dataclasses.dataclass
@@ -58,18 +59,21 @@ def wanted(model, candidates):
 
 
 def _keeps_float_maps(layer, wrapped):
+    """Whether a layer's own backward pass keeps a float map in a wrapped model: anything but a
+    plain ReLU/ReLU6 (made a `CompactReLU` by `wrap`, or compacted inside a wrapped layer) or a
+    linear activation; and products, LayerNormalization and max pooling."""
+    if isinstance(layer, (layers.Multiply, layers.LayerNormalization, layers.MaxPooling2D)):
+        return True
+    if not isinstance(layer, layers.Layer):
+        return type(layer).__name__ == "Multiply"  # a keras.ops product of two tensors
+    if compact_relu.replaceable_relu(layer) is not False:
+        return False
+    if isinstance(layer, _ACTIVATION_LAYERS) and not isinstance(layer, layers.Activation):
+        return True  # ReLU with a slope or threshold, LeakyReLU, ELU, PReLU
     fn = getattr(layer, "activation", None)
-    name = getattr(fn, "__name__", "")
-    if fn is not None and (name not in _COMPACT or (not wrapped and name in ("relu", "relu6"))):
-        if not (isinstance(layer, layers.Activation) and name in _COMPACT):
-            return True
-    if isinstance(layer, layers.ReLU) and (layer.negative_slope or layer.threshold):
-        return True
-    if isinstance(
-        layer, (layers.Multiply, layers.LayerNormalization, layers.MaxPooling2D, layers.LeakyReLU)
-    ):
-        return True
-    return not isinstance(layer, layers.Layer) and type(layer).__name__ == "Multiply"
+    if fn is None or fn in _FREE:
+        return False
+    return not (wrapped and compact_relu.compact_activation(fn) is not None)
 
 
 def _alone(step):
@@ -196,5 +200,5 @@ def install(model, max_steps=MAX_STEPS):
 
 def installed(model):
     """The model's `SegmentedForward`, or None."""
-    call = model.__dict__.get("call")
+    call = _keras_compat.replaced_call(model)
     return call if isinstance(call, SegmentedForward) else None
