@@ -202,5 +202,30 @@ def test_a_lambda_layer_is_copied_with_its_function():
     assert copy.name == layer.name and copy is not layer, VERSION
 
 
+def test_xla_tracing_is_told_apart_and_the_train_step_can_be_rebuilt():
+    seen = []
+
+    def probe(x):
+        seen.append(compat.tracing_for_xla())
+        return x + 1
+
+    tf.function(probe, jit_compile=True)(tf.constant(1.0))
+    tf.function(probe)(tf.constant(1.0))
+    probe(tf.constant(1.0))
+    assert seen == [True, False, False]
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", jit_compile=True)
+    assert compat.compiled_with_xla(model)
+    model.train_on_batch(np.ones((2, 2)), np.ones((2, 1)))
+    first = model.train_function
+    compat.rebuild_train_function(model)
+    assert model.train_function is not first
+    model.compile("sgd", "mse", jit_compile=False)
+    assert not compat.compiled_with_xla(model)
+    compat.rebuild_train_function(model)  # no train function yet: nothing to do
+    assert model.train_function is None
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

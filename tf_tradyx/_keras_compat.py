@@ -1,4 +1,4 @@
-"""Every use of a private Keras API in tf_tradyx, in one place, each with the reason.
+"""Every use of a private Keras or TensorFlow API in tf_tradyx, in one place, with the reason.
 
 Keras 3 has no public API for a few things both methods need (interpreting a model's layer graph
 op by op, finding an optimizer's per-variable state, swapping a layer's kernel for a masked tensor
@@ -8,8 +8,10 @@ deep inside a pruning round. The tested range is `keras>=3.15,<4` (setup.cfg).
 """
 
 import keras
+import tensorflow as tf
 from keras.src.applications import convnext  # ConvNeXt's own layers have no public name.
 from keras.src.models.functional import Functional  # No public class for "plain Functional".
+from tensorflow.python.ops import control_flow_util  # No public "am I traced for XLA?".
 
 TESTED_KERAS = "3.15"
 
@@ -258,3 +260,34 @@ def replaced_call(model):
 def restore_call(model):
     """Undoes `replace_call`."""
     model.__dict__.pop("call", None)
+
+
+def rebuild_train_function(model):
+    """Makes Keras trace `model`'s train step again at its next call, also in the middle of `fit`
+    (which reads `model.train_function` at every step). `make_train_function` is a method of
+    Keras' TensorFlow trainer, not documented API."""
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+
+
+def compiled_with_xla(model):
+    """True when `model` was compiled to run its train step with XLA (`jit_compile`, which Keras
+    resolves from "auto" at compile time: True on GPUs)."""
+    return bool(getattr(model, "jit_compile", False)) and not getattr(model, "run_eagerly", False)
+
+
+# ---- TensorFlow: what is being traced ---------------------------------------------------------
+
+
+def tracing_for_xla():
+    """True while a function compiled by XLA is being traced (`tf.function(jit_compile=True)`, which
+    Keras uses for train steps by default on GPUs). XLA needs static shapes: a size read from a
+    variable is compiled in as a constant, so every new value compiles the step again; a layer
+    picks its static sizes while tracing instead. TensorFlow marks XLA tracing only through this
+    private helper."""
+    try:
+        return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    except AttributeError as err:  # pragma: no cover - a TensorFlow upgrade
+        raise _changed(
+            "tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext", err
+        ) from err

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tf_tradyx import _summaries
+from tf_tradyx import _keras_compat, _summaries
 from tf_tradyx._summaries import SummaryCallback
 from tf_tradyx.sparse_update import efficiency_report as efficiency_lib
 from tf_tradyx.sparse_update import optimizer_state
@@ -24,7 +24,9 @@ class ChannelResampler(keras.callbacks.Callback):
     """Draws a new channel selection at the start of every epoch (dynamic strategies).
 
     Static strategies keep the selection `wrap` drew. Resampling assigns the wrappers' index
-    variables, so the compiled train function is reused, never retraced. The optimizer state of
+    variables, so the compiled train function is reused, never retraced. Under XLA (Keras' default
+    on GPUs), where shapes are static, it first draws this `fit`'s selections ahead (the same
+    draws) and reserves room for the largest in every layer, so the step compiles once. The optimizer state of
     channels left out of the new selection goes back to its initial value (see
     `tf_tradyx.sparse_update.optimizer_state`).
 
@@ -39,6 +41,8 @@ class ChannelResampler(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         sampler_lib.sampler_of(self.model)
         optimizer_state.check_optimizer(self.model, getattr(self.model, "optimizer", None))
+        if _keras_compat.compiled_with_xla(self.model):
+            sampler_lib.reserve_upcoming(self.model, self.params.get("epochs", 1))
 
     def on_epoch_begin(self, epoch, logs=None):
         strategy = sampler_lib.sampler_of(self.model).strategy

@@ -138,6 +138,39 @@ def set_selection(model, selection, optimizer="auto"):
     opt = getattr(model, "optimizer", None) if optimizer == "auto" else optimizer
     if opt is not None:
         optimizer_state.reset_optimizer_state(model, opt)
+    retrace_if_needed(model)
+
+
+def retrace_if_needed(model):
+    """Rebuilds the train function when a wrapper's selection outgrew the channel slots its XLA
+    trace gathers (`ChannelSparseUpdate.traced_capacity`); a no-op without XLA."""
+    stale = [w for w in sparse_layers(model) if w.retrace_needed]
+    for w in stale:
+        w.retrace_needed = False
+    if stale:
+        _keras_compat.rebuild_train_function(model)
+
+
+def reserve_upcoming(model, epochs):
+    """Under XLA, gives every wrapper room for the next `epochs` draws of a predictable strategy
+    (random channels: each draw depends only on the seed and the draw number), so that the train
+    step is traced and compiled once per `fit` with static shapes, the draws themselves unchanged.
+    Strategies that read the weights (Det RGN) instead grow the room when a draw needs more, at
+    the price of one more compilation."""
+    sampler = sampler_of(model)
+    strategy = sampler.strategy
+    if not (strategy.dynamic and strategy.mode == "channels" and strategy.predictable):
+        return
+    start = draws(model)
+    room = {}
+    for epoch in range(start, start + max(int(epochs), 1)):
+        for name, channels in sampler.draw(model, epoch).items():
+            room[name] = max(room.get(name, 0), len(channels))
+    for w in sparse_layers(model):
+        w.reserved_channels = max(w.reserved_channels, room.get(w.layer.name, 0))
+        if w.traced_capacity is not None and w.reserved_channels > w.traced_capacity:
+            w.retrace_needed = True
+    retrace_if_needed(model)
 
 
 def draws(model):

@@ -38,6 +38,8 @@ class RandomChannels(Strategy):
     from every selectable layer (Full Random).
     """
 
+    predictable = True  # draws depend only on the rng: XLA traces can reserve room for them
+
     def __init__(self, layers=None, dynamic=True):
         self.layers = None if layers is None else list(layers)
         self.dynamic = bool(dynamic)

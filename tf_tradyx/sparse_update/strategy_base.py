@@ -35,6 +35,10 @@ class Strategy(abc.ABC):
     mode = "channels"
     budgeted = True  # the selection must fit the budget
     uses_all_layers = False  # candidates are all selectable layers, not the ranking's top-K
+    # `select` depends only on the context's rng, costs, layers and budget (not on the weights):
+    # a sampler may then draw the coming epochs' selections ahead of time, so that an XLA-compiled
+    # train step is traced once with room for all of them.
+    predictable = False
     layers = None
     name = "custom"
 

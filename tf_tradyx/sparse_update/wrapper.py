@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from tf_tradyx import _keras_compat
 from tf_tradyx.sparse_update import channel_grads, compact_relu, costs
 
 
@@ -74,6 +75,15 @@ class ChannelSparseUpdate(layers.Wrapper):
         self.sampler_config = sampler
         self._traces = 0  # Python executions of `call`: counts graph traces in fit.
         self.dense_gradient = False  # Set (eagerly) by gradients.dense_gradients.
+        # Under XLA (static shapes) the backward pass gathers a fixed number of channel slots,
+        # fixed when the train step is traced: at least the selection's size and
+        # `reserved_channels` (a sampler reserves room for the draws it knows are coming).
+        # `traced_capacity` is the number the last XLA trace used (None: no XLA trace), and
+        # `retrace_needed` turns True when a larger selection is assigned: that trace would miss
+        # channels, so `set_selection` rebuilds the model's train function.
+        self.reserved_channels = 0
+        self.traced_capacity = None
+        self.retrace_needed = False
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -142,6 +152,8 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     def assign_validated(self, idx):
         """Assigns a selection that `validated` returned."""
+        if self.traced_capacity is not None and len(idx) > self.traced_capacity:
+            self.retrace_needed = True
         padded = np.zeros(self.in_channels, np.int32)
         padded[: len(idx)] = idx
         self.channel_indices.assign(padded)
@@ -175,6 +187,11 @@ class ChannelSparseUpdate(layers.Wrapper):
                     "and 1; the file is corrupted."
                 )
         super().load_own_variables(store)
+        if (
+            self.traced_capacity is not None
+            and int(self.num_channels.numpy()) > self.traced_capacity
+        ):
+            self.retrace_needed = True  # (see __init__)
 
     def check_selection(self):
         """Raises ValueError when the stored selection is malformed (e.g. a corrupted file)."""
@@ -196,14 +213,15 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     # Forward and backward -------------------------------------------------------------------------
 
-    def _kernel_grad(self, x_sel, dy, idx, kernel_shape, active):
-        """d loss / d kernel on the gathered input channels, scattered into a zero kernel and
-        multiplied by `active` (0 when the draw holds no channel of this layer). No tf.cond: XLA
-        compiles both branches, and a zero-depth filter gradient does not compile."""
-        return (
-            channel_grads.selected_kernel_grad(self.layer, self.kind, x_sel, dy, idx, kernel_shape)
-            * active
-        )
+    def _xla_capacity(self):
+        """The static number of channel slots an XLA trace gathers: the current selection's size,
+        or more when a sampler reserved room for the draws to come. (XLA compiles a size read
+        from a variable as a constant: a run-time-sized gather would compile the step again at
+        every draw of a new size.)"""
+        with tf.init_scope():  # the selection's current value, read eagerly while tracing
+            count = int(self.num_channels.numpy())
+        self.traced_capacity = max(self.reserved_channels, count, 1)
+        return self.traced_capacity
 
     def call(self, inputs):
         self._traces += 1
@@ -214,26 +232,43 @@ class ChannelSparseUpdate(layers.Wrapper):
             kernel = kernel * tf.convert_to_tensor(self.kernel_mask)
         kernel = tf.cast(kernel, x.dtype)
         num = tf.convert_to_tensor(self.num_channels)
-        idx = tf.convert_to_tensor(self.channel_indices)[:num]
-        # The kernel gradient always runs on at least one channel, so every layer runs the same
-        # ops whatever its draw: when the draw holds none, on one channel of zeros made in the
-        # backward pass (nothing more is kept), and its gradient is multiplied by 0.
-        gathered = tf.convert_to_tensor(self.channel_indices)[: tf.maximum(num, 1)]
-        active = tf.cast(num > 0, x.dtype)
-        static_dims = list(x.shape[1:-1])
-        kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+        indices = tf.convert_to_tensor(self.channel_indices)
         if self.dense_gradient:
             return self._finish(channel_grads.linear(self.layer, self.kind, x, kernel))
         if self.simulate:
             return self._finish(
-                channel_grads.linear(self.layer, self.kind, x, self._masked_gradient(kernel, idx))
+                channel_grads.linear(
+                    self.layer, self.kind, x, self._masked_gradient(kernel, indices[:num])
+                )
+            )
+        if _keras_compat.tracing_for_xla():
+            # Static shapes: `capacity` slots, the selection first, the rest zeroed (their kernel
+            # gradient is then exactly zero; their index, 0, receives zero).
+            capacity = self._xla_capacity()
+            slots = indices[:capacity]
+            valid = tf.cast(tf.range(capacity) < num, x.dtype)
+        else:
+            # Run-time sizes. The kernel gradient always runs on at least one channel, so every
+            # layer runs the same ops whatever its draw: when the draw holds none, on one channel
+            # of zeros made in the backward pass (nothing more is kept), multiplied by 0.
+            slots, valid = indices[:num], None
+            gathered = indices[: tf.maximum(num, 1)]
+            active = tf.cast(num > 0, x.dtype)
+        static_dims = list(x.shape[1:-1])
+        kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+
+        def kernel_grad(x_sel, dy, idx):
+            return channel_grads.selected_kernel_grad(
+                self.layer, self.kind, x_sel, dy, idx, kernel_shape
             )
 
         @tf.custom_gradient
         def sparse_linear(x, kernel):
             y = channel_grads.linear(self.layer, self.kind, x, kernel)
             x_shape = tf.shape(x)
-            x_sel = tf.gather(x, idx, axis=-1)  # All the backward pass keeps of x.
+            x_sel = tf.gather(x, slots, axis=-1)  # All the backward pass keeps of x.
+            if valid is not None:
+                x_sel = x_sel * valid
             with tf.control_dependencies([x_sel]):  # gather now, so x can be freed now
                 y = tf.identity(y)
 
@@ -243,6 +278,8 @@ class ChannelSparseUpdate(layers.Wrapper):
                     if self.input_gradient
                     else None
                 )
+                if valid is not None:
+                    return dx, kernel_grad(x_sel, dy, slots)
                 # A zero channel from dy's batch size and x's static sizes: a backward-only op.
                 dims = [tf.shape(dy)[0]] + [
                     d if d is not None else tf.shape(x_sel)[i + 1]
@@ -254,7 +291,7 @@ class ChannelSparseUpdate(layers.Wrapper):
                     tf.stack([*dims, 1]), tf.cast(dy[(0,) * dy.shape.rank] * 0, x_sel.dtype)
                 )
                 x_grad = tf.concat([x_sel, zero], axis=-1)[..., : tf.maximum(num, 1)]
-                return dx, self._kernel_grad(x_grad, dy, gathered, kernel_shape, active)
+                return dx, kernel_grad(x_grad, dy, gathered) * active
 
             return y, grad
 
