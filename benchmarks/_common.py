@@ -39,13 +39,15 @@ def write_json(name, payload):
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, name)
     payload = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **payload}
-    with open(path, "w") as f:
+    partial = f"{path}.partial"  # written whole, then renamed: never a half-written result
+    with open(partial, "w") as f:
         json.dump(
             payload,
             f,
             indent=1,
             default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o),
         )
+    os.replace(partial, path)
     return path
 
 

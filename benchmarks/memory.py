@@ -1,9 +1,17 @@
-"""Peak memory and step time of sparse-update training steps, measured, each in a fresh process.
+"""Peak memory and step time of sparse-update training, measured, each in a fresh process.
 
-    python benchmarks/memory.py            # full table (about 20 minutes on 2 cores)
+    python benchmarks/memory.py            # both tables (about 35 minutes on 2 cores)
+    python benchmarks/memory.py --user     # only the first: what a user sees (about 12 minutes)
     python benchmarks/memory.py --quick    # MobileNetV2, batch 64, four configurations
 
-For every configuration a child process builds the wrapped pretrained network, traces the forward
+First, what a user sees: the whole-process peak RSS (VmHWM: TensorFlow's import, the model,
+tracing, compilation and training together) of a plain `model.fit` (3 epochs of 4 steps, a
+`ChannelResampler`) with TensorFlow's and Keras' default settings, MobileNetV2-w0.35 at 128 px, batch 64 and 256, for full fine-tuning, classifier
+only, bias only, SU, TraDy, and `model.predict` as the floor; the same at batch 64 with
+`jit_compile=True` (XLA, Keras' default on GPUs), where the RSS includes XLA's compiler. Each is a
+fresh process; step time is the median of the later epochs' times over their 4 steps.
+
+Then a controlled protocol, labelled as such. For every configuration a child process builds the wrapped pretrained network, traces the forward
 and train functions, then resets the kernel's peak-RSS counter (/proc/self/clear_refs) and runs
 forward-only steps (training=True, same batch) and then training steps. The training overhead is
 peak RSS during training minus peak RSS during the forward-only steps; the same difference is
@@ -148,6 +156,150 @@ def child(config):
     }
 
 
+USER_NET, USER_BUDGET = "mbv2-w0.35", 27946
+USER_STRATEGIES = ("predict", "full", "classifier", "bias", "su", "tradi")
+
+
+def user_child(config):
+    """One `model.fit` as a user runs it; returns the process's peak RSS and step times."""
+    keras.utils.set_random_seed(0)
+    batch, strategy = config["batch"], config["strategy"]
+    model = tx.models.load_pretrained(USER_NET, num_classes=10)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (batch, 128, 128, 3)).astype("float32")
+    y = rng.integers(0, 10, batch)
+    # One batch in memory, repeated: the input pipeline costs every row the same.
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    if strategy == "predict":
+        before = _peak_kb()
+        images = data.map(lambda a, b: a)
+        model.predict(images, steps=2, verbose=0)  # traces
+        start = time.perf_counter()
+        model.predict(images, steps=4, verbose=0)
+        return {
+            **config,
+            "rss_before_mb": before / 1024,
+            "peak_rss_mb": _peak_kb() / 1024,
+            "step_seconds": (time.perf_counter() - start) / 4,
+        }
+    kwargs = {"strategy": strategy, "seed": 0}
+    if strategy == "su":
+        kwargs["scheme"] = SCHEMES[USER_NET]
+    if strategy == "tradi":
+        ranking = tx.sparse_update.LayerRanking.load(os.path.join(RANKINGS, f"{USER_NET}.json"))
+        kwargs.update(layers=ranking.top_k(0.97), budget=USER_BUDGET)
+    sparse = tx.sparse_update.wrap(model, **kwargs)
+    compile_args = {"jit_compile": True} if config.get("xla") else {}  # else Keras' "auto"
+    sparse.compile(
+        keras.optimizers.SGD(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        **compile_args,
+    )
+    epoch_seconds = []
+
+    class EpochClock(keras.callbacks.Callback):
+        # Per epoch, not per step: Keras dispatches steps asynchronously, and an epoch's end
+        # waits for its last step (its logs become numbers).
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_seconds.append(time.perf_counter() - self.start)
+
+    before = _peak_kb()
+    _reset_tensor_peak()
+    sparse.fit(
+        data,
+        epochs=3,
+        steps_per_epoch=4,
+        verbose=0,
+        callbacks=[tx.sparse_update.ChannelResampler(), EpochClock()],
+    )
+    return {
+        **config,
+        "rss_before_mb": before / 1024,
+        "peak_rss_mb": _peak_kb() / 1024,
+        "tensor_device": _device(),
+        "tensor_peak_mb": _tensor_peak() / 2**20,
+        "step_seconds": float(np.median(epoch_seconds[1:])) / 4,  # after the tracing epoch
+        "jit_compile": bool(getattr(sparse, "jit_compile", False)),
+    }
+
+
+def user_configs():
+    out = [{"batch": b, "strategy": s} for b in (64, 256) for s in USER_STRATEGIES]
+    out += [{"batch": 64, "strategy": s, "xla": True} for s in USER_STRATEGIES if s != "predict"]
+    return out
+
+
+def user_rows():
+    """The user-facing table: one fresh process per configuration, default environment."""
+    ensure_rankings([USER_NET])
+    rows = []
+    for config in user_configs():
+        proc = subprocess.run(
+            [sys.executable, __file__, "--user-child", json.dumps(config)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        if proc.returncode:
+            raise RuntimeError(f"{config} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"  {user_label(rows[-1])}: peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
+    return user_figures(rows)
+
+
+def user_figures(rows):
+    """Adds to each row its RSS above classifier-only training, the share of full fine-tuning's
+    extra memory (beyond classifier-only) it saves, and its step time over full's, each against
+    the rows of its own batch and compile mode."""
+
+    def same(row, strategy):
+        return next(
+            r
+            for r in rows
+            if r["strategy"] == strategy
+            and (r["batch"], bool(r.get("xla"))) == (row["batch"], bool(row.get("xla")))
+        )
+
+    for row in rows:
+        classifier, full = same(row, "classifier"), same(row, "full")
+        row["above_classifier_mb"] = row["peak_rss_mb"] - classifier["peak_rss_mb"]
+        extra = full["peak_rss_mb"] - classifier["peak_rss_mb"]
+        row["saved_vs_full"] = 1 - row["above_classifier_mb"] / extra if extra > 0 else None
+        row["time_vs_full"] = row["step_seconds"] / full["step_seconds"]
+    return rows
+
+
+def user_label(row):
+    name = {
+        "predict": "model.predict (floor)",
+        "full": "full fine-tuning",
+        "classifier": "classifier only",
+        "bias": "bias only",
+        "su": "SU (MCUNetV3 scheme)",
+        "tradi": f"TraDy @ {USER_BUDGET:,}",
+    }[row["strategy"]]
+    return f"b{row['batch']}{' XLA' if row.get('xla') else ''} {name}"
+
+
+def print_user_table(rows):
+    print("What a user sees: whole-process peak RSS of model.fit (default settings)")
+    print(
+        f"{'batch':>6} {'compile':<8} {'configuration':<24}{'peak RSS MB':>12}"
+        f"{'vs classifier':>14}{'saved of full':>14}{'step s':>8}{'x full':>8}"
+    )
+    for r in rows:
+        saved = "" if r["saved_vs_full"] is None else f"{100 * r['saved_vs_full']:.0f} %"
+        print(
+            f"{r['batch']:>6} {'XLA' if r.get('xla') else 'default':<8} "
+            f"{user_label(r).split(' ', 1 + bool(r.get('xla')))[-1]:<24}{r['peak_rss_mb']:>12.0f}"
+            f"{r['above_classifier_mb']:>+14.0f}{saved:>14}{r['step_seconds']:>8.3f}"
+            f"{r['time_vs_full']:>8.2f}"
+        )
+
+
 def ensure_rankings(nets):
     """RGN rankings (1 epoch on the bundled CIFAR-10 sample) for the TraDy layer sets."""
     os.makedirs(RANKINGS, exist_ok=True)
@@ -286,6 +438,11 @@ def retime(only=None):
         json.dump(payload, f, indent=1)
 
 
+def _stored_user(path):
+    with open(path) as f:
+        return json.load(f).get("user", [])
+
+
 def label(r):
     name = (
         "TraDy simulated"
@@ -298,6 +455,10 @@ def label(r):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--child")
+    parser.add_argument("--user-child")
+    parser.add_argument(
+        "--user", action="store_true", help="only the user-facing table (merged into memory.json)"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only",
@@ -314,6 +475,20 @@ def main():
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
+    if args.user_child:
+        print(json.dumps(user_child(json.loads(args.user_child))))
+        return
+    path = os.path.join(_common.RESULTS, "memory.json")
+    if args.user or not (args.quick or args.only or args.timing):
+        user = user_rows()
+        print_user_table(user)
+        if args.user:
+            with open(path) as f:
+                payload = json.load(f)
+            payload["user"] = user
+            _common.write_json("memory.json", {k: v for k, v in payload.items() if k != "machine"})
+            print("wrote", path)
+            return
     if args.timing:
         try:
             retime(set(args.only.split(",")) if args.only else None)
@@ -391,7 +566,10 @@ def main():
                 else f"{'-':>8}{'-':>8}"
             )
         )
-    path = _common.write_json("memory_quick.json" if args.quick else "memory.json", {"rows": rows})
+    payload = {"rows": rows}
+    if not args.quick:
+        payload["user"] = user if not (args.only or args.timing) else _stored_user(path)
+    path = _common.write_json("memory_quick.json" if args.quick else "memory.json", payload)
     print("wrote", path)
 
 

@@ -440,6 +440,29 @@ def test_retiming_only_some_rows_times_them_next_to_a_fresh_full_reference(tmp_p
         memory.retime({"no_such_strategy"})
 
 
+def test_user_figures_compare_each_row_with_its_own_batch_and_compile_mode():
+    rows = [
+        {"batch": b, "xla": x, "strategy": s, "peak_rss_mb": m, "step_seconds": t}
+        for b, x, s, m, t in [
+            (64, False, "classifier", 800.0, 0.1),
+            (64, False, "full", 1000.0, 0.4),
+            (64, False, "tradi", 850.0, 0.2),
+            (64, True, "classifier", 1100.0, 1.0),
+            (64, True, "full", 1700.0, 2.0),
+            (64, True, "tradi", 1250.0, 0.5),
+        ]
+    ]
+    out = {(r["strategy"], r["xla"]): r for r in memory.user_figures(rows)}
+    assert out["tradi", False]["above_classifier_mb"] == 50.0
+    assert out["tradi", False]["saved_vs_full"] == pytest.approx(1 - 50 / 200)
+    assert out["tradi", False]["time_vs_full"] == pytest.approx(0.5)
+    assert out["tradi", True]["saved_vs_full"] == pytest.approx(1 - 150 / 600)
+    assert out["tradi", True]["time_vs_full"] == pytest.approx(0.25)
+    assert (
+        out["full", True]["saved_vs_full"] == 0 and out["classifier", False]["saved_vs_full"] == 1
+    )
+
+
 # --- resume: keras.callbacks.BackupAndRestore plus the epoch record --------------------------------
 
 

@@ -30,10 +30,9 @@ class RetainedTensorTest(parameterized.TestCase):
         self.assertEqual(gathers["sparse_update_pw_1"].shape, (4, 6, 6, 1))
         self.assertEqual(gathers["sparse_update_fc_1"].shape, (4, 2))
         masks = sorted((r.shape, r.dtype) for r in kept if r.kind == "mask")
-        # ReLU after BN (8 channels -> 1 byte per 8), relu of pw (6 channels) and fc (5): 1 byte each.
-        self.assertEqual(
-            masks, [((4, 5), "uint8"), ((4, 6, 6, 6), "uint8"), ((4, 12, 12, 1), "uint8")]
-        )
+        # ReLU after BN (8 channels -> 1 byte per 8, positions flattened: 4 * 12 * 12 rows), relu
+        # of pw (6 channels) and fc (5): 1 byte each.
+        self.assertEqual(masks, [((4, 5), "uint8"), ((4, 6, 6, 6), "uint8"), ((576, 1), "uint8")])
         others = [r for r in kept if r.op_type != "GatherV2" and r.kind == "activation"]
         # Only the classifier's input (4, 5) and the loss's logits gradient (4, 3) remain.
         self.assertEqual(sorted(r.shape for r in others), [(4, 3), (4, 5)])

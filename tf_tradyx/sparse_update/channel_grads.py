@@ -46,11 +46,12 @@ def input_grad(layer, kind, dy, kernel, x_shape):
 def selected_kernel_grad(layer, kind, x_sel, dy, idx, kernel_shape):
     """d loss / d kernel from the gathered input channels `x_sel` (channels `idx`), scattered
     into a zero kernel."""
-    n = tf.shape(idx)[0]
+    n = tf.size(idx)  # (fewer graph ops than tf.shape(idx)[0]; see wrapper.call)
     if kind == "dense":
-        xs = tf.reshape(x_sel, (-1, n))
-        g = tf.matmul(xs, tf.reshape(dy, (-1, kernel_shape[1])), transpose_a=True)
-        return tf.scatter_nd(idx[:, None], g, kernel_shape)
+        if x_sel.shape.rank != 2:  # (batch, ..., channels): every position is a row
+            x_sel, dy = tf.reshape(x_sel, (-1, n)), tf.reshape(dy, (-1, kernel_shape[1]))
+        g = tf.matmul(x_sel, dy, transpose_a=True)
+        return tf.scatter_nd(tf.expand_dims(idx, 1), g, kernel_shape)
     kh, kw, c_in, c_out = kernel_shape
     strides, padding, dilations = _conv_args(layer)
     if kind == "depthwise":
@@ -84,7 +85,7 @@ def selected_kernel_grad(layer, kind, x_sel, dy, idx, kernel_shape):
         )
         if groups > 1:
             return _grouped_scatter(g, idx, kernel_shape, groups)
-    g = tf.scatter_nd(idx[:, None], tf.transpose(g, (2, 0, 1, 3)), (c_in, kh, kw, c_out))
+    g = tf.scatter_nd(tf.expand_dims(idx, 1), tf.transpose(g, (2, 0, 1, 3)), (c_in, kh, kw, c_out))
     return tf.transpose(g, (1, 2, 0, 3))
 
 
@@ -94,7 +95,7 @@ def _grouped_scatter(g, idx, kernel_shape, groups):
     outputs of its own group c // rows."""
     kh, kw, rows, c_out = kernel_shape
     per_group = c_out // groups
-    n = tf.shape(idx)[0]
+    n = tf.size(idx)
     g = tf.reshape(tf.transpose(g, (2, 3, 0, 1)), tf.stack([n, groups, per_group, kh, kw]))
     group = idx // rows
     g = tf.gather(g, group, axis=1, batch_dims=1)  # (n, per_group, kh, kw)

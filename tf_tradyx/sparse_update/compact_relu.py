@@ -16,14 +16,13 @@ _SHIFTS = (0, 1, 2, 3, 4, 5, 6, 7)
 
 
 def pack_bits(mask):
-    """bool (..., C) -> uint8 (..., C // 8) when C % 8 == 0, else uint8 (..., C)."""
+    """bool (..., C) -> uint8 (-1, C // 8) when C % 8 == 0, else uint8 (..., C)."""
     channels = mask.shape[-1]
     if channels is None or channels % 8:
         return tf.cast(mask, tf.uint8)
-    # All in uint8 (shift, then sum of distinct bits): no wider temporaries.
-    grouped = tf.reshape(
-        tf.cast(mask, tf.uint8), tf.concat([tf.shape(mask)[:-1], [channels // 8, 8]], 0)
-    )
+    # All in uint8 (shift, then sum of distinct bits): no wider temporaries. Leading axes are
+    # flattened (unpack_bits restores them): fewer ops in the train function's graph.
+    grouped = tf.reshape(tf.cast(mask, tf.uint8), (-1, channels // 8, 8))
     return tf.reduce_sum(tf.bitwise.left_shift(grouped, tf.constant(_SHIFTS, tf.uint8)), axis=-1)
 
 
@@ -31,7 +30,7 @@ def unpack_bits(packed, shape, channels):
     """Inverse of `pack_bits`: a bool tensor of `shape`."""
     if channels is None or channels % 8:
         return tf.cast(packed, tf.bool)
-    bits = tf.bitwise.bitwise_and(packed[..., None], tf.constant(_POWERS, tf.uint8)) > 0
+    bits = tf.bitwise.bitwise_and(tf.expand_dims(packed, -1), tf.constant(_POWERS, tf.uint8)) > 0
     return tf.reshape(bits, shape)
 
 

@@ -1,0 +1,108 @@
+"""Runs one pruner of the PX authors' PyTorch code (iurada/px-ntk-pruning) the way its training
+script does, and prints one JSON line: the whole call's time and the process's peak RSS.
+
+Run by `benchmarks/peers.py` with an interpreter that has torch, never imported by tf_tradyx:
+
+    python benchmarks/_peer_px_ntk.py --checkout=DIR --method=px --data=pruning.npz \
+        --rounds=100 --density=0.018 --threads=2
+
+The pruning loop is the one of the checkout's `train_classification.Experiment.__init__`: the
+pruner of `lib/pruners.py` over `masked_parameters(model)`, model in eval mode for SynFlow and PX,
+`rounds` rounds at density ** ((round + 1) / rounds), global masking. (`Experiment` itself also
+loads a dataset, wandb and torchmetrics, so the loop is restated here around the same calls.)
+"""
+
+import argparse
+import json
+import re
+import sys
+import time
+
+
+def _peak_mb():
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkout", required=True)
+    parser.add_argument("--method", required=True, choices=["px", "synflow", "snip"])
+    parser.add_argument("--data", required=True, help=".npz with x (N, H, W, C) and y")
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--density", type=float, default=0.018)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    start_process = time.perf_counter()
+    import numpy as np  # noqa: PLC0415 (after the clock starts: imports are part of a run)
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    sys.path.insert(0, args.checkout)
+    from globals import CONFIG  # noqa: PLC0415  (the checkout's modules)
+    from lib import pruners  # noqa: PLC0415
+    from lib.generator import masked_parameters  # noqa: PLC0415
+    from lib.models.lottery_resnet import resnet20  # noqa: PLC0415
+
+    arrays = np.load(args.data)
+    x = torch.from_numpy(np.ascontiguousarray(arrays["x"].transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(arrays["y"].astype(np.int64))
+
+    class Images(torch.utils.data.TensorDataset):
+        targets = y.tolist()  # PX's balanced subset reads the labels here
+
+    loader = torch.utils.data.DataLoader(Images(x, y), batch_size=128, shuffle=False)
+    CONFIG.update(
+        {
+            "device": "cpu",
+            "dataset": "CIFAR10",
+            "batch_size": 128,
+            "experiment_args": {
+                "weight_remaining_ratio": args.density,
+                "rounds": args.rounds,
+                "batch_limit": 2,
+                "examples_per_class": len(x) // 10,
+            },
+        }
+    )
+    model = resnet20(num_classes=10)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    name = {"px": "PX", "synflow": "SynFlow", "snip": "SNIP"}[args.method]
+    ready = time.perf_counter()
+    pruner = getattr(pruners, name)(masked_parameters(model))
+    if name in ("SynFlow", "PX"):
+        model.eval()
+    round_times = []
+    for r in range(args.rounds):
+        begin = time.perf_counter()
+        pruner.score(model, loss_fn, loader, "cpu")
+        pruner.mask(args.density ** ((r + 1) / args.rounds), "global")
+        round_times.append(time.perf_counter() - begin)
+    prune_seconds = time.perf_counter() - ready
+    remaining, total = pruner.stats()
+    print(
+        json.dumps(
+            {
+                "code": "px-ntk-pruning",
+                "method": args.method,
+                "rounds": args.rounds,
+                "prune_seconds": prune_seconds,
+                "process_seconds": time.perf_counter() - start_process,
+                "first_round_seconds": round_times[0],
+                "later_round_ms": 1000 * float(np.median(round_times[1:]))
+                if args.rounds > 1
+                else None,
+                "density": float(remaining / total),
+                "peak_rss_mb": _peak_mb(),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
