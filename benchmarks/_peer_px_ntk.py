@@ -12,11 +12,18 @@ pruner of `lib/pruners.py` over `masked_parameters(model)`, model in eval mode f
 loads a dataset, wandb and torchmetrics, so the loop is restated here around the same calls.)
 """
 
-import argparse
-import json
-import re
-import sys
 import time
+
+_STARTED = time.perf_counter()  # imports are part of a run's process time
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def _peak_mb():
@@ -35,17 +42,13 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    start_process = time.perf_counter()
-    import numpy as np  # noqa: PLC0415 (after the clock starts: imports are part of a run)
-    import torch  # noqa: PLC0415
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    sys.path.insert(0, args.checkout)
-    from globals import CONFIG  # noqa: PLC0415  (the checkout's modules)
-    from lib import pruners  # noqa: PLC0415
-    from lib.generator import masked_parameters  # noqa: PLC0415
-    from lib.models.lottery_resnet import resnet20  # noqa: PLC0415
+    sys.path.insert(0, args.checkout)  # the checkout's own modules, by name
+    config = importlib.import_module("globals").CONFIG
+    pruners = importlib.import_module("lib.pruners")
+    masked_parameters = importlib.import_module("lib.generator").masked_parameters
+    resnet20 = importlib.import_module("lib.models.lottery_resnet").resnet20
 
     arrays = np.load(args.data)
     x = torch.from_numpy(np.ascontiguousarray(arrays["x"].transpose(0, 3, 1, 2)))
@@ -55,7 +58,7 @@ def main():
         targets = y.tolist()  # PX's balanced subset reads the labels here
 
     loader = torch.utils.data.DataLoader(Images(x, y), batch_size=128, shuffle=False)
-    CONFIG.update(
+    config.update(
         {
             "device": "cpu",
             "dataset": "CIFAR10",
@@ -90,7 +93,7 @@ def main():
                 "method": args.method,
                 "rounds": args.rounds,
                 "prune_seconds": prune_seconds,
-                "process_seconds": time.perf_counter() - start_process,
+                "process_seconds": time.perf_counter() - _STARTED,
                 "first_round_seconds": round_times[0],
                 "later_round_ms": 1000 * float(np.median(round_times[1:]))
                 if args.rounds > 1

@@ -26,7 +26,13 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _common  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+import tf_tradyx as tx  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("cap_mb", 1700, "Memory cap of each process, MB (0: no cgroup, see above).")
@@ -43,12 +49,6 @@ RANKING = os.path.join(
 
 def train(strategy, batch, steps, budget):
     """One capped training run; prints its loss (the parent reads how the process ended)."""
-    import keras  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
-
-    import tf_tradyx as tx  # noqa: PLC0415
-
     keras.utils.set_random_seed(0)
     model = tx.models.load_pretrained(NET, num_classes=10)
     kwargs = {"strategy": strategy, "seed": 0}
@@ -107,18 +107,12 @@ def _run(strategy, cgroup):
         f"--budget={FLAGS.budget}",
     ]
 
-    def enter():  # runs in the child before exec: join the capped cgroup
-        if cgroup:
-            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
-                f.write(str(os.getpid()))
-
+    if cgroup:  # the shell joins the capped cgroup, then becomes the training process
+        procs = os.path.join(cgroup, "cgroup.procs")
+        argv = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh", *argv]
     start = time.perf_counter()
     proc = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        preexec_fn=enter,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        argv, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     )
     seconds = time.perf_counter() - start
     out = {"strategy": strategy, "returncode": proc.returncode, "seconds": round(seconds, 1)}
@@ -160,8 +154,6 @@ def main(argv):
         r = rows[-1]
         loss = f", loss {r['loss'][0]:.3f} -> {r['loss'][-1]:.3f}" if "loss" in r else ""
         print(f"{'full fine-tuning' if strategy == 'full' else 'TraDy':<17} {r['outcome']}{loss}")
-    import _common  # noqa: PLC0415
-
     path = _common.write_json(
         "oom_demo.json",
         {

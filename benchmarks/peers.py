@@ -17,19 +17,26 @@ cores); TensorFlow its defaults.
 Writes benchmarks/results/peers.json and prints the table.
 """
 
-import json
-import os
-import re
-import subprocess
-import sys
-import tempfile
 import time
+
+_STARTED = time.perf_counter()  # a child's process time includes its imports, as the peer's does
+
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _common  # noqa: E402
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+import tf_tradyx as tx  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("peer_checkout", None, "Local checkout of iurada/px-ntk-pruning.")
@@ -51,11 +58,6 @@ def _peak_mb():
 
 def ours(method, data_path, rounds, density):
     """One pruning call of tf_tradyx, timed as the peer's is."""
-    start_process = time.perf_counter()
-    import keras  # noqa: PLC0415 (after the clock starts: imports are part of a run)
-
-    import tf_tradyx as tx  # noqa: PLC0415
-
     arrays = np.load(data_path)
     data = (arrays["x"], arrays["y"])
     keras.utils.set_random_seed(0)
@@ -70,7 +72,7 @@ def ours(method, data_path, rounds, density):
         "method": method,
         "rounds": rounds,
         "prune_seconds": prune_seconds,
-        "process_seconds": time.perf_counter() - start_process,
+        "process_seconds": time.perf_counter() - _STARTED,
         "density": float(report.density),
         "peak_rss_mb": _peak_mb(),
     }
@@ -100,8 +102,6 @@ def main(argv):
         )
     if not FLAGS.torch_python:
         raise app.UsageError("--torch_python must name a Python interpreter with torch installed.")
-    import _common  # noqa: PLC0415
-
     data, source = _common.pruning_batch()
     commit = subprocess.run(
         ["git", "-C", FLAGS.peer_checkout, "rev-parse", "--short", "HEAD"],

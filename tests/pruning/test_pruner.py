@@ -210,7 +210,8 @@ def test_weights_that_only_meet_padding_score_zero_and_the_round_says_so():
     assert np.all(mask[1, 1] == 1) and np.all(masked.get_layer("masked_fc").masks[0].numpy() == 1)
 
 
-def test_infinite_or_oversized_data_is_refused_before_it_is_read():
+def test_infinite_or_oversized_data_is_refused_before_it_is_read(monkeypatch):
+    monkeypatch.setattr(tx.pruning.pruning_data, "MAX_PRUNING_BATCHES", 1_000)
     ds = tiny_data().repeat()
     with pytest.raises(ValueError, match="infinite dataset"):
         tx.pruning.SNIPPruner(verbose=False).prune(tx.pruning.wrap(tiny_cnn()), 0.5, ds)

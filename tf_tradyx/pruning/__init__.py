@@ -6,7 +6,8 @@
     plain = strip(masked)
 
 Modules, one job each: `masking` (MaskedLayer, wrap, strip), `pruner` (the iterative loop),
-`px`, `baselines`, `paths` and `path_layers` (the auxiliary path networks PX and SynFlow score with),
+`pruning_data` (the data, streamed batch by batch), `px`, `baselines`, `paths`, `path_ops` and
+`path_layers` (the auxiliary path networks PX and SynFlow score with),
 `mask_selection` (exact top-k), `schedules`, `pruning_report`, `sanity`, `summaries`. The method
 is described in the README.
 """

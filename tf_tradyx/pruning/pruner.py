@@ -10,11 +10,9 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tf_tradyx import _batches as batch_utils
 from tf_tradyx import _seeds
-from tf_tradyx.pruning import mask_selection, masking, pruning_report, schedules
+from tf_tradyx.pruning import mask_selection, masking, pruning_data, pruning_report, schedules
 
 
 class Entry:
@@ -38,59 +36,10 @@ class Session:
         self.pruner = pruner
         self.model = model
         self.entries = pruner.entries(model)
-        self.batches = _batches(model, data, pruner.needs_data, pruner.needs_labels)
+        # Streamed: read again at every pass, one batch in memory at a time (pruning_data).
+        self.batches = pruning_data.PruningData(model, data, pruner.needs_data, pruner.needs_labels)
         self.round = 0
         self.cache = {}
-
-
-# Pruning data is held in memory for every round; a dataset longer than this is a mistake (a
-# training pipeline ending in .repeat(), say), refused before it fills the machine.
-MAX_PRUNING_BATCHES = 1_000
-
-
-def _batches(model, data, needs_data, needs_labels, batch_size=256):
-    """Normalizes `data` into a list of (x, y-or-None) batches that fit the model input."""
-    if data is None:
-        if needs_data:
-            raise ValueError(
-                "This pruner scores with data: pass data= (a tf.data.Dataset of "
-                "(image, label), or a tuple (x, y) of arrays), e.g. "
-                "tf_tradyx.data.balanced_subset(train_ds, per_class=10)."
-            )
-        return []
-    batch_utils.check_single_input(model, "Pruning with data")
-    input_shape = tuple(model.inputs[0].shape[1:])
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        x_spec = spec[0] if isinstance(spec, tuple) else spec
-        if isinstance(x_spec, dict):
-            x_spec = next(iter(x_spec.values())) if len(x_spec) == 1 else x_spec
-        if isinstance(x_spec, dict):
-            x_spec = batch_utils.model_input(model, x_spec)
-        if x_spec.shape.rank == len(input_shape):  # Unbatched.
-            data = data.batch(batch_size)
-        data = batch_utils.bounded(data, MAX_PRUNING_BATCHES, "pruning data")
-        items = list(data)
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = np.asarray(data[0]), np.asarray(data[1])
-        items = [
-            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
-        ]
-    else:
-        x = np.asarray(data)
-        items = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
-    batches = []
-    for item in items:
-        x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
-        x = tf.convert_to_tensor(batch_utils.model_input(model, x))
-        batch_utils.check_batch(model, x, y)
-        x = tf.cast(x, model.inputs[0].dtype)
-        if needs_labels and y is None:
-            raise ValueError("This pruner needs labels: pass data as (x, y) pairs.")
-        batches.append((x, None if y is None else tf.convert_to_tensor(y)))
-    if not batches:
-        raise ValueError("The pruning data is empty.")
-    return batches
 
 
 class Pruner(abc.ABC):

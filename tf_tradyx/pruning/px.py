@@ -40,7 +40,7 @@ class PXPruner(Pruner):
             return session.cache["px"]
         net = paths.PathNetwork(session.model)
         entries = session.entries
-        ones_shape = (1,) + tuple(session.batches[0][0].shape[1:])
+        ones_shape = (1,) + tuple(session.batches.first[0].shape[1:])
 
         exact = self.exact_data_term
 

@@ -1,0 +1,88 @@
+"""The pruning data of a scoring session, streamed: one batch in memory at a time.
+
+Iterative pruners (PX, iterative SNIP, ProsPr...) read the whole pruning set in every round, and PX's
+paper setting on ImageNet is 10 images per class for 1,000 classes: 10,000 images of 224 x 224, 6 GB
+as float32, more than many machines hold. So a session never materializes the data: numpy arrays
+are sliced into batches as they are read, and a `tf.data.Dataset` is iterated again at every pass,
+so its own pipeline (decoding, `cache()` if the user asked for it) decides what is kept. A round's
+memory is then that of one batch, whatever the number of images.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_tradyx import _batches as batch_utils
+
+# An endless dataset (a training pipeline ending in .repeat()) would make every round endless: its
+# length is checked when known, and a dataset of unknown length stops with an error beyond this.
+MAX_PRUNING_BATCHES = 100_000
+BATCH_SIZE = 256  # for arrays and unbatched datasets
+
+
+class PruningData:
+    """(x, y-or-None) batches of the pruning data, read again on every iteration.
+
+    The first batch is read and checked when the object is made (shape, dtype, finite values,
+    labels), so bad data is refused before a pruner changes anything; every batch is checked as it
+    is read, and a pruner restores the model if a later one turns out bad.
+    """
+
+    def __init__(self, model, data, needs_data, needs_labels):
+        self.model = model
+        self.needs_labels = needs_labels
+        self._arrays = self._dataset = None
+        if data is None:
+            if needs_data:
+                raise ValueError(
+                    "This pruner scores with data: pass data= (a tf.data.Dataset of "
+                    "(image, label), or a tuple (x, y) of arrays), e.g. "
+                    "tf_tradyx.data.balanced_subset(train_ds, per_class=10)."
+                )
+            self.first = None
+            return
+        batch_utils.check_single_input(model, "Pruning with data")
+        if isinstance(data, tf.data.Dataset):
+            self._dataset = self._batched(data)
+        elif isinstance(data, (tuple, list)) and len(data) == 2:
+            self._arrays = (np.asarray(data[0]), np.asarray(data[1]))
+        else:
+            self._arrays = (np.asarray(data), None)
+        self.first = next(iter(self), None)
+        if self.first is None:
+            raise ValueError("The pruning data is empty.")
+
+    def _batched(self, dataset):
+        input_rank = len(self.model.inputs[0].shape)
+        spec = dataset.element_spec
+        x_spec = spec[0] if isinstance(spec, tuple) else spec
+        if isinstance(x_spec, dict):
+            x_spec = next(iter(x_spec.values())) if len(x_spec) == 1 else x_spec
+        if isinstance(x_spec, dict):
+            x_spec = batch_utils.model_input(self.model, x_spec)
+        if x_spec.shape.rank == input_rank - 1:  # unbatched examples
+            dataset = dataset.batch(BATCH_SIZE)
+        return batch_utils.bounded(dataset, MAX_PRUNING_BATCHES, "pruning data")
+
+    def _items(self):
+        if self._dataset is not None:
+            yield from self._dataset
+            return
+        x, y = self._arrays
+        for i in range(0, len(x), BATCH_SIZE):
+            yield (x[i : i + BATCH_SIZE], None if y is None else y[i : i + BATCH_SIZE])
+
+    def __iter__(self):
+        """One pass over the data: (x, y) tensors, x cast to the model's input dtype."""
+        if self._dataset is None and self._arrays is None:
+            return
+        model = self.model
+        for item in self._items():
+            x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
+            x = tf.convert_to_tensor(batch_utils.model_input(model, x))
+            batch_utils.check_batch(model, x, y)
+            if self.needs_labels and y is None:
+                raise ValueError("This pruner needs labels: pass data as (x, y) pairs.")
+            yield tf.cast(x, model.inputs[0].dtype), None if y is None else tf.convert_to_tensor(y)
+
+    def __bool__(self):
+        return self.first is not None
