@@ -10,6 +10,7 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_tradyx import _seeds
 from tf_tradyx.pruning import mask_selection, masking, pruning_data, pruning_report, schedules
@@ -40,6 +41,39 @@ class Session:
         self.batches = pruning_data.PruningData(model, data, pruner.needs_data, pruner.needs_labels)
         self.round = 0
         self.cache = {}
+
+
+# From this many rounds on, a round's masks are written by one compiled call: tracing it costs about
+# 0.1 s, and it saves ~2.5 ms per round over one eager assignment per variable (ResNet-20).
+_COMPILED_WRITES_FROM = 40
+
+
+class _MaskWriter:
+    """Writes a round's masks, and zeroes the pruned weights, in the model's variables.
+
+    Straight to the TensorFlow variables under the Keras ones (`.value`): Keras' own `assign`
+    checks and converts every call, which cost more than the pruning itself on small networks (100
+    rounds of magnitude pruning on ResNet-20 took 2.4 s, three quarters of it in assignments)."""
+
+    def __init__(self, entries, compiled):
+        self.masks = [e.mask.value for e in entries]
+        self.kernels = [e.variable.value for e in entries]
+        self.shapes = [tuple(e.mask.shape) for e in entries]
+        self.sizes = [e.size for e in entries]
+        self.compiled = tf.function(self._write, autograph=False) if compiled else None
+
+    def _write(self, flat_keep):
+        """All masks from one flat bool tensor: one conversion per round, not one per layer."""
+        for mask, kernel, keep, shape in zip(
+            self.masks, self.kernels, tf.split(flat_keep, self.sizes), self.shapes
+        ):
+            keep = tf.reshape(keep, shape)
+            mask.assign(tf.cast(keep, mask.dtype))
+            kernel.assign(kernel * tf.cast(keep, kernel.dtype))
+
+    def __call__(self, keeps):
+        flat = tf.constant(np.concatenate([k.ravel() for k in keeps]))
+        (self.compiled or self._write)(flat)
 
 
 class Pruner(abc.ABC):
@@ -210,15 +244,14 @@ class Pruner(abc.ABC):
             unit_name="round",
         )
         history = []
+        write = _MaskWriter(entries, compiled=self.rounds >= _COMPILED_WRITES_FROM)
         try:
             for r, density in enumerate(densities, start=1):
                 session.round = r
                 scores = self._checked_scores(session)
                 self._check_ties(scores, alive, density, total, session)
                 keep = mask_selection.select(scores, alive, density, self.scope, self.min_density)
-                for e, k in zip(entries, keep):
-                    e.mask.assign(k.astype(e.mask.dtype))
-                    e.variable.assign(np.asarray(e.variable) * k)
+                write(keep)
                 alive = keep
                 kept = int(sum(k.sum() for k in keep))
                 history.append({"round": r, "target_density": density, "kept": kept})

@@ -44,7 +44,7 @@ class PXPruner(Pruner):
 
         exact = self.exact_data_term
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def data_term(x):
             gates = []
             net.run(x, "real", gates=gates)
@@ -54,7 +54,7 @@ class PXPruner(Pruner):
             mantissa, log_scale = net.run(tf.square(x), "z1_scaled", gates=gates)
             return tf.reduce_sum(tf.cast(mantissa, paths.DTYPE), axis=0) * tf.exp(log_scale)
 
-        @tf.function
+        @tf.function(autograph=False)
         def path_term(cotangent):
             return paths.kernel_gradient_scores(
                 net,
