@@ -1,15 +1,15 @@
 """Under a memory cap, full fine-tuning runs out of memory where TraDy trains: a demonstration.
 
-    sudo python benchmarks/oom_demo.py                 # cap 1,700 MB, MobileNetV2-w0.35, batch 256
-    python benchmarks/oom_demo.py --cap_mb=1700 --batch=256 --steps=6
+    sudo python benchmarks/oom_demo.py                 # cap 1,300 MB, MobileNetV2-w0.35, batch 256
+    python benchmarks/oom_demo.py --cap_mb=1300 --batch=256 --steps=6
 
 Each configuration (full fine-tuning, then TraDy at 27,946 units) trains the same pretrained
 network at the same batch in its own process, inside a memory cgroup whose limit is the cap: the
 kernel counts everything the process holds (TensorFlow, the model, tensors, tracing) and kills it
 when the cap is exceeded, as a container limit (`docker run --memory`) or a small device would.
 Creating the cgroup needs write access to the cgroup file system (root here); without it, run this
-script inside a capped environment instead (`systemd-run --scope -p MemoryMax=1700M python
-benchmarks/oom_demo.py --cap_mb=0`, or `docker run --memory=1700m ...`) and it trains both
+script inside a capped environment instead (`systemd-run --scope -p MemoryMax=1300M python
+benchmarks/oom_demo.py --cap_mb=0`, or `docker run --memory=1300m ...`) and it trains both
 uncapped and reports how each ended.
 
 Prints both outcomes and writes benchmarks/results/oom_demo.json.
@@ -35,7 +35,7 @@ from absl import app, flags  # noqa: E402
 import tf_tradyx as tx  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("cap_mb", 1700, "Memory cap of each process, MB (0: no cgroup, see above).")
+flags.DEFINE_integer("cap_mb", 1300, "Memory cap of each process, MB (0: no cgroup, see above).")
 flags.DEFINE_integer("batch", 256, "Batch size (the same for both).")
 flags.DEFINE_integer("steps", 6, "Training steps (2 epochs of steps/2; TraDy resamples each).")
 flags.DEFINE_integer("budget", 27946, "TraDy's budget, memory units.")
@@ -144,7 +144,7 @@ def main(argv):
             raise app.UsageError(
                 "Cannot create a memory cgroup here (no write access to /sys/fs/cgroup). Run the "
                 "script inside a capped environment with --cap_mb=0, e.g. systemd-run --scope -p "
-                "MemoryMax=1700M python benchmarks/oom_demo.py --cap_mb=0."
+                "MemoryMax=1300M python benchmarks/oom_demo.py --cap_mb=0."
             )
         try:
             rows.append(_run(strategy, cgroup))

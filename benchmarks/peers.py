@@ -11,7 +11,7 @@ and pruning loop. Both sides prune the same ResNet-20 (their `lottery_resnet.res
 to 98.2 % sparsity: PX and SynFlow in 100 rounds (the authors' CIFAR-10 setting), SNIP in one.
 Each run is a fresh process; the runs alternate (ours, theirs, ours, ...) so that a noisy machine
 slows both alike; medians of `--repeats`. Reported per method: the whole pruning call (making the
-pruner, every round, the masks), the whole process (imports included), the first round and the
+pruner, every round, the masks; the masked model is built before, on both sides), the whole process (imports included), the first round and the
 median later round, and the process's peak RSS. Torch uses `--threads` threads (2 = this machine's
 cores); TensorFlow its defaults.
 
@@ -215,9 +215,9 @@ def ours(method, data_path, rounds, density):
     arrays = np.load(data_path)
     data = (arrays["x"], arrays["y"])
     keras.utils.set_random_seed(0)
-    model = tx.models.resnet20()
+    # The peer's model is built with its masks (lib.layers), before its clock starts: so is ours.
+    masked = tx.pruning.wrap(tx.models.resnet20())
     ready = time.perf_counter()
-    masked = tx.pruning.wrap(model)
     pruner = tx.pruning.get_pruner(method, rounds=rounds, verbose=False)
     report = pruner.prune(masked, 1 - density, data)
     prune_seconds = time.perf_counter() - ready

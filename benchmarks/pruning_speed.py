@@ -45,15 +45,19 @@ def main(argv):
             pruner._checked_scores(session)
             times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        report = pruner.prune(masked, FLAGS.sparsity, data)
-        total = time.perf_counter() - start
+        try:
+            report = pruner.prune(masked, FLAGS.sparsity, data)
+            total, density, refused = round(time.perf_counter() - start, 2), report.density, ""
+        except ValueError as err:  # a pruner may refuse a round (e.g. GraSP's zero scores)
+            total, density, refused = None, None, str(err).split(":")[1].strip()
         rows.append(
             {
                 "method": method,
                 "first_pass_s": round(first, 3),
                 "score_pass_ms": round(1000 * float(np.median(times)), 1),
-                f"prune_{FLAGS.rounds}_rounds_s": round(total, 2),
-                "density": round(report.density, 5),
+                f"prune_{FLAGS.rounds}_rounds_s": total,
+                "density": None if density is None else round(density, 5),
+                "refused": refused,
             }
         )
         print(rows[-1], flush=True)
@@ -61,7 +65,7 @@ def main(argv):
     if "px" in base and "synflow" in base:
         key = f"prune_{FLAGS.rounds}_rounds_s"
         for r in rows:
-            r["vs_synflow"] = round(r[key] / base["synflow"][key], 2)
+            r["vs_synflow"] = None if r[key] is None else round(r[key] / base["synflow"][key], 2)
     columns = list(rows[0].keys())
     print(f"\nResNet-20, {len(data[0])} CIFAR-10 images ({source}), sparsity {FLAGS.sparsity}\n")
     print(_common.table(rows, columns))

@@ -99,9 +99,9 @@ def plot(rows):
         ax_mem.plot(n, [p[1]["peak_rss_mb"] for p in pts], "o-", label=f"{network}: streamed")
         ax_mem.plot(
             n,
-            [p[1]["rss_before_mb"] + p[1]["images_in_memory_mb"] for p in pts],
+            [p[1]["peak_rss_mb"] + p[1]["images_in_memory_mb"] for p in pts],
             "x--",
-            label=f"{network}: images held (before)",
+            label=f"{network}: + images held (before)",
         )
     for ax, title in ((ax_time, "seconds per PX round"), (ax_mem, "peak RSS, MB")):
         ax.set_xscale("log")
