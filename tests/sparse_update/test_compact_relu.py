@@ -60,6 +60,17 @@ class SameResultsTest(parameterized.TestCase):
         self.assertEqual(packed.shape[-1], channels // 8 if channels % 8 == 0 else channels)
         np.testing.assert_array_equal(compact.unpack_bits(packed, tf.shape(gate), channels), gate)
 
+    def test_every_byte_of_gates_packs_and_unpacks_exactly(self):
+        """All 256 patterns of eight gates, in every one of 16 channel groups: the packing's
+        multiply trick has no carries, so each pattern maps to its own byte and back."""
+        patterns = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(bool)  # (256, 8)
+        gate = np.stack([np.roll(patterns, g, axis=0) for g in range(16)], axis=1)  # (256, 16, 8)
+        gate = tf.constant(gate.reshape(256, 1, 128))
+        packed = compact.pack_bits(gate)
+        self.assertEqual(tuple(packed.shape), (256, 16))
+        self.assertEqual(len(np.unique(packed.numpy()[:, 0])), 256)
+        np.testing.assert_array_equal(compact.unpack_bits(packed, tf.shape(gate), 128), gate)
+
     def test_strip_turns_compact_relus_back_into_keras_relus(self):
         model = small_cnn()
         sparse = SU.wrap(model, budget=400, layers=CANDIDATES)
