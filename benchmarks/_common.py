@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import subprocess
 
 import keras
 import numpy as np
@@ -33,6 +34,16 @@ def pruning_batch(per_class=10):
     subset = tx.data.balanced_subset(train, per_class, 10)
     x, y = zip(*[(norm(a).numpy(), b) for a, b in subset.as_numpy_iterator()])
     return (np.stack(x), np.array(y)), source
+
+
+def run_json(argv, what, env=None):
+    """Runs a benchmark's child process (a fresh interpreter per measurement) and returns the JSON
+    object it printed last; a failed child raises with the end of its stderr."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"} if env is None else env
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def write_json(name, payload):

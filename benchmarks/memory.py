@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -237,15 +236,9 @@ def user_rows():
     ensure_rankings([USER_NET])
     rows = []
     for config in user_configs():
-        proc = subprocess.run(
-            [sys.executable, __file__, "--user-child", json.dumps(config)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        rows.append(
+            _common.run_json([sys.executable, __file__, "--user-child", json.dumps(config)], config)
         )
-        if proc.returncode:
-            raise RuntimeError(f"{config} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"  {user_label(rows[-1])}: peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
     return user_figures(rows)
 
@@ -367,15 +360,8 @@ def _child_env(allocator):
 
 
 def _child_step_seconds(config):
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps({**config, "allocator": "default"})],
-        capture_output=True,
-        text=True,
-        env=_child_env("default"),
-    )
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])["step_seconds"]
+    argv = [sys.executable, __file__, "--child", json.dumps({**config, "allocator": "default"})]
+    return _common.run_json(argv, config, env=_child_env("default"))["step_seconds"]
 
 
 def _full_reference(rows, row):
@@ -513,15 +499,8 @@ def main():
         # TensorFlow's default setup, as users run it.
         result = {}
         for allocator in ("malloc", "bfc") if args.only else ("malloc", "bfc", "default"):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--child", json.dumps({**r, "allocator": allocator})],
-                capture_output=True,
-                text=True,
-                env=_child_env(allocator),
-            )
-            if proc.returncode:
-                raise RuntimeError(f"{r} failed:\n{proc.stderr[-3000:]}")
-            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            argv = [sys.executable, __file__, "--child", json.dumps({**r, "allocator": allocator})]
+            out = _common.run_json(argv, r, env=_child_env(allocator))
             if allocator == "malloc":
                 result = out
             elif allocator == "bfc":

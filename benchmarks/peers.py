@@ -233,12 +233,7 @@ def ours(method, data_path, rounds, density):
 
 
 def _run(argv):
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    )
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(argv[:3])} ... failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _common.run_json(argv, " ".join(argv[:3]) + " ...")
 
 
 def main(argv):

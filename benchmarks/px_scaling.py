@@ -16,7 +16,6 @@ benchmarks/results/px_scaling.json and px_scaling.png (time and peak RSS against
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -126,15 +125,8 @@ def main(argv):
         ("resnet50", FLAGS.resnet50_images),
     ):
         for images in map(int, counts):
-            proc = subprocess.run(
-                [sys.executable, __file__, f"--child={network},{images}"],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            )
-            if proc.returncode:
-                raise RuntimeError(f"{network} {images} failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            argv = [sys.executable, __file__, f"--child={network},{images}"]
+            rows.append(_common.run_json(argv, f"{network} with {images} images"))
             r = rows[-1]
             print(
                 f"  {network} {images:>6} images: round {r['round_s']:.2f} s, peak RSS "

@@ -143,11 +143,11 @@ def set_selection(model, selection, optimizer="auto"):
 
 def retrace_if_needed(model):
     """Rebuilds the train function when a wrapper's selection outgrew the channel slots its XLA
-    trace gathers (`ChannelSparseUpdate.traced_capacity`); a no-op without XLA."""
-    stale = [w for w in sparse_layers(model) if w.retrace_needed]
-    for w in stale:
-        w.retrace_needed = False
-    if stale:
+    trace gathers (`ChannelSparseUpdate.outgrew_trace`); a no-op without XLA."""
+    wrappers = sparse_layers(model)
+    if any(w.outgrew_trace() for w in wrappers):
+        for w in wrappers:
+            w.traced_capacity = None  # that trace is discarded; the next one sets it again
         _keras_compat.rebuild_train_function(model)
 
 
@@ -168,8 +168,6 @@ def reserve_upcoming(model, epochs):
             room[name] = max(room.get(name, 0), len(channels))
     for w in sparse_layers(model):
         w.reserved_channels = max(w.reserved_channels, room.get(w.layer.name, 0))
-        if w.traced_capacity is not None and w.reserved_channels > w.traced_capacity:
-            w.retrace_needed = True
     retrace_if_needed(model)
 
 

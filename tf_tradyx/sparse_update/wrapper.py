@@ -78,12 +78,10 @@ class ChannelSparseUpdate(layers.Wrapper):
         # Under XLA (static shapes) the backward pass gathers a fixed number of channel slots,
         # fixed when the train step is traced: at least the selection's size and
         # `reserved_channels` (a sampler reserves room for the draws it knows are coming).
-        # `traced_capacity` is the number the last XLA trace used (None: no XLA trace), and
-        # `retrace_needed` turns True when a larger selection is assigned: that trace would miss
-        # channels, so `set_selection` rebuilds the model's train function.
+        # `traced_capacity` is the number the last XLA trace used (None: no XLA trace since the
+        # train function was last rebuilt); see `outgrew_trace`.
         self.reserved_channels = 0
         self.traced_capacity = None
-        self.retrace_needed = False
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -152,8 +150,6 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     def assign_validated(self, idx):
         """Assigns a selection that `validated` returned."""
-        if self.traced_capacity is not None and len(idx) > self.traced_capacity:
-            self.retrace_needed = True
         padded = np.zeros(self.in_channels, np.int32)
         padded[: len(idx)] = idx
         self.channel_indices.assign(padded)
@@ -187,11 +183,6 @@ class ChannelSparseUpdate(layers.Wrapper):
                     "and 1; the file is corrupted."
                 )
         super().load_own_variables(store)
-        if (
-            self.traced_capacity is not None
-            and int(self.num_channels.numpy()) > self.traced_capacity
-        ):
-            self.retrace_needed = True  # (see __init__)
 
     def check_selection(self):
         """Raises ValueError when the stored selection is malformed (e.g. a corrupted file)."""
@@ -212,6 +203,14 @@ class ChannelSparseUpdate(layers.Wrapper):
             )
 
     # Forward and backward -------------------------------------------------------------------------
+
+    def outgrew_trace(self):
+        """True when the selection (or the room reserved for coming draws) is larger than the
+        slots the last XLA trace gathers: that trace would miss channels, so the model's train
+        function must be rebuilt (`sampler.retrace_if_needed`)."""
+        if self.traced_capacity is None:
+            return False
+        return max(self.reserved_channels, int(self.num_channels.numpy())) > self.traced_capacity
 
     def _xla_capacity(self):
         """The static number of channel slots an XLA trace gathers: the current selection's size,
