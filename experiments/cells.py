@@ -12,11 +12,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")  # committed; smoke runs go to results/smoke/ (ignored)
 
-PX_METHODS = ["dense", "random", "magnitude", "snip", "grasp", "synflow", "itersnip", "px"]
+PX_METHODS = [
+    "dense",
+    "random",
+    "magnitude",
+    "snip",
+    "grasp",
+    "synflow",
+    "itersnip",
+    "ntk_sap",
+    "prospr",
+    "px",
+]
 # Variants beyond the issue's methods: name -> (pruner, keyword arguments). "px_floor" is PX with a
 # per-layer floor, the remedy for the residual-branch collapse that RESULTS.md reports.
 PX_VARIANTS = {"px_floor": ("px", {"min_density": 0.005})}
-ITERATIVE = {"synflow", "itersnip", "px"}
+# Rounds of the iterative methods (the rest run one shot): the papers' settings; smoke runs take 5.
+ROUNDS = {"synflow": 100, "itersnip": 100, "px": 100, "ntk_sap": 20}
 PX_SPARSITIES = [0.8926, 0.982, 0.7379, 0.956]  # the last two "if time allows"
 LONG_METHODS = ["px", "synflow", "snip", "dense"]
 TRADI_STRATEGIES = [
@@ -34,6 +46,10 @@ TRADI_TWO_SEEDS = {"tradi", "su", "static_topk_random", "full"}
 TRADI_BUDGET = 27_946
 TRADI_TRAIN_PER_CLASS = 1_000  # 10,000 images, class-balanced, fixed
 TRADI_EPOCHS = 9  # ~2.4 h for the 13 runs on 2 cores (6 epochs measured 1.5 h)
+# The longer protocol, where an independent PyTorch simulation put TraDy ahead of SU: every
+# training image, 30 epochs (5 of warm-up), batch 128; hours per run, so the cells resume by epoch.
+TRADI_LONG = {"epochs": 30, "train_per_class": 5_000, "batch": 128, "warmup_epochs": 5}
+TRADI_LONG_STRATEGIES = ["tradi", "su"]
 
 
 def results_dir(smoke):
@@ -55,7 +71,17 @@ def px_cells(smoke, long_runs):
         ]
     cells = [{"suite": "px", "method": "dense", "sparsity": 0.0, "seed": 0, "epochs": 3}]
     # The claims are judged at the highest sparsity: its cells run first, PX and SynFlow leading.
-    order = ["px", "synflow", "snip", "random", "magnitude", "itersnip", "grasp"]
+    order = [
+        "px",
+        "synflow",
+        "snip",
+        "random",
+        "magnitude",
+        "itersnip",
+        "grasp",
+        "ntk_sap",
+        "prospr",
+    ]
     for sparsity in sorted(PX_SPARSITIES, key=lambda s: s != 0.982):
         cells += [
             {"suite": "px", "method": m, "sparsity": sparsity, "seed": 0, "epochs": 3}
@@ -87,19 +113,65 @@ def tradi_cells(smoke):
     return cells
 
 
+def tradi_long_cells(smoke):
+    """TraDy and SU at the long protocol, two seeds each, alternating so the first pair compares."""
+    if smoke:
+        return [
+            {"suite": "tradi", "strategy": s, "seed": 0, "epochs": 2, "train_per_class": 20,
+             "batch": 32, "warmup_epochs": 1, "smoke": True}
+            for s in TRADI_LONG_STRATEGIES
+        ]  # fmt: skip
+    return [
+        {"suite": "tradi", "strategy": s, "seed": seed, **TRADI_LONG}
+        for seed in (0, 1)
+        for s in TRADI_LONG_STRATEGIES
+    ]
+
+
+# PX's second setting: prune the ImageNet-pretrained MobileNetV2-w0.35, then fine-tune it (all
+# unpruned weights) on CIFAR-10 with the TraDy sweep's protocol. Dense: the TraDy sweep's "full" cell.
+PRETRAINED_METHODS = ["px", "snip", "synflow", "magnitude", "random"]
+PRETRAINED_SPARSITIES = [0.8, 0.5]
+
+
+def px_pretrained_cells(smoke):
+    if smoke:
+        return [
+            {"suite": "px_pretrained", "method": m, "sparsity": 0.8, "seed": 0, "epochs": 1,
+             "smoke": True}
+            for m in ("px", "magnitude")
+        ]  # fmt: skip
+    return [
+        {"suite": "px_pretrained", "method": m, "sparsity": s, "seed": 0, "epochs": TRADI_EPOCHS}
+        for s in PRETRAINED_SPARSITIES
+        for m in PRETRAINED_METHODS
+    ]
+
+
 def all_cells():
     """Every cell of RESULTS.md in the order that settles the claims soonest: the PX sweep at the
-    two required sparsities, the TraDy sweep, the 10-epoch PX runs, then the optional sparsities."""
+    two required sparsities, the TraDy sweep, the 10-epoch PX runs, the optional sparsities, PX on
+    the pretrained network, then the long TraDy-vs-SU runs."""
     px = px_cells(False, False)
     required = [c for c in px if c["sparsity"] in (0.0, 0.982, 0.8926)]
     optional = [c for c in px if c not in required]
-    return required + tradi_cells(False) + px_cells(False, True) + optional
+    return (
+        required
+        + tradi_cells(False)
+        + px_cells(False, True)
+        + optional
+        + px_pretrained_cells(False)
+        + tradi_long_cells(False)
+    )
 
 
 def cell_id(cell):
-    if cell["suite"] == "px":
+    if cell["suite"] in ("px", "px_pretrained"):
         return f"{cell['method']}_s{cell['sparsity']:.4f}_seed{cell['seed']}_e{cell['epochs']}"
-    return f"{cell['strategy']}_seed{cell['seed']}_e{cell['epochs']}"
+    name = f"{cell['strategy']}_seed{cell['seed']}_e{cell['epochs']}"
+    if "train_per_class" in cell:  # a protocol other than the sweep's: say which in the name
+        name += f"_n{10 * cell['train_per_class']}_b{cell['batch']}_w{cell['warmup_epochs']}"
+    return name
 
 
 def cell_path(cell):

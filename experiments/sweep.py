@@ -3,6 +3,8 @@
     python experiments/sweep.py px          # ResNet-20 / CIFAR-10 pruning sweep (hours)
     python experiments/sweep.py px --long   # 10-epoch runs of dense, SNIP, SynFlow, PX at 98.2 %
     python experiments/sweep.py tradi       # MobileNetV2-w0.35 / CIFAR-10 strategies (about 2.5 h)
+    python experiments/sweep.py tradi --long  # TraDy vs SU, 30 epochs on 50,000 images (a day)
+    python experiments/sweep.py px-pretrained  # prune pretrained MobileNetV2-w0.35, fine-tune (2 h)
     python experiments/sweep.py all         # everything, claims-first order (a day of CPU)
     python experiments/sweep.py px --smoke  # minutes: the bundled sample, tiny settings
     python experiments/sweep.py px-layers   # re-derive per-layer rows of finished PX cells
@@ -35,8 +37,8 @@ import tensorflow as tf  # noqa: E402
 import tf_tradyx as tx  # noqa: E402
 from experiments import cells, report  # noqa: E402
 from experiments.cells import (  # noqa: E402
-    ITERATIVE,
     PX_VARIANTS,
+    ROUNDS,
     TRADI_BUDGET,
     TRADI_TRAIN_PER_CLASS,
     backup_dir,
@@ -94,7 +96,8 @@ def _pruned_resnet20(cell, train):
     if cell["method"] != "dense":
         prune_ds = tx.data.balanced_subset(train, 10, 10).map(lambda x, y: (norm(x), y))
         method, extra = PX_VARIANTS.get(cell["method"], (cell["method"], {}))
-        rounds = (5 if cell.get("smoke") else 100) if method in ITERATIVE else 1
+        rounds = ROUNDS.get(method, 1)
+        rounds = min(5, rounds) if cell.get("smoke") else rounds
         pruner = tx.pruning.get_pruner(method, rounds=rounds, seed=cell["seed"], verbose=0, **extra)
         start = time.time()
         pruner.prune(masked, cell["sparsity"], data=prune_ds)
@@ -174,11 +177,18 @@ def run_px_cell(cell):
     return out
 
 
-def tradi_ranking(train, smoke):
-    """The MobileNetV2-w0.35 RGN ranking: 2 epochs of full fine-tuning on the training subset."""
+def _ranking_data(train, smoke, pre):
+    subset = tx.data.balanced_subset(train, 20 if smoke else TRADI_TRAIN_PER_CLASS, 10)
+    return tx.data.prepare(subset, 64, preprocess=pre, shuffle_buffer=10_000, seed=0, cache=True)
+
+
+def tradi_ranking(make_data, smoke):
+    """The MobileNetV2-w0.35 RGN ranking: 2 epochs of full fine-tuning on the training subset
+    (`make_data()` builds it, only when the ranking is not on disk yet)."""
     path = os.path.join(cells.results_dir(smoke), "tradi", "ranking_mbv2-w0.35.json")
     if os.path.exists(path):
         return tx.sparse_update.LayerRanking.load(path)
+    train = make_data()
     keras.utils.set_random_seed(0)
     model = tx.models.load_pretrained("mbv2-w0.35", num_classes=10)
     ranking = tx.sparse_update.rank_layers(
@@ -191,27 +201,51 @@ def tradi_ranking(train, smoke):
     return ranking
 
 
-def run_tradi_cell(cell):
-    """Fine-tune the pretrained MobileNetV2-w0.35 under 27,946 units with one strategy."""
-    smoke = cell.get("smoke", False)
-    train, test, source = _data(smoke)
-    per_class = 20 if smoke else TRADI_TRAIN_PER_CLASS
-    subset = tx.data.balanced_subset(train, per_class, 10)
+def _tradi_protocol_data(cell, train, test, smoke):
+    """The TraDy sweep's fine-tuning data for `cell`: (training subset, batched train, test)."""
+    per_class = cell.get("train_per_class", 20 if smoke else TRADI_TRAIN_PER_CLASS)
+    # Every training image when the cell asks for the split's 5,000 per class: no subset to build.
+    subset = train if per_class >= 5_000 else tx.data.balanced_subset(train, per_class, 10)
     pre = tx.models.preprocess("mbv2-w0.35")
     train_ds = tx.data.prepare(
         subset,
-        64,
+        cell.get("batch", 64),
         preprocess=pre,
         augment=tf.image.random_flip_left_right,
-        shuffle_buffer=10_000,
+        shuffle_buffer=10 * per_class,
         seed=cell["seed"],
         cache=True,
     )
     test_ds = tx.data.prepare(test, 250, preprocess=pre, cache=True)
-    # The subset is in class order (the folder's): the ranking run must shuffle it like training.
+    return per_class * 10, train_ds, test_ds
+
+
+def _tradi_protocol_compile(model, cell, steps):
+    """SGD without momentum, peak 0.0125 after the cell's warm-up epochs (1 unless it says), cosine."""
+    epochs = cell["epochs"]
+    warmup = min(cell.get("warmup_epochs", 1), epochs - 1) * steps
+    lr = (
+        keras.optimizers.schedules.CosineDecay(
+            0.0, epochs * steps - warmup, warmup_target=0.0125, warmup_steps=warmup
+        )
+        if warmup
+        else keras.optimizers.schedules.CosineDecay(0.0125, epochs * steps)
+    )
+    model.compile(
+        keras.optimizers.SGD(lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def run_tradi_cell(cell):
+    """Fine-tune the pretrained MobileNetV2-w0.35 under 27,946 units with one strategy."""
+    smoke = cell.get("smoke", False)
+    train, test, source = _data(smoke)
+    train_images, train_ds, test_ds = _tradi_protocol_data(cell, train, test, smoke)
+    # Layers are ranked once per architecture: every protocol uses the sweep's ranking.
     ranking = tradi_ranking(
-        tx.data.prepare(subset, 64, preprocess=pre, shuffle_buffer=10_000, seed=0, cache=True),
-        smoke,
+        lambda: _ranking_data(train, smoke, tx.models.preprocess("mbv2-w0.35")), smoke
     )
     keras.utils.set_random_seed(cell["seed"])
     model = tx.models.load_pretrained("mbv2-w0.35", num_classes=10)
@@ -225,27 +259,13 @@ def run_tradi_cell(cell):
     if cell["strategy"] == "dynamic_det_rgn":
         kwargs["data"] = train_ds
     sparse = tx.sparse_update.wrap(model, **kwargs)
-    steps = sum(1 for _ in train_ds)
-    epochs = cell["epochs"]
-    warmup = min(1, epochs - 1) * steps
-    lr = (
-        keras.optimizers.schedules.CosineDecay(
-            0.0, epochs * steps - warmup, warmup_target=0.0125, warmup_steps=warmup
-        )
-        if warmup
-        else keras.optimizers.schedules.CosineDecay(0.0125, epochs * steps)
-    )
-    sparse.compile(
-        keras.optimizers.SGD(lr),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    _tradi_protocol_compile(sparse, cell, sum(1 for _ in train_ds))
     # The resampler draws each epoch's channels from (seed, epoch), so a resumed run draws the same;
     # the selection itself is a set of non-trainable variables, restored with the weights.
     history, train_seconds = fit_resumable(
         sparse,
         train_ds,
-        epochs,
+        cell["epochs"],
         backup_dir(cell),
         cell,
         verbose=2,
@@ -255,7 +275,7 @@ def run_tradi_cell(cell):
     return {
         "cell": cell,
         "data": source,
-        "train_images": per_class * 10,
+        "train_images": train_images,
         "test_accuracy": float(accuracy),
         "train_seconds": train_seconds,
         "efficiency": tx.sparse_update.efficiency(sparse).as_dict(),
@@ -264,9 +284,64 @@ def run_tradi_cell(cell):
     }
 
 
+def run_px_pretrained_cell(cell):
+    """Prune the ImageNet-pretrained MobileNetV2-w0.35 (new 10-class head, kept dense), then
+    fine-tune every unpruned weight with the TraDy sweep's protocol, evaluate."""
+    smoke = cell.get("smoke", False)
+    train, test, source = _data(smoke)
+    train_images, train_ds, test_ds = _tradi_protocol_data(cell, train, test, smoke)
+    pre = tx.models.preprocess("mbv2-w0.35")
+    keras.utils.set_random_seed(cell["seed"])
+    # The scorers multiply through the head: it needs nonzero weights while they score (a zero head
+    # makes every path score 0). Fine-tuning then starts from a zero head, as the dense cell does.
+    model = tx.models.load_pretrained(
+        "mbv2-w0.35", num_classes=10, head_initializer="glorot_uniform"
+    )
+    masked = tx.pruning.wrap(model, skip=["classifier"])
+    prune_ds = tx.data.balanced_subset(train, 10, 10).map(lambda x, y: (pre(x), y))
+    rounds = ROUNDS.get(cell["method"], 1)
+    rounds = min(5, rounds) if smoke else rounds
+    pruner = tx.pruning.get_pruner(cell["method"], rounds=rounds, seed=cell["seed"], verbose=0)
+    start = time.time()
+    pruned = pruner.prune(masked, cell["sparsity"], data=prune_ds)
+    scoring_seconds = time.time() - start
+    head = masked.get_layer("classifier")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    _tradi_protocol_compile(masked, cell, sum(1 for _ in train_ds))
+    history, train_seconds = fit_resumable(
+        masked, train_ds, cell["epochs"], backup_dir(cell), cell, verbose=2
+    )
+    _, accuracy = masked.evaluate(test_ds, verbose=0)
+    after = tx.pruning.report(masked)
+    revived = [
+        w.name
+        for w in tx.pruning.masked_layers(masked)
+        for k, m in zip(w.kernels, w.masks)
+        if np.any(np.asarray(k)[np.asarray(m) == 0] != 0)
+    ]
+    if revived or _mask_rows(after.as_dict()["layers"]) != _mask_rows(pruned.as_dict()["layers"]):
+        raise RuntimeError(f"Fine-tuning changed the masks or revived pruned weights: {revived}")
+    return {
+        "cell": cell,
+        "data": source,
+        "train_images": train_images,
+        "rounds": rounds,
+        "scoring_seconds": scoring_seconds,
+        "density": pruned.density,
+        "collapsed": pruned.collapsed,
+        "layers": pruned.as_dict()["layers"],
+        "test_accuracy": float(accuracy),
+        "train_seconds": train_seconds,
+        "history": history,
+    }
+
+
+RUNNERS = {"px": run_px_cell, "tradi": run_tradi_cell, "px_pretrained": run_px_pretrained_cell}
+
+
 def run_cell(cell):
     """Runs one cell in this process and writes its JSON; then drops its epoch checkpoint."""
-    out = run_px_cell(cell) if cell["suite"] == "px" else run_tradi_cell(cell)
+    out = RUNNERS[cell["suite"]](cell)
     path = cell_path(cell)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
@@ -309,10 +384,16 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], epilog="The report alone: python experiments/report.py"
     )
-    parser.add_argument("what", choices=["px", "tradi", "all", "cell", "px-layers"])
+    parser.add_argument(
+        "what", choices=["px", "tradi", "px-pretrained", "all", "cell", "px-layers"]
+    )
     parser.add_argument("payload", nargs="?", help="cell: the cell as JSON")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--long", action="store_true", help="px: the 10-epoch, 3-seed runs")
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="px: the 10-epoch, 3-seed runs; tradi: TraDy and SU at 30 epochs on every image",
+    )
     args = parser.parse_args()
     if args.what == "cell":
         run_cell(json.loads(args.payload))
@@ -326,6 +407,10 @@ def main():
         todo = cells.all_cells()
     elif args.what == "px":
         todo = cells.px_cells(args.smoke, args.long)
+    elif args.what == "px-pretrained":
+        todo = cells.px_pretrained_cells(args.smoke)
+    elif args.long:
+        todo = cells.tradi_long_cells(args.smoke)
     else:
         todo = cells.tradi_cells(args.smoke)
     run_cells(todo)

@@ -103,11 +103,16 @@ class Recorder(keras.callbacks.Callback):
 def pruning_cnn(seed=0, softmax=False, dtype="float32"):
     """conv-BN-ReLU-pool -> depthwise -> 1x1 conv + skip -> separable -> GAP -> Dense, 8x8 input."""
     keras.utils.set_random_seed(seed)
+    # Both: layers take the global dtype policy, which Keras caches from floatx on first use, so
+    # after any earlier model set_floatx alone would still build float32 layers.
+    policy = keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
         return _build_pruning_cnn(seed, softmax)
     finally:
         keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy(policy)
 
 
 def _build_pruning_cnn(seed, softmax):

@@ -32,12 +32,20 @@ def test_all_cells_hold_every_cell_once_in_claims_first_order():
     todo = cells.all_cells()
     ids = [(c["suite"], cells.cell_id(c)) for c in todo]
     assert len(ids) == len(set(ids))
-    expected = cells.px_cells(False, False) + cells.tradi_cells(False) + cells.px_cells(False, True)
+    expected = (
+        cells.px_cells(False, False)
+        + cells.tradi_cells(False)
+        + cells.px_cells(False, True)
+        + cells.px_pretrained_cells(False)
+        + cells.tradi_long_cells(False)
+    )
     assert sorted(ids) == sorted((c["suite"], cells.cell_id(c)) for c in expected)
     kinds = [
         ("long" if c.get("epochs") == 10 else c["suite"])
         if c["suite"] == "px" and c["sparsity"] not in (0.7379, 0.956)
-        else ("optional" if c["suite"] == "px" else "tradi")
+        else ("optional" if c["suite"] == "px" else c["suite"])
+        if c["suite"] != "tradi" or "train_per_class" not in c
+        else "tradi_long"
         for c in todo
     ]
     first = {k: kinds.index(k) for k in set(kinds)}
@@ -49,7 +57,18 @@ def test_all_cells_hold_every_cell_once_in_claims_first_order():
         < first["long"]
         <= last["long"]
         < first["optional"]
+        <= last["optional"]
+        < first["px_pretrained"]
+        <= last["px_pretrained"]
+        < first["tradi_long"]
     )
+    # The long protocol's cells are named apart from the 9-epoch ones, TraDy and SU alternating.
+    assert [cells.cell_id(c) for c in cells.tradi_long_cells(False)] == [
+        "tradi_seed0_e30_n50000_b128_w5",
+        "su_seed0_e30_n50000_b128_w5",
+        "tradi_seed1_e30_n50000_b128_w5",
+        "su_seed1_e30_n50000_b128_w5",
+    ]
     # the highest sparsity runs first, PX leading
     assert [cells.cell_id(c) for c in todo[1:3]] == [
         "px_s0.9820_seed0_e3",
@@ -187,6 +206,62 @@ def test_px_claim_checks():
         "10-epoch table counts them for every seed)."
     ) in out
     assert report._px_claims({}, {}, None) == ["- pending"]
+
+
+def _long(strategy, seed, acc):
+    cell = {"suite": "tradi", "strategy": strategy, "seed": seed, **cells.TRADI_LONG}
+    return {"cell": cell, "test_accuracy": acc, "train_seconds": 3600.0}
+
+
+def test_the_long_protocol_section_says_whether_the_ordering_flips():
+    short = {"tradi": (0.7467, 0.0006, 2), "su": (0.7507, 0.001, 2)}
+    runs = [_long("tradi", 0, 0.80), _long("su", 0, 0.79)]
+    out = "\n".join(report._tradi_long_section(runs, short))
+    assert (
+        "| TraDy (dynamic TopK Random) | 80.00 | pending | 80.00 (1 seed) | 74.67 | 1.00 |" in out
+    )
+    assert "the 9-epoch table above has SU ahead" in out
+    assert "- pending (both strategies need both seeds" in out  # one seed each: no verdict yet
+    runs += [_long("tradi", 1, 0.81), _long("su", 1, 0.795)]
+    out = "\n".join(report._tradi_long_section(runs, short))
+    assert (
+        "at this protocol TraDy leads (80.50 vs 79.25); at 9 epochs SU led: the ordering flips"
+        in out
+    )
+    runs[-1] = _long("su", 1, 0.83)
+    out = "\n".join(report._tradi_long_section(runs, short))
+    assert "SU leads (80.50 vs 81.00; the difference, 0.50, is within the largest seed std" in out
+    assert "the ordering does not flip" in out
+
+
+def test_the_pretrained_section_judges_closeness_to_dense_at_each_sparsity():
+    def cell(method, sparsity, acc, density):
+        c = {"suite": "px_pretrained", "method": method, "sparsity": sparsity, "seed": 0}
+        return {
+            "cell": {**c, "epochs": 9},
+            "train_images": 10_000,
+            "test_accuracy": acc,
+            "scoring_seconds": 2.0,
+            "layers": _layers(density, [1.0 if d else 0.0 for d in density]),
+        }
+
+    accs = {"px": 0.77, "snip": 0.75, "synflow": 0.76, "magnitude": 0.70, "random": 0.60}
+    results = [cell(m, 0.8, a, [0.2, 0.2]) for m, a in accs.items()]
+    results.append(cell("px", 0.5, 0.78, [0.5, 0.5]))
+    out = "\n".join(report._px_pretrained_section(results, 0.789, smoke=False))
+    assert "| PX (100 rounds) | 77.00 / 0 | 78.00 / 0 | 2.0 s |" in out
+    assert (
+        "- PX keeps accuracy closest to dense at 80% sparsity: holds (PX 77.00, dense 78.90)."
+        in out
+    )
+    assert "- PX keeps accuracy closest to dense at 50% sparsity: pending." in out
+    accs["magnitude"] = 0.78
+    results = [
+        cell(m, 0.8, a, [0.0, 0.4] if m == "magnitude" else [0.2, 0.2]) for m, a in accs.items()
+    ]
+    out = "\n".join(report._px_pretrained_section(results, 0.789, smoke=False))
+    assert "| Magnitude | 78.00 / 1 | pending | 2.0 s |" in out
+    assert "80% sparsity: does not hold (PX 77.00, closest Magnitude 78.00, dense 78.90)." in out
 
 
 def test_the_ten_epoch_claim_compares_only_seeds_every_method_has():

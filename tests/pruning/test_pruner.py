@@ -17,7 +17,9 @@ SP = tx.sparse_update
 
 
 class IterativeMethodsTest(parameterized.TestCase):
-    @parameterized.parameters("px", "synflow", "itersnip", "snip", "grasp", "magnitude", "random")
+    @parameterized.parameters(
+        "px", "synflow", "itersnip", "snip", "grasp", "ntk_sap", "prospr", "magnitude", "random"
+    )
     def test_every_method_hits_the_exact_density_on_a_model_with_bn_pool_and_skip(self, method):
         masked = tx.pruning.wrap(pruning_cnn())
         x, y = pruning_data()
@@ -152,7 +154,9 @@ def test_prune_at_init_one_call():
     assert masked.pruning_report.meta["method"] == "px"
 
 
-@pytest.mark.parametrize("method", ["px", "synflow", "snip", "grasp", "magnitude", "random"])
+@pytest.mark.parametrize(
+    "method", ["px", "synflow", "snip", "grasp", "ntk_sap", "prospr", "magnitude", "random"]
+)
 def test_scoring_leaves_weights_and_bn_statistics_untouched(method):
     masked = tx.pruning.wrap(pruning_cnn())
     x, y = pruning_data()

@@ -29,11 +29,16 @@ flags.DEFINE_string("data_dir", None, "Class-folder directory or .tar.gz (overri
 flags.DEFINE_enum(
     "method",
     "px",
-    ["px", "synflow", "snip", "grasp", "itersnip", "magnitude", "random", "dense"],
+    [*tx.pruning.PRUNERS, "dense"],
     "Pruning method (dense: no pruning).",
 )
 flags.DEFINE_float("sparsity", 0.9, "Fraction of prunable weights to remove, in [0, 1).")
-flags.DEFINE_integer("rounds", None, "Pruning rounds (default: 100 for iterative methods, else 1).")
+flags.DEFINE_integer(
+    "rounds",
+    None,
+    "Pruning rounds (default: the method's own: 100 for PX, SynFlow and iterative "
+    "SNIP, 20 for NTK-SAP, else 1).",
+)
 flags.DEFINE_integer("prune_per_class", 10, "Pruning data: the first N training images per class.")
 flags.DEFINE_integer("epochs", 160, "Training epochs.")
 flags.DEFINE_integer("batch_size", 128, "Training batch size.")

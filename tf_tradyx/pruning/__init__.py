@@ -6,7 +6,8 @@
     plain = strip(masked)
 
 Modules, one job each: `masking` (MaskedLayer, wrap, strip), `pruner` (the iterative loop),
-`pruning_data` (the data, streamed batch by batch), `px`, `baselines`, `paths`, `path_ops` and
+`pruning_data` (the data, streamed batch by batch), `px`, `baselines`, `ntk_sap` and `prospr`
+(with `stateless`: the model run on other variable values), `paths`, `path_ops` and
 `path_layers` (the auxiliary path networks PX and SynFlow score with),
 `mask_selection` (exact top-k), `schedules`, `pruning_report`, `sanity`, `summaries`. The method
 is described in the README.
@@ -21,7 +22,9 @@ from tf_tradyx.pruning.baselines import (
     SynFlowPruner,
 )
 from tf_tradyx.pruning.masking import MaskedLayer, PrunableLayer, masked_layers, strip, wrap
+from tf_tradyx.pruning.ntk_sap import NTKSAPPruner
 from tf_tradyx.pruning.paths import PathNetwork, UnsupportedLayerError
+from tf_tradyx.pruning.prospr import ProsPrPruner
 from tf_tradyx.pruning.pruner import Pruner
 from tf_tradyx.pruning.pruning_report import (
     PruningReport,
@@ -49,6 +52,8 @@ __all__ = [
     "SNIPPruner",
     "GraSPPruner",
     "IterSNIPPruner",
+    "NTKSAPPruner",
+    "ProsPrPruner",
     "MagnitudePruner",
     "RandomPruner",
     "DensitySchedule",
@@ -71,13 +76,15 @@ PRUNERS = {
     "snip": SNIPPruner,
     "grasp": GraSPPruner,
     "itersnip": IterSNIPPruner,
+    "ntk_sap": NTKSAPPruner,
+    "prospr": ProsPrPruner,
     "magnitude": MagnitudePruner,
     "random": RandomPruner,
 }
 
 
 def get_pruner(method, **kwargs):
-    """A pruner by name: px, synflow, snip, grasp, itersnip, magnitude, random."""
+    """A pruner by name: px, synflow, snip, grasp, itersnip, ntk_sap, prospr, magnitude, random."""
     if method not in PRUNERS:
         raise ValueError(f"Unknown pruning method {method!r}; choose from {sorted(PRUNERS)}.")
     return PRUNERS[method](**kwargs)

@@ -221,7 +221,9 @@ def wrap(model, skip=()):
     def clone_layer(layer):
         fresh = _model_walk.fresh_copy(layer)
         if is_prunable(layer) and not matches_skip(layer, skip):
-            return MaskedLayer(fresh)
+            # The wrapper computes in the layer's own precision: a default-policy wrapper would
+            # cast a float64 layer's inputs to float32 on the way in.
+            return MaskedLayer(fresh, dtype=fresh.dtype_policy)
         return fresh
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)

@@ -21,6 +21,7 @@ class Entry:
 
     def __init__(self, wrapper, index):
         self.wrapper = wrapper
+        self.index = index  # which of the wrapper's kernels
         self.variable = wrapper.kernels[index]
         self.mask = wrapper.masks[index]
         self.name = wrapper.kernel_names[index]
