@@ -41,6 +41,7 @@ TRADI_STRATEGIES = [
     "static_topk_random",
     "tradi",
     "dynamic_det_rgn",
+    "velocity",
 ]
 TRADI_TWO_SEEDS = {"tradi", "su", "static_topk_random", "full"}
 TRADI_BUDGET = 27_946

@@ -58,6 +58,7 @@ TRADI_LABELS = {
     "static_topk_random": "Static TopK Random",
     "tradi": "TraDy (dynamic TopK Random)",
     "dynamic_det_rgn": "Dynamic Det RGN",
+    "velocity": "Velocity (weight-only budget)",
 }
 # One training step holds one selection, so a static variant costs what its dynamic one does and
 # static TopK Random what TraDy does (same layers, same budget).
@@ -623,12 +624,14 @@ def _tradi_claims(means):
         return _within_noise(a, b, noise, what)
 
     out = []
-    rivals = [r for r in ("su", "static_full_random", "static_topk_random") if r in means]
+    rivals = [
+        r for r in ("su", "velocity", "static_full_random", "static_topk_random") if r in means
+    ]
     if m("tradi") is not None and rivals:
         ok = all(m("tradi") >= m(r) for r in rivals)
         closest = min(rivals, key=lambda r: abs(m("tradi") - m(r)))
         out.append(
-            "- TraDy >= SU and every static variant: "
+            "- TraDy >= SU, Velocity and every static variant: "
             + ("holds" if ok else "does not hold")
             + " ("
             + ", ".join(f"{TRADI_LABELS[r]} {_pct(m(r))}" for r in rivals)

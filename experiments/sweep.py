@@ -201,6 +201,20 @@ def tradi_ranking(make_data, smoke):
     return ranking
 
 
+def _held_out(train, per_class, count=10):
+    """`count` training images outside the class-balanced subset (the next image of each class in
+    turn): Velocity's watched images, which the authors hold out of training."""
+    seen, out = {}, []
+    for image, label in train.as_numpy_iterator():
+        k = int(label)
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] == per_class + 1:
+            out.append(image)
+            if len(out) == count:
+                break
+    return np.stack(out)
+
+
 def _tradi_protocol_data(cell, train, test, smoke):
     """The TraDy sweep's fine-tuning data for `cell`: (training subset, batched train, test)."""
     per_class = cell.get("train_per_class", 20 if smoke else TRADI_TRAIN_PER_CLASS)
@@ -258,6 +272,10 @@ def run_tradi_cell(cell):
         kwargs["budget"] = TRADI_BUDGET
     if cell["strategy"] == "dynamic_det_rgn":
         kwargs["data"] = train_ds
+    if cell["strategy"] == "velocity":  # its budget counts weights only, as the authors count it
+        held_out = _held_out(train, 20 if smoke else TRADI_TRAIN_PER_CLASS)
+        pre = tx.models.preprocess("mbv2-w0.35")
+        kwargs["data"] = np.stack([pre(image).numpy() for image in held_out])
     sparse = tx.sparse_update.wrap(model, **kwargs)
     _tradi_protocol_compile(sparse, cell, sum(1 for _ in train_ds))
     # The resampler draws each epoch's channels from (seed, epoch), so a resumed run draws the same;

@@ -376,7 +376,7 @@ def test_tradi_claim_checks(tradi, verdict):
         "full": (0.92, 0.005, 2),
     }
     out = "\n".join(report._tradi_claims(means))
-    assert f"TraDy >= SU and every static variant: {verdict}" in out
+    assert f"TraDy >= SU, Velocity and every static variant: {verdict}" in out
     assert "(Dynamic Full Random vs Static Full Random): holds (89.00 vs 86.00)" in out
     assert f"(TraDy (dynamic TopK Random) vs Static TopK Random): {verdict}" in out
     gap = 100 * (0.92 - tradi)

@@ -48,6 +48,7 @@ from tf_tradyx.sparse_update.strategies import (
     SparseUpdateScheme,
     Strategy,
     TraDy,
+    Velocity,
     WholeVariables,
 )
 from tf_tradyx.sparse_update.transforms import attach, strip, wrap
@@ -65,6 +66,7 @@ __all__ = [
     "DetRGN",
     "SU",
     "SparseUpdateScheme",
+    "Velocity",
     "WholeVariables",
     "SelectionContext",
     "STRATEGIES",

@@ -1,6 +1,8 @@
 """The linear algebra of `ChannelSparseUpdate`: a layer's forward map, its input gradient, and its
-kernel gradient on a subset of input channels, for Dense, Conv2D (grouped and dilated included)
-and DepthwiseConv2D (dilated included). `kind` is "dense", "conv" or "depthwise".
+kernel gradient on a subset of input channels (or of output neurons), for Dense, Conv2D (grouped
+and dilated included) and DepthwiseConv2D (dilated included). `kind` is "dense", "conv" or
+"depthwise". The two `*_sparse_linear` functions are the layer's map with the backward pass that
+keeps and computes only what the selection needs.
 """
 
 import tensorflow as tf
@@ -89,6 +91,26 @@ def selected_kernel_grad(layer, kind, x_sel, dy, idx, kernel_shape):
     return tf.transpose(g, (1, 2, 0, 3))
 
 
+def selected_output_kernel_grad(layer, kind, x, dy_sel, idx, kernel_shape):
+    """d loss / d kernel of the output neurons `idx` (dy_sel: their output gradients), from the
+    whole input `x`, scattered into a zero kernel (Dense and ungrouped Conv2D)."""
+    n = tf.size(idx)
+    if kind == "dense":
+        if x.shape.rank != 2:
+            x, dy_sel = tf.reshape(x, (-1, kernel_shape[0])), tf.reshape(dy_sel, tf.stack([-1, n]))
+        g = tf.matmul(x, dy_sel, transpose_a=True)  # (in, n)
+        return tf.transpose(
+            tf.scatter_nd(tf.expand_dims(idx, 1), tf.transpose(g), kernel_shape[::-1])
+        )
+    kh, kw, c_in, c_out = kernel_shape
+    strides, padding, dilations = _conv_args(layer)
+    g = tf.compat.v1.nn.conv2d_backprop_filter(
+        x, tf.stack([kh, kw, c_in, n]), dy_sel, strides, padding, dilations=dilations
+    )
+    g = tf.scatter_nd(tf.expand_dims(idx, 1), tf.transpose(g, (3, 0, 1, 2)), (c_out, kh, kw, c_in))
+    return tf.transpose(g, (1, 2, 3, 0))
+
+
 def _grouped_scatter(g, idx, kernel_shape, groups):
     """A grouped conv's kernel gradient from the gradient against every output channel
     (kh, kw, n, groups * per_group): input channel c (kernel row c % rows) keeps only the
@@ -103,3 +125,60 @@ def _grouped_scatter(g, idx, kernel_shape, groups):
     where = tf.stack([tf.broadcast_to((idx % rows)[:, None], tf.shape(cols)), cols], -1)
     g = tf.scatter_nd(where, g, (rows, c_out, kh, kw))
     return tf.transpose(g, (2, 3, 0, 1))
+
+
+def _leading(t, count):
+    """The first `count` examples of `t` (a run-time count)."""
+    rank = t.shape.rank
+    return tf.slice(t, [0] * rank, tf.concat([[count], [-1] * (rank - 1)], 0))
+
+
+def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
+    """The linear map whose backward pass keeps only the input channels `slots` (times `valid`,
+    the zeroed padding slots under XLA, or None) and returns their kernel derivative."""
+    kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+
+    @tf.custom_gradient
+    def sparse_linear(x, kernel):
+        y = linear(layer, kind, x, kernel)
+        x_shape = tf.shape(x)
+        x_sel = tf.gather(x, slots, axis=-1)  # All the backward pass keeps of x.
+        if valid is not None:
+            x_sel = x_sel * valid
+        with tf.control_dependencies([x_sel]):  # gather now, so x can be freed now
+            y = tf.identity(y)
+
+        def grad(dy):
+            dx = input_grad(layer, kind, dy, kernel, x_shape) if input_gradient else None
+            return dx, selected_kernel_grad(layer, kind, x_sel, dy, slots, kernel_shape)
+
+        return y, grad
+
+    return sparse_linear(x, kernel)
+
+
+def output_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
+    """The linear map whose backward pass computes the kernel derivative of the output neurons
+    `slots` only, from the whole input: kept when a neuron is selected, else nothing (outside
+    XLA; under XLA, with `valid` given, it is always kept)."""
+    kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+    keep = None if valid is not None else tf.where(tf.size(slots) > 0, tf.shape(x)[0], 0)
+
+    @tf.custom_gradient
+    def sparse_linear(x, kernel):
+        y = linear(layer, kind, x, kernel)
+        x_shape = tf.shape(x)
+        x_kept = x if keep is None else _leading(x, keep)
+        with tf.control_dependencies([x_kept]):
+            y = tf.identity(y)
+
+        def grad(dy):
+            dx = input_grad(layer, kind, dy, kernel, x_shape) if input_gradient else None
+            dy_sel = tf.gather(dy if keep is None else _leading(dy, keep), slots, axis=-1)
+            if valid is not None:
+                dy_sel = dy_sel * valid
+            return dx, selected_output_kernel_grad(layer, kind, x_kept, dy_sel, slots, kernel_shape)
+
+        return y, grad
+
+    return sparse_linear(x, kernel)

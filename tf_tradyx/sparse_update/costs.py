@@ -59,6 +59,17 @@ class LayerCost:
     def full_units(self):
         return self.units_per_channel * self.in_channels
 
+    @property
+    def neurons(self):
+        """Output neurons (Velocity's unit); a depthwise conv's output c is its input channel c."""
+        return self.in_channels if self.kind == "depthwise" else self.out_channels
+
+    @property
+    def neuron_weight_units(self):
+        """Kernel elements of one output neuron: D^2 times its inputs (1 for a depthwise conv)."""
+        d2 = int(np.prod(self.kernel_size))
+        return d2 if self.kind == "depthwise" else d2 * self.in_channels
+
     def channel_units(self, count_pruned=True):
         """Units of each input channel; with count_pruned=False only unpruned weights count."""
         if count_pruned or self.alive is None:
@@ -307,12 +318,8 @@ _FACTORS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
 
 def units_from_bytes(nbytes, bytes_per_element=BYTES_PER_UNIT):
     """Memory units that fit in `nbytes` (one unit = one stored element)."""
-    if (
-        not isinstance(nbytes, (int, float, np.integer, np.floating))
-        or isinstance(nbytes, bool)
-        or not np.isfinite(nbytes)
-        or nbytes <= 0
-    ):
+    number = isinstance(nbytes, (int, float, np.integer, np.floating)) and nbytes is not True
+    if not number or nbytes is False or not np.isfinite(nbytes) or nbytes <= 0:
         raise ValueError(f"nbytes must be a positive number, got {nbytes!r}.")
     if bytes_per_element <= 0:
         raise ValueError(f"bytes_per_element must be positive, got {bytes_per_element!r}.")
@@ -323,9 +330,7 @@ def parse_budget(value, bytes_per_element=BYTES_PER_UNIT):
     """A budget in units from an int/float (units) or a string: "27946", "109KiB", "111784B", "2MB"."""
     if isinstance(value, bool):
         raise ValueError(f"A budget must be a number of units or a size string, got {value!r}.")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
+    if isinstance(value, (int, np.integer, float, np.floating)):
         if not np.isfinite(value) or value != int(value):
             raise ValueError(f"A budget in units must be a whole number, got {value!r}.")
         return int(value)

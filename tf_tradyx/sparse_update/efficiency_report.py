@@ -24,10 +24,14 @@ class Efficiency:
     units_all_weights: int = 0  # a selected channel charged for all its weights
     units_unpruned_weights: int = 0  # ... only for its unpruned ones (differs on pruned models)
     count_pruned: bool = True  # which of the two `units` (and the budget) uses
+    # What the budget counts when it is not `units`: Velocity's budget counts weights only, while
+    # `units` counts the input maps its selected neurons keep too.
+    budgeted_units: int = None
 
     @property
     def budget_used(self):
-        return self.units / self.budget if self.budget else None
+        spent = self.units if self.budgeted_units is None else self.budgeted_units
+        return spent / self.budget if self.budget else None
 
     def as_dict(self):
         d = dataclasses.asdict(self)
@@ -50,6 +54,8 @@ def efficiency(model):
     sampler = sampler_lib.sampler_of(model, required=False)
     table = sampler.costs if sampler is not None else costs_lib.cost_table(model)
     chosen = sampler_lib.selection(model)
+    if sampler is not None and sampler.strategy.channel_axis == "output":
+        return _output_efficiency(sampler, table, chosen)
     sel_w = sum(table[n].weight_units * len(c) for n, c in chosen.items())
     sel_a = sum(table[n].in_hw * len(c) for n, c in chosen.items())
     sel_f = sum(table[n].flops_per_channel * len(c) for n, c in chosen.items())
@@ -61,6 +67,33 @@ def efficiency(model):
         units_all_weights=int(table.units(chosen, True)),
         units_unpruned_weights=int(table.units(chosen, False)),
         count_pruned=count_pruned,
+        full_units=int(table.full_units),
+        channels=int(sum(len(c) for c in chosen.values())),
+        layers_updated=len(chosen),
+        activation_sparsity=1.0 - sel_a / table.total_activation_units,
+        weight_derivative_sparsity=1.0 - sel_w / table.total_weight_units,
+        weight_derivative_flops_saved=1.0 - sel_f / table.full_flops,
+    )
+
+
+def _output_efficiency(sampler, table, chosen):
+    """Output neurons: each costs its weights; a layer with any selected neuron keeps its whole
+    input map (a depthwise conv only its selected channels' maps, output c being input c)."""
+    sel_w = sum(table[n].neuron_weight_units * len(c) for n, c in chosen.items())
+    sel_a = sum(
+        table[n].in_hw * (len(c) if table[n].kind == "depthwise" else table[n].in_channels)
+        for n, c in chosen.items()
+        if len(c)
+    )
+    sel_f = sum(table[n].neuron_weight_units * table[n].out_hw * len(c) for n, c in chosen.items())
+    return Efficiency(
+        strategy=sampler.strategy.name,
+        units=int(sel_w + sel_a),
+        budget=sampler.budget,
+        units_all_weights=int(sel_w + sel_a),
+        units_unpruned_weights=int(sel_w + sel_a),
+        count_pruned=True,
+        budgeted_units=int(sel_w),
         full_units=int(table.full_units),
         channels=int(sum(len(c) for c in chosen.values())),
         layers_updated=len(chosen),

@@ -51,8 +51,8 @@ def slot_variables(optimizer, variable):
 
 
 def reset_optimizer_state(model, optimizer):
-    """Resets the optimizer state of every wrapped kernel's unselected input channels to its
-    initial value; selected channels keep theirs."""
+    """Resets the optimizer state of every wrapped kernel's unselected channels (input channels, or
+    output neurons for an output-axis strategy) to its initial value; selected ones keep theirs."""
     for w in _model_walk.layers_of_type(model, ChannelSparseUpdate):
         slots = slot_variables(optimizer, w.kernel)
         if not slots:
@@ -60,7 +60,7 @@ def reset_optimizer_state(model, optimizer):
         keep = np.zeros(w.in_channels, np.float32)
         keep[w.get_channels()] = 1.0
         shape = [1] * len(w.kernel.shape)
-        shape[-2] = w.in_channels
+        shape[w.selection_axis] = w.in_channels
         keep = keep.reshape(shape)
         for slot, initial in slots:
             value = keras.ops.convert_to_tensor(slot) * keep + initial * (1.0 - keep)

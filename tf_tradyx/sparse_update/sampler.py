@@ -40,7 +40,13 @@ class Sampler:
                     f"Strategy {strategy.name!r} needs budget= (memory units; full "
                     f"fine-tuning of this model costs {costs.full_units:,})."
                 )
-            sampling.check_budget(costs, self.layers, self.budget, self.count_pruned)
+            if strategy.channel_axis == "input":
+                sampling.check_budget(costs, self.layers, self.budget, self.count_pruned)
+            elif self.budget < min(costs[n].neuron_weight_units for n in self.layers):
+                raise ValueError(
+                    f"A budget of {self.budget} units cannot pay for any output neuron: the "
+                    f"cheapest costs {min(costs[n].neuron_weight_units for n in self.layers)}."
+                )
         elif self.budget is not None and self.budget <= 0:
             raise ValueError(f"budget must be positive, got {self.budget}.")
 
@@ -76,17 +82,15 @@ class Sampler:
                     f"the wrapped layers {self.layers}."
                 )
             idx = np.asarray(channels, np.int64).reshape(-1)
-            row = self.costs[name]
+            count = self.strategy.selectable(self.costs[name])
             if len(np.unique(idx)) != len(idx) or (
-                len(idx) and (idx.min() < 0 or idx.max() >= row.in_channels)
+                len(idx) and (idx.min() < 0 or idx.max() >= count)
             ):
-                raise ValueError(
-                    f"Invalid channels for {name!r}: {idx.tolist()} (in_channels "
-                    f"{row.in_channels})."
-                )
+                what = "output neurons" if self.strategy.channel_axis == "output" else "in_channels"
+                raise ValueError(f"Invalid channels for {name!r}: {idx.tolist()} ({what} {count}).")
             if len(idx):
                 out[name] = np.sort(idx)
-        units = self.costs.units(out, self.count_pruned)
+        units = self.strategy.selection_units(self.costs, out, self.count_pruned)
         if self.strategy.budgeted and self.budget is not None and units > self.budget:
             raise ValueError(
                 f"Strategy {self.strategy.name!r} selected {units} units, over the "

@@ -26,6 +26,7 @@ from tf_tradyx.sparse_update.strategy_base import (  # noqa: F401
     serialize,
 )
 from tf_tradyx.sparse_update.su_scheme import PAPER_SCHEMES, SU, SparseUpdateScheme  # noqa: F401
+from tf_tradyx.sparse_update.velocity import Velocity
 
 _register = register
 
@@ -169,6 +170,7 @@ NAMES = (
     "dynamic_det_rgn",
     "static_det_rgn",
     "su",
+    "velocity",
     "full",
     "classifier",
     "bias",
@@ -209,6 +211,13 @@ def get(strategy, layers=None, data=None, scheme=None):
         return (scheme if isinstance(scheme, SparseUpdateScheme) else SU(scheme)).with_layers(
             layers
         )
+    if strategy == "velocity":
+        if data is None:
+            raise ValueError(
+                "Velocity watches how layer outputs move on a few images: pass data= (e.g. 10 "
+                "held-out images, or a dataset) to wrap."
+            )
+        return Velocity(data, layers=layers)
     if strategy in ("full", "classifier", "bias"):
         return WholeVariables(strategy).with_layers(layers)
     raise ValueError(

@@ -39,6 +39,9 @@ class Strategy(abc.ABC):
     # a sampler may then draw the coming epochs' selections ahead of time, so that an XLA-compiled
     # train step is traced once with room for all of them.
     predictable = False
+    # What the selection's indices name: "input" channels (every strategy of the TraDy paper but
+    # one) or "output" neurons (Velocity), whose cost is `selection_units`.
+    channel_axis = "input"
     layers = None
     name = "custom"
 
@@ -56,6 +59,14 @@ class Strategy(abc.ABC):
                 "e.g. rank_layers(model, data).top_k(coverage=0.97)."
             )
         return list(self.layers)
+
+    def selectable(self, row):
+        """How many channels of the layer with costs `row` the selection's indices range over."""
+        return row.neurons if self.channel_axis == "output" else row.in_channels
+
+    def selection_units(self, costs, selection, count_pruned=True):
+        """The units a selection spends of the budget (weights and input maps of the channels)."""
+        return costs.units(selection, count_pruned)
 
     def bias_layer_names(self, costs):
         """Layers whose biases train besides the selected channels (none by default)."""

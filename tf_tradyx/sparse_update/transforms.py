@@ -191,6 +191,7 @@ def wrap(
                 simulate=simulate,
                 compact_activation=compact,
                 kernel_mask=isinstance(layer, MaskedLayer),
+                channel_axis=strat.channel_axis,
             )
         return _model_walk.fresh_copy(layer)
 

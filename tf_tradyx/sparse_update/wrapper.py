@@ -39,6 +39,11 @@ class ChannelSparseUpdate(layers.Wrapper):
       kernel_mask: the layer is pruned: keep a 0/1 `kernel_mask` (non-trainable) and compute with
         kernel * mask, so pruned weights get a zero gradient and stay exactly zero.
       sampler: the config of the model's sampler (set by `wrap`; saved with the model).
+      channel_axis: "input" (the default: TraDy and the strategies of its paper select input
+        channels) or "output": the selection names output neurons (Velocity). An output neuron's
+        kernel derivative needs the layer's whole input, so a layer keeps its input when any of
+        its outputs is selected, and nothing otherwise (outside XLA; under XLA it always keeps it).
+        For a depthwise conv (depth multiplier 1) output c is input channel c, so the two agree.
     """
 
     _tradyx_wrapper = True
@@ -53,8 +58,21 @@ class ChannelSparseUpdate(layers.Wrapper):
         compact_activation=True,
         kernel_mask=False,
         sampler=None,
+        channel_axis="input",
         **kwargs,
     ):
+        if channel_axis not in ("input", "output"):
+            raise ValueError(f"channel_axis must be 'input' or 'output', got {channel_axis!r}.")
+        if channel_axis == "output" and isinstance(layer, layers.DepthwiseConv2D):
+            if layer.depth_multiplier != 1:
+                raise ValueError(
+                    f"{layer.name}: output-neuron selection of a depthwise conv needs depth "
+                    f"multiplier 1, got {layer.depth_multiplier}."
+                )
+        elif channel_axis == "output" and int(getattr(layer, "groups", 1)) > 1:
+            raise ValueError(
+                f"{layer.name}: output-neuron selection of a grouped conv is not supported."
+            )
         if not costs.is_selectable(layer):
             raise ValueError(
                 f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
@@ -73,6 +91,7 @@ class ChannelSparseUpdate(layers.Wrapper):
         # The model's sampler (strategy, budget, seed) as a config, so that a loaded model can
         # resample without re-typed arguments (`attach`). Set by `wrap`; the same in every wrapper.
         self.sampler_config = sampler
+        self.channel_axis = channel_axis
         self._traces = 0  # Python executions of `call`: counts graph traces in fit.
         self.dense_gradient = False  # Set (eagerly) by gradients.dense_gradients.
         # Under XLA (static shapes) the backward pass gathers a fixed number of channel slots,
@@ -85,7 +104,9 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        channels = int(input_shape[-1])
+        channels = (
+            int(input_shape[-1]) if not self.selects_outputs else int(self.layer.kernel.shape[-1])
+        )
         self.channel_indices = self.add_weight(
             name="channel_indices",
             shape=(channels,),
@@ -120,7 +141,18 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     @property
     def in_channels(self):
+        """How many channels the selection chooses from: input channels, or output neurons."""
         return int(self.channel_indices.shape[0])
+
+    @property
+    def selects_outputs(self):
+        """True when the selection names output neurons (a depthwise conv's agree with its inputs)."""
+        return self.channel_axis == "output" and self.kind != "depthwise"
+
+    @property
+    def selection_axis(self):
+        """The kernel axis the selection indexes (-2: input channels, -1: output neurons)."""
+        return -1 if self.selects_outputs else -2
 
     @property
     def kind(self):
@@ -143,7 +175,8 @@ class ChannelSparseUpdate(layers.Wrapper):
             )
         if len(idx) and (idx[0] < 0 or idx[-1] >= self.in_channels):
             raise ValueError(
-                f"{self.layer.name}: channel indices must lie in [0, {self.in_channels}), "
+                f"{self.layer.name}: {'output neuron' if self.selects_outputs else 'channel'} "
+                f"indices must lie in [0, {self.in_channels}), "
                 f"got {list(idx)}."
             )
         return idx
@@ -251,40 +284,25 @@ class ChannelSparseUpdate(layers.Wrapper):
             # outside XLA). `tf.slice` rather than `indices[:num]`: every op and constant stays in
             # the train function's graph for the whole fit, about 10 KB of host memory each.
             slots, valid = tf.slice(indices, [0], tf.reshape(num, [1])), None
-        kernel_shape = tuple(int(d) for d in layer.kernel.shape)
-
-        @tf.custom_gradient
-        def sparse_linear(x, kernel):
-            y = channel_grads.linear(self.layer, self.kind, x, kernel)
-            x_shape = tf.shape(x)
-            x_sel = tf.gather(x, slots, axis=-1)  # All the backward pass keeps of x.
-            if valid is not None:
-                x_sel = x_sel * valid
-            with tf.control_dependencies([x_sel]):  # gather now, so x can be freed now
-                y = tf.identity(y)
-
-            def grad(dy):
-                dx = (
-                    channel_grads.input_grad(self.layer, self.kind, dy, kernel, x_shape)
-                    if self.input_gradient
-                    else None
-                )
-                return dx, channel_grads.selected_kernel_grad(
-                    self.layer, self.kind, x_sel, dy, slots, kernel_shape
-                )
-
-            return y, grad
-
-        return self._finish(sparse_linear(x, kernel))
+        sparse_linear = (
+            channel_grads.output_sparse_linear
+            if self.selects_outputs
+            else channel_grads.input_sparse_linear
+        )
+        return self._finish(
+            sparse_linear(self.layer, self.kind, x, kernel, slots, valid, self.input_gradient)
+        )
 
     def _masked_gradient(self, kernel, idx):
-        """Identity on the kernel whose gradient is zeroed outside the selected input channels."""
+        """Identity on the kernel whose gradient is zeroed outside the selected channels."""
         channels = self.in_channels
 
         @tf.custom_gradient
         def masked(k):
             def grad(g):
                 keep = tf.scatter_nd(idx[:, None], tf.ones_like(idx, g.dtype), [channels])
+                if self.selects_outputs:
+                    return g * tf.reshape(keep, [1] * (g.shape.rank - 1) + [channels])
                 groups = int(getattr(self.layer, "groups", 1))
                 if groups > 1:  # kernel row r of group k is input channel k * rows + r
                     rows, c_out = g.shape[-2], g.shape[-1]
@@ -319,4 +337,5 @@ class ChannelSparseUpdate(layers.Wrapper):
         config["compact_activation"] = self.compact_activation
         config["kernel_mask"] = self.has_kernel_mask
         config["sampler"] = self.sampler_config
+        config["channel_axis"] = self.channel_axis
         return config
