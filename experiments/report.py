@@ -601,6 +601,14 @@ def _tradi_section(cells, figdir, smoke):
         ]
     lines += ["Claims under test (METHODS.md 1.5-1.8), checked on these numbers:", ""]
     lines += _tradi_claims(means)
+    units = {c["cell"]["strategy"]: c["efficiency"]["units"] for c in cells}
+    if "velocity" in units and "tradi" in units:
+        lines.append(
+            f"- Not a claim, what the budgets hide: Velocity's budget counts weights only; the "
+            f"neurons it selects keep {units['velocity']:,} units (their weights plus the whole "
+            f"input map of every layer with a selected neuron), {units['velocity'] / units['tradi']:.0f} "
+            f"times TraDy's {units['tradi']:,}, whose budget counts both."
+        )
     return lines + [""]
 
 

@@ -19,7 +19,12 @@ def default_loss(model, loss=None):
     if loss is None:
         loss = getattr(model, "loss", None)
     if loss is not None:
-        return keras.losses.get(loss) if isinstance(loss, str) else loss
+        fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+        if isinstance(fn, keras.losses.Loss):
+            return fn  # reduces itself
+        # A string gives Keras' per-example function (a vector): averaged here, so that every
+        # method differentiates the mean (ProsPr's SGD steps would otherwise scale with the batch).
+        return lambda y, out: tf.reduce_mean(fn(y, out))
     activation = _model_walk.output_activation(model)
     if activation == "sigmoid":
         return keras.losses.BinaryCrossentropy(from_logits=False)

@@ -239,3 +239,52 @@ def test_by_name_and_bad_arguments():
         tx.pruning.NTKSAPPruner(verbose=False).prune(any_size, 0.5)
     for v, b in zip(any_size.weights, before):
         np.testing.assert_array_equal(np.asarray(v), b)
+
+
+def test_frozen_batch_norm_is_refused_and_initializers_follow_each_layer():
+    model = pruning_cnn()
+    model.get_layer("bn1").trainable = False
+    masked = tx.pruning.wrap(model)
+    before = [np.asarray(v).copy() for v in masked.weights]
+    with pytest.raises(ValueError, match=r"\['bn1'\] are frozen"):
+        tx.pruning.NTKSAPPruner(rounds=2, samples=1, batch_size=4, verbose=False).prune(masked, 0.5)
+    for v, b in zip(masked.weights, before):
+        np.testing.assert_array_equal(np.asarray(v), b)
+    # A depthwise conv draws from depthwise_initializer; one without randomness is used as is.
+    net = keras.Sequential(
+        [
+            keras.Input((5, 5, 2)),
+            keras.layers.DepthwiseConv2D(3, depthwise_initializer="ones", name="dw"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, kernel_initializer="zeros", name="d"),
+        ]
+    )
+    draw = tx.pruning.NTKSAPPruner(samples=1, batch_size=2).draws(tx.pruning.wrap(net), 0)[0]
+    np.testing.assert_array_equal(draw.kernels[0], np.ones((3, 3, 2, 1)))
+    np.testing.assert_array_equal(draw.kernels[1], np.zeros((18, 2)))
+
+
+def test_prospr_averages_a_loss_given_by_name():
+    """Keras' "sparse_categorical_crossentropy" is per example: summed, every SGD step would be
+    batch-size times too long. By name it must score as the mean-reducing loss object does."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(16, 5)), rng.integers(0, 3, 16)
+    by_name = tx.pruning.ProsPrPruner(loss="sparse_categorical_crossentropy", verbose=False)
+    by_object = tx.pruning.ProsPrPruner(
+        loss=keras.losses.SparseCategoricalCrossentropy(), verbose=False
+    )
+    keras.utils.set_random_seed(3)
+    masked_softmax = tx.pruning.wrap(
+        keras.Sequential(
+            [
+                keras.Input((5,), dtype="float64"),
+                keras.layers.Dense(4, activation="relu", dtype="float64"),
+                keras.layers.Dense(3, activation="softmax", dtype="float64"),
+            ]
+        )
+    )
+    a = by_name.score(masked_softmax, (x, y))
+    b = by_object.score(masked_softmax, (x, y))
+    for name in a:  # (the two clip probabilities a little differently: ~1e-7 relative; a summed
+        # loss would take 16-times longer steps and change the scores entirely)
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-9 * b[name].max())

@@ -177,3 +177,20 @@ def test_bad_input():
     sparse = SP.wrap(model, strategy=SP.Velocity(data=np.zeros((2, 12, 12, 3))), budget=100)
     with pytest.raises(ValueError, match=r"pw: output neuron indices must lie in \[0, 6\)"):
         SP.set_selection(sparse, {"pw": [6]})
+
+
+def test_attach_refuses_the_other_axis_and_a_reused_velocity_starts_afresh():
+    model = small_cnn()
+    x, _, _ = data(10)
+    tradi = SP.wrap(model, strategy=SP.TraDy(["c1", "pw", "fc"]), budget=500)
+    with pytest.raises(ValueError, match="selects output channels, but the model was wrapped"):
+        SP.attach(tradi, strategy=SP.Velocity(data=x))
+    shared = SP.Velocity(data=x)
+    first = SP.wrap(model, strategy=shared, budget=150, seed=3)
+    first.compile(keras.optimizers.SGD(0.5), LOSS)
+    first.fit(x, np.zeros(10, int), epochs=2, verbose=0, callbacks=[SP.ChannelResampler()])
+    again = SP.wrap(model, strategy=shared, budget=150, seed=3)
+    fresh = SP.wrap(model, strategy=SP.Velocity(data=x), budget=150, seed=3)
+    assert {k: v.tolist() for k, v in SP.selection(again).items()} == {
+        k: v.tolist() for k, v in SP.selection(fresh).items()
+    }

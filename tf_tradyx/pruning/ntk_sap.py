@@ -9,8 +9,9 @@ With W = m * theta (m the mask), one round scores
     J(m) = sum_s sum_n || f(x_sn; m * theta_s) - f(x_sn; m * (theta_s + eps * delta_s)) ||^2
     score_j = | dJ / dm_j |     (the absolute value of the sum over samples, as the authors do)
 
-x_sn ~ N(0, 1) of the model's input shape, theta_s a fresh draw of every prunable kernel from its
-layer's own initializer (BatchNormalization at gamma 1, beta 0), delta_s ~ N(0, 1) on those kernels,
+x_sn ~ N(0, 1) of the model's input shape, theta_s a fresh draw of every kernel being pruned from its
+layer's own initializer (kernels in `skip` and biases keep their values; BatchNormalization at
+gamma 1, beta 0; a frozen BatchNormalization is refused), delta_s ~ N(0, 1) on those kernels,
 `samples` draws per round. BatchNormalization normalizes both networks with the unperturbed
 network's batch statistics on x_s, held constant (what the authors' code does). The model's own
 weights are never touched: every draw runs through `model.stateless_call`. The authors' CIFAR
@@ -33,14 +34,23 @@ def _positive_int(name, value):
 
 
 def _initializer(layer, attribute):
-    """The initializer the layer draws this kernel with (He normal, fan-in, when it has none)."""
+    """The initializer the layer draws this kernel with (He normal, fan-in, when it has none):
+    `depthwise_kernel` -> `depthwise_initializer`, a DepthwiseConv2D's `kernel` too."""
     name = attribute.lstrip("_")
-    for candidate in (name.replace("_kernel", "") + "_initializer", name + "_initializer"):
+    candidates = [name.replace("_kernel", "") + "_initializer", name + "_initializer"]
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        candidates.insert(0, "depthwise_initializer")
+    for candidate in candidates:
         init = getattr(layer, candidate, None)
         if init is not None:
             return init
-    init = getattr(layer, "kernel_initializer", None)
-    return init or keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+    return keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+
+
+def _seeded(init, seed):
+    """The initializer with this seed (one without randomness, e.g. Zeros, as it is)."""
+    config = init.get_config()
+    return type(init).from_config({**config, "seed": seed}) if "seed" in config else init
 
 
 class Draw:
@@ -98,9 +108,7 @@ class NTKSAPPruner(Pruner):
             kernels, noise = [], []
             for e in entries:
                 init = _initializer(e.wrapper.layer, e.wrapper.kernel_attributes[e.index])
-                seeded = type(init).from_config(
-                    {**init.get_config(), "seed": int(rng.integers(2**31))}
-                )
+                seeded = _seeded(init, int(rng.integers(2**31)))
                 kernels.append(np.asarray(seeded(e.variable.shape, dtype=e.variable.dtype)))
                 noise.append(rng.standard_normal(e.variable.shape).astype(dtype))
             out.append(Draw(inputs, kernels, noise))

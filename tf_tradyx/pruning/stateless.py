@@ -22,12 +22,6 @@ class VariableValues:
         self._where = {id(v): (0, i) for i, v in enumerate(self.trainable)}
         self._where.update({id(v): (1, i) for i, v in enumerate(self.non_trainable)})
         self.batch_norms = _model_walk.layers_of_type(model, layers.BatchNormalization)
-        for bn in self.batch_norms:
-            if not 0.0 <= bn.momentum < 1.0:
-                raise ValueError(
-                    f"BatchNormalization {bn.name!r} has momentum {bn.momentum}; the batch "
-                    "statistics are read from its moving-average update, which needs momentum < 1."
-                )
 
     def current(self):
         """[trainable values], [non-trainable values]: tensors of the variables as they are now."""
@@ -61,8 +55,21 @@ class VariableValues:
         the network that `values` describes on `x` (constants: no gradient flows through them).
 
         Read from the training-mode moving-average update started at zero:
-        new = momentum * 0 + (1 - momentum) * batch, so batch = new / (1 - momentum).
+        new = momentum * 0 + (1 - momentum) * batch, so batch = new / (1 - momentum). A frozen
+        layer (no update), batch renormalization or momentum 1 would not give them: refused.
         """
+        bad = [
+            bn.name
+            for bn in self.batch_norms
+            if not bn.trainable or getattr(bn, "renorm", False) or not 0.0 <= bn.momentum < 1.0
+        ]
+        if bad:
+            raise ValueError(
+                f"BatchNormalization layers {bad} are frozen (trainable=False), use renorm, or have "
+                "momentum >= 1: their batch statistics cannot be read from a training-mode pass. "
+                "Make them trainable with momentum < 1 while pruning (pruning at initialization "
+                "normally sees a fresh, trainable network)."
+            )
         start = ([*values[0]], [*values[1]])
         for bn in self.batch_norms:
             for var in (bn.moving_mean, bn.moving_variance):

@@ -54,19 +54,27 @@ def efficiency(model):
     sampler = sampler_lib.sampler_of(model, required=False)
     table = sampler.costs if sampler is not None else costs_lib.cost_table(model)
     chosen = sampler_lib.selection(model)
-    if sampler is not None and sampler.strategy.channel_axis == "output":
-        return _output_efficiency(sampler, table, chosen)
-    sel_w = sum(table[n].weight_units * len(c) for n, c in chosen.items())
-    sel_a = sum(table[n].in_hw * len(c) for n, c in chosen.items())
-    sel_f = sum(table[n].flops_per_channel * len(c) for n, c in chosen.items())
-    count_pruned = sampler.count_pruned if sampler is not None else True
+    budgeted = None
+    # By the wrappers, not the sampler: a loaded model has its axis before `attach`.
+    if any(w.selects_outputs for w in sampler_lib.sparse_layers(model)):
+        sel_w, sel_a, sel_f = _output_sums(table, chosen)
+        count_pruned, budgeted = True, int(sel_w)
+        units = units_all = units_unpruned = int(sel_w + sel_a)
+    else:
+        sel_w = sum(table[n].weight_units * len(c) for n, c in chosen.items())
+        sel_a = sum(table[n].in_hw * len(c) for n, c in chosen.items())
+        sel_f = sum(table[n].flops_per_channel * len(c) for n, c in chosen.items())
+        count_pruned = sampler.count_pruned if sampler is not None else True
+        units = int(table.units(chosen, count_pruned))
+        units_all, units_unpruned = int(table.units(chosen, True)), int(table.units(chosen, False))
     return Efficiency(
         strategy=sampler.strategy.name if sampler is not None else "unknown",
-        units=int(table.units(chosen, count_pruned)),
+        units=units,
         budget=sampler.budget if sampler is not None else None,
-        units_all_weights=int(table.units(chosen, True)),
-        units_unpruned_weights=int(table.units(chosen, False)),
+        units_all_weights=units_all,
+        units_unpruned_weights=units_unpruned,
         count_pruned=count_pruned,
+        budgeted_units=budgeted,
         full_units=int(table.full_units),
         channels=int(sum(len(c) for c in chosen.values())),
         layers_updated=len(chosen),
@@ -76,9 +84,10 @@ def efficiency(model):
     )
 
 
-def _output_efficiency(sampler, table, chosen):
-    """Output neurons: each costs its weights; a layer with any selected neuron keeps its whole
-    input map (a depthwise conv only its selected channels' maps, output c being input c)."""
+def _output_sums(table, chosen):
+    """(weights, activations, FLOPs) of selected output neurons: each costs its weights; a layer
+    with any selected neuron keeps its whole input map (a depthwise conv only its selected
+    channels' maps, output c being input c)."""
     sel_w = sum(table[n].neuron_weight_units * len(c) for n, c in chosen.items())
     sel_a = sum(
         table[n].in_hw * (len(c) if table[n].kind == "depthwise" else table[n].in_channels)
@@ -86,18 +95,4 @@ def _output_efficiency(sampler, table, chosen):
         if len(c)
     )
     sel_f = sum(table[n].neuron_weight_units * table[n].out_hw * len(c) for n, c in chosen.items())
-    return Efficiency(
-        strategy=sampler.strategy.name,
-        units=int(sel_w + sel_a),
-        budget=sampler.budget,
-        units_all_weights=int(sel_w + sel_a),
-        units_unpruned_weights=int(sel_w + sel_a),
-        count_pruned=True,
-        budgeted_units=int(sel_w),
-        full_units=int(table.full_units),
-        channels=int(sum(len(c) for c in chosen.values())),
-        layers_updated=len(chosen),
-        activation_sparsity=1.0 - sel_a / table.total_activation_units,
-        weight_derivative_sparsity=1.0 - sel_w / table.total_weight_units,
-        weight_derivative_flops_saved=1.0 - sel_f / table.full_flops,
-    )
+    return sel_w, sel_a, sel_f

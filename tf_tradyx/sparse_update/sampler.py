@@ -34,6 +34,11 @@ class Sampler:
         self.count_pruned = bool(count_pruned)
         self.budget = None if budget is None else costs_lib.parse_budget(budget)
         self.resamples = 0
+        if strategy.channel_axis not in ("input", "output"):
+            raise ValueError(
+                f"Strategy {strategy.name!r}: channel_axis must be 'input' or 'output', got "
+                f"{strategy.channel_axis!r}."
+            )
         if strategy.budgeted and strategy.mode == "channels":
             if self.budget is None:
                 raise ValueError(

@@ -254,7 +254,7 @@ def attach(
                 "was wrapped by an older version); pass strategy=."
             )
         strat = strategies.deserialize(saved["strategy"])
-        if data is not None and isinstance(strat, strategies.DetRGN):
+        if data is not None and isinstance(strat, (strategies.DetRGN, strategies.Velocity)):
             strat.data = data
     else:
         wants_layers = strategy in ("tradi", "static_topk_random")
@@ -263,6 +263,17 @@ def attach(
         )
     if strat.mode == "channels" and not wrappers:
         raise ValueError("The model has no sparse-update wrappers; use tx.sparse_update.wrap.")
+    mismatched = [
+        w.layer.name
+        for w in wrappers
+        if w.selects_outputs != (strat.channel_axis == "output") and w.kind != "depthwise"
+    ]
+    if strat.mode == "channels" and mismatched:
+        raise ValueError(
+            f"Strategy {strat.name!r} selects {strat.channel_axis} channels, but the model was "
+            f"wrapped for the other kind ({mismatched[:3]}...): its selections would name the "
+            "wrong kernel slices. Wrap the plain model again with this strategy."
+        )
     sampler = sampler_lib.Sampler(
         strat,
         table,

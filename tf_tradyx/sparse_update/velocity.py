@@ -30,20 +30,26 @@ from tf_tradyx import _keras_compat, _model_walk
 from tf_tradyx.sparse_update.strategy_base import Strategy, register
 
 
-def _batch_of(data, images):
-    """The first `images` inputs of `data` (arrays, an (x, y) tuple, or a dataset of batches)."""
-    if isinstance(data, tuple):
+def _batch_of(data, images, rank):
+    """The first `images` inputs of `data` (an array, an (x, y) pair, or a dataset of batches or
+    of single examples), as one batch of the model's input `rank`."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and np.ndim(data[0]) == rank:
         data = data[0]
     if isinstance(data, tf.data.Dataset):
         parts, total = [], 0
-        for batch in data:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            parts.append(np.asarray(x))
+        for element in data:
+            x = np.asarray(element[0] if isinstance(element, (tuple, list)) else element)
+            parts.append(x[None] if x.ndim == rank - 1 else x)  # a single example
             total += len(parts[-1])
             if total >= images:
                 break
         data = np.concatenate(parts) if parts else np.zeros((0,))
     x = np.asarray(data)
+    if x.ndim != rank:
+        raise ValueError(
+            f"Velocity's data must be inputs of the model's rank {rank} (a batch), got shape "
+            f"{x.shape}."
+        )
     if len(x) < 1:
         raise ValueError("Velocity needs images to watch: data= gave none.")
     return x[:images]
@@ -95,7 +101,9 @@ class Velocity(Strategy):
                     "Velocity(data=x_val) or wrap(..., strategy='velocity', data=val_ds) (a "
                     "loaded model: attach(model, strategy=Velocity(data=...)))."
                 )
-            self._inputs = tf.convert_to_tensor(_batch_of(self.data, self.images))
+            self._inputs = tf.convert_to_tensor(
+                _batch_of(self.data, self.images, len(model.input_shape))
+            )
         wanted, recorded = set(layers), {}
 
         def call(op, *args, **kwargs):
@@ -115,6 +123,8 @@ class Velocity(Strategy):
         }
 
     def select(self, context):
+        if getattr(self, "_model", None) is not context.model:  # a new model: a new history
+            self._model, self._inputs, self._state = context.model, None, None
         now = self.outputs(context.model, context.layers)
         costs = context.costs
         if self._state is None:  # nothing moved yet: random neurons until the budget
