@@ -3,11 +3,13 @@ covering ReLU6, hard-swish + squeeze-excite, swish + squeeze-excite + Normalizat
 LayerNormalization + LayerScale, residual ReLU, max pooling and concatenation; a transfer model
 (`preprocess_input` + nested backbone + new head); a reloaded Sequential model.
 
-Each: PX, SynFlow and SNIP prune to 50 % (finite scores, exact density, masks hold through `fit`);
+Each: PX, SynFlow and SNIP prune to 50 % (finite scores, exact density, masks hold through `fit`),
+NTK-SAP and ProsPr score the four families with unusual layers;
 TraDy ranks layers, wraps at 2 % of full fine-tuning's units, trains, survives a `.keras` round
 trip with `attach()` and strips back to the plain architecture; and its backward pass keeps at most
 10 % of what full fine-tuning keeps (`retained_bytes`) on every family (frozen segments recomputed
-where activations are not ReLUs), with gradients equal to the plain path's.
+where activations are not ReLUs), with gradients equal to the plain path's. Velocity fine-tunes
+three of them inside its weight budget, neurons left out bit-identical.
 """
 
 import os
@@ -51,6 +53,8 @@ ARCHITECTURES = {
     "transfer": _transfer,
 }
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# hard-swish + squeeze-excite, swish + squeeze-excite + Normalization, GELU + LayerNorm, nested
+_LAYER_FAMILIES = ("MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny", "transfer")
 
 
 def _data(n=8):
@@ -72,7 +76,7 @@ def test_pruning_at_initialization(name):
     for pruner in (
         tx.pruning.SynFlowPruner(verbose=False),
         tx.pruning.SNIPPruner(verbose=False),
-        tx.pruning.PXPruner(rounds=2, verbose=False),  # last: it prunes the model
+        tx.pruning.PXPruner(rounds=2, verbose=False),
     ):
         scores = pruner.score(masked, (x, y))
         flat = np.concatenate([s.ravel() for s in scores.values()])
@@ -80,6 +84,16 @@ def test_pruning_at_initialization(name):
         if pruner.name != "snip":  # (SNIP's real gradients are 0 behind dead ReLUs, by design)
             # Linearised SynFlow and PX see every layer (ReLU6 no longer zeroes whole networks).
             assert np.mean(flat == 0) < 0.5, (name, pruner.name, np.mean(flat == 0))
+    # The papers' other baselines, one cheap round, on the families whose layers differ from the
+    # plain ReLU + BN convs of the unit tests (ProsPr's second-order pass costs 20-40 s per model).
+    others = (
+        tx.pruning.NTKSAPPruner(rounds=1, samples=1, batch_size=4, verbose=False),
+        tx.pruning.ProsPrPruner(inner_steps=1, verbose=False),
+    )
+    for pruner in others if name in _LAYER_FAMILIES else ():
+        flat = np.concatenate([s.ravel() for s in pruner.score(masked, (x, y)).values()])
+        assert np.all(np.isfinite(flat)) and np.any(flat > 0), (name, pruner.name)
+    pruner = tx.pruning.PXPruner(rounds=2, verbose=False)
     report = pruner.prune(masked, 0.5, (x, y))
     assert abs(report.density - 0.5) < 1e-6 and report.connected is not None
     masked.compile(keras.optimizers.SGD(0.01), LOSS)
@@ -151,3 +165,33 @@ def test_a_reloaded_sequential_model_prunes_and_fine_tunes(tmp_path):
 
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-s", "-p", "no:cacheprovider", *sys.argv[1:]]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "ConvNeXtTiny", "transfer"])
+def test_velocity_fine_tuning(name):
+    """Velocity's output-neuron selection on hard-swish + squeeze-excite, GELU + LayerNorm and a
+    nested backbone: a resampled fit stays inside the weight budget, and every neuron left out of
+    the last selection kept its kernel column bit for bit through the epoch it was out."""
+    keras.utils.set_random_seed(0)
+    model = ARCHITECTURES[name]()
+    x, y = _data()
+    budget = sp.cost_table(model).full_units // 50
+    sparse = sp.wrap(model, budget=budget, strategy=sp.Velocity(data=x / 255.0, images=4))
+    sparse.compile(keras.optimizers.SGD(0.01), LOSS)
+    sparse.fit(x / 255.0, y, batch_size=4, epochs=1, verbose=0, callbacks=[sp.ChannelResampler()])
+    chosen = sp.selection(sparse)
+    before = {w.name: np.array(w.kernel) for w in sp.sparse_layers(sparse)}
+    history = sparse.fit(x / 255.0, y, batch_size=4, epochs=1, verbose=0)  # no resampling
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert sp.efficiency(sparse).budgeted_units <= budget
+    assert chosen, name
+    for w in sp.sparse_layers(sparse):
+        out = np.ones(before[w.name].shape[w.selection_axis], bool)
+        out[np.asarray(chosen.get(w.layer.name, []), np.int64)] = False
+        left_out = np.where(out)[0]
+        np.testing.assert_array_equal(
+            np.take(np.asarray(w.kernel), left_out, axis=w.selection_axis),
+            np.take(before[w.name], left_out, axis=w.selection_axis),
+            err_msg=w.name,
+        )

@@ -109,6 +109,21 @@ def test_an_emptied_residual_branch_is_reported_as_not_cutting_the_network():
     assert tx.pruning.report(masked).connected == 0.0
 
 
+def test_connected_is_computed_on_demand_from_the_masks_at_report_time():
+    """`connected` costs a pass of the network, so a report computes it only when read; what it
+    reads are the masks as they were when the report was made, not as they are later."""
+    keras.utils.set_random_seed(0)
+    masked = tx.pruning.wrap(_residual_model())
+    head = masked.get_layer("masked_d3")
+    before = tx.pruning.report(masked)
+    head.masks[0].assign(np.zeros((4, 2), np.float32))  # cuts the network after the report
+    assert before.connected == 1.0
+    after = tx.pruning.report(masked)
+    head.masks[0].assign(np.ones((4, 2), np.float32))
+    assert after.connected == 0.0 and after.as_dict()["totals"]["connected"] == 0.0
+    assert tx.pruning.report(masked, connectivity=False).connected is None
+
+
 def test_bad_input_is_rejected_and_model_unchanged():
     masked = tx.pruning.wrap(pruning_cnn())
     x, y = pruning_data()

@@ -194,3 +194,24 @@ def test_attach_refuses_the_other_axis_and_a_reused_velocity_starts_afresh():
     assert {k: v.tolist() for k, v in SP.selection(again).items()} == {
         k: v.tolist() for k, v in SP.selection(fresh).items()
     }
+
+
+def test_grouped_convs_and_depth_multipliers_are_left_frozen_unless_named():
+    """An output neuron of a grouped conv reads only its group, and a depthwise conv with a
+    multiplier has outputs that are not its input channels: Velocity wraps every other layer, and
+    naming one of them is refused with the reason, the model unchanged."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(8, 3, groups=4, padding="same", name="grouped")(inp)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw2")(x)
+    x = keras.layers.Conv2D(6, 1, name="pw", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(3, name="head")(x))
+    costs = SP.cost_table(model)
+    assert [costs[n].selects_neurons for n in ("grouped", "dw2", "pw")] == [False, False, True]
+    x_data = np.random.default_rng(0).normal(size=(4, 8, 8, 4)).astype(np.float32)
+    sparse = SP.wrap(model, strategy=SP.Velocity(data=x_data), budget=10**4)
+    assert [w.layer.name for w in SP.sparse_layers(sparse)] == ["pw"]
+    with pytest.raises(ValueError, match="grouped conv is not supported"):
+        SP.wrap(model, strategy=SP.Velocity(data=x_data, layers=["grouped", "pw"]), budget=10**4)
+    assert not SP.sparse_layers(model)

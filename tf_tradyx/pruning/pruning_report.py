@@ -20,10 +20,12 @@ def _connected_outputs(mask, depthwise):
     return float(mask.reshape(-1, width).any(axis=0).mean())
 
 
-def output_connectivity(model):
+def output_connectivity(model, masks=None):
     """Fraction of the model's output units that a path of kept weights still joins to the input,
     computed from the masks (an all-ones input through the network of 0/1 weights, identity
-    activations and affine layers). None when the path networks cannot read the model."""
+    activations and affine layers). None when the path networks cannot read the model.
+
+    `masks`: {id(kernel variable): 0/1 array} to use instead of the live masks (a snapshot)."""
     try:
         net = paths.PathNetwork(model)
     except ValueError:  # UnsupportedLayerError included: a Lambda, a PReLU, several inputs
@@ -31,7 +33,8 @@ def output_connectivity(model):
     shape = (1, *model.inputs[0].shape[1:])
     if any(d is None for d in shape):
         return None
-    out = net.run(tf.ones(shape, paths.DTYPE), "connect")
+    kernels = {k: tf.constant(m, paths.DTYPE) for k, m in (masks or {}).items()}
+    out = net.run(tf.ones(shape, paths.DTYPE), "connect", kernels=kernels)
     return float(np.mean(np.asarray(out) > 0))
 
 
@@ -43,6 +46,8 @@ class PruningReport:
     """Rows (one per masked kernel) and totals; `str()` prints a table, `as_dict()` is JSON-ready."""
 
     def __init__(self, rows, meta=None, connected=None):
+        """`connected`: a number, None, or a function computing it on first use (one pass of the
+        path network: it is read only when asked for, by `as_dict` or an emptied layer's message)."""
         self.rows = rows
         self.meta = dict(meta or {})
         self._connected = connected
@@ -70,6 +75,8 @@ class PruningReport:
         """Fraction of output units still joined to the input by kept weights (1.0: intact;
         0.0: the network is cut and its output no longer depends on its input); None when it
         could not be computed (a layer the path networks do not read)."""
+        if callable(self._connected):
+            self._connected = self._connected()
         return self._connected
 
     def collapse_message(self):
@@ -153,9 +160,10 @@ def report(model, connectivity=True):
     are > 0: about 0.5 for a sign-blind criterion; far from it, the kept set is sign-biased, which
     makes a layer's output channels move together (seen with GraSP at initialization).
     """
-    rows = []
+    rows, snapshot = [], {}
     for wrapper, name, mask, kernel in _masks(model):
         m = np.asarray(mask) > 0
+        snapshot[id(kernel)] = (np.packbits(m), m.shape)  # 1 bit per weight until asked for
         kept = np.asarray(kernel)[m]
         rows.append(
             {
@@ -168,8 +176,15 @@ def report(model, connectivity=True):
                 "kept_positive": float((kept > 0).mean()) if kept.size else 0.0,
             }
         )
-    connected = output_connectivity(model) if rows and connectivity else None
-    return PruningReport(rows, connected=connected)
+
+    def connected():  # the masks as they were at this call, even if pruned further since
+        masks = {
+            k: np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape)
+            for k, (bits, shape) in snapshot.items()
+        }
+        return output_connectivity(model, masks)
+
+    return PruningReport(rows, connected=connected if rows and connectivity else None)
 
 
 def density_figure(result, title=None):

@@ -39,6 +39,7 @@ class LayerCost:
     in_hw: int  # H * W of the map entering the layer (before its own padding)
     out_hw: int  # H' * W'
     alive: tuple = None  # unpruned weights per input channel (pruned models), else None
+    groups: int = 1  # a grouped conv's groups (an output neuron reads in_channels / groups inputs)
 
     @property
     def weight_units(self):
@@ -63,6 +64,12 @@ class LayerCost:
     def neurons(self):
         """Output neurons (Velocity's unit); a depthwise conv's output c is its input channel c."""
         return self.in_channels if self.kind == "depthwise" else self.out_channels
+
+    @property
+    def selects_neurons(self):
+        """Whether output neurons can be selected (Velocity): not in a grouped conv, nor in a
+        depthwise conv with a depth multiplier (its outputs are not its input channels)."""
+        return self.groups == 1 and (self.kind != "depthwise" or self.out_channels == 1)
 
     @property
     def neuron_weight_units(self):
@@ -274,6 +281,7 @@ def layer_cost(layer):
         in_hw=_input_hw(layer),
         out_hw=out_hw,
         alive=_alive(layer),
+        groups=int(getattr(inner, "groups", 1)) if kind == "conv" else 1,
     )
 
 

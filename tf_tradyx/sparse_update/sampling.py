@@ -8,17 +8,20 @@ to come first; score order is the oracle.
 import numpy as np
 
 
+def candidates(units):
+    """(layer index, channel, cost) of every candidate, flat; `units` holds one array per layer,
+    the cost of each of its channels (input channels for TraDy, output neurons for Velocity)."""
+    layer_of = [np.full(len(u), i) for i, u in enumerate(units)]
+    channel_of = [np.arange(len(u)) for u in units]
+    return np.concatenate(layer_of), np.concatenate(channel_of), np.concatenate(units)
+
+
 def _candidates(costs, names, count_pruned=True):
-    layer_of, channel_of, unit_of = [], [], []
-    for i, name in enumerate(names):
-        row = costs[name]
-        layer_of.append(np.full(row.in_channels, i))
-        channel_of.append(np.arange(row.in_channels))
-        unit_of.append(row.channel_units(count_pruned))
-    return np.concatenate(layer_of), np.concatenate(channel_of), np.concatenate(unit_of)
+    return candidates([costs[name].channel_units(count_pruned) for name in names])
 
 
-def _fill(order, layer_of, channel_of, unit_of, budget, names):
+def fill(order, layer_of, channel_of, unit_of, budget, names):
+    """{layer name: sorted channels}: candidates taken in `order`, each one whose cost still fits."""
     chosen = {n: [] for n in names}
     remaining = int(budget)
     cheapest = int(unit_of.min())
@@ -54,7 +57,7 @@ def random_channels(costs, names, budget, rng, count_pruned=True):
     The budget is checked once, by the sampler (`check_budget`); a budget below every channel
     selects nothing here."""
     layer_of, channel_of, unit_of = _candidates(costs, names, count_pruned)
-    return _fill(rng.permutation(len(unit_of)), layer_of, channel_of, unit_of, budget, names)
+    return fill(rng.permutation(len(unit_of)), layer_of, channel_of, unit_of, budget, names)
 
 
 def top_channels(costs, scores, budget, count_pruned=True):
@@ -69,4 +72,4 @@ def top_channels(costs, scores, budget, count_pruned=True):
             "Channel scores contain NaN or Inf; check the model and data for non-finite values."
         )
     order = np.argsort(-flat, kind="stable")
-    return _fill(order, layer_of, channel_of, unit_of, budget, names)
+    return fill(order, layer_of, channel_of, unit_of, budget, names)

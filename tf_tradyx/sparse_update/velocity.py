@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_tradyx import _keras_compat, _model_walk
+from tf_tradyx.sparse_update import sampling
 from tf_tradyx.sparse_update.strategy_base import Strategy, register
 
 
@@ -82,7 +83,11 @@ class Velocity(Strategy):
         self._last = None  # the last selection
 
     def candidate_layers(self, costs):
-        return costs.names if self.layers is None else list(self.layers)
+        """Every layer whose output neurons can be selected (grouped convs, as in ConvNeXt, and
+        depthwise convs with a multiplier are left frozen), or the layers given."""
+        if self.layers is None:
+            return [n for n in costs.names if costs[n].selects_neurons]
+        return list(self.layers)
 
     def with_layers(self, layers):
         return self if layers is None else Strategy.with_layers(self, layers)
@@ -147,25 +152,24 @@ class Velocity(Strategy):
         self._last = self._top(context, scores)
         return self._last
 
-    def _fill(self, context, order):
-        chosen, remaining = {}, int(context.budget)
-        for n, neuron in order:
-            cost = context.costs[n].neuron_weight_units
-            if cost <= remaining:
-                remaining -= cost
-                chosen.setdefault(n, []).append(int(neuron))
-        return {n: np.sort(np.asarray(c, np.int64)) for n, c in chosen.items()}
+    def _candidates(self, context):
+        costs = context.costs
+        return sampling.candidates(
+            [np.full(costs[n].neurons, costs[n].neuron_weight_units) for n in context.layers]
+        )
 
     def _random(self, context):
-        order = [(n, i) for n in context.layers for i in range(context.costs[n].neurons)]
-        return self._fill(context, [order[k] for k in context.rng.permutation(len(order))])
+        layer_of, neuron_of, unit_of = self._candidates(context)
+        order = context.rng.permutation(len(unit_of))
+        return sampling.fill(order, layer_of, neuron_of, unit_of, context.budget, context.layers)
 
     def _top(self, context, scores):
-        order = [(n, i) for n in context.layers for i in range(len(scores[n]))]
+        layer_of, neuron_of, unit_of = self._candidates(context)
         flat = np.concatenate([scores[n] for n in context.layers])
         if not np.all(np.isfinite(flat)):
             raise ValueError("Velocity scores are not finite: the watched outputs hold NaN or Inf.")
-        return self._fill(context, [order[k] for k in np.argsort(-flat, kind="stable")])
+        order = np.argsort(-flat, kind="stable")
+        return sampling.fill(order, layer_of, neuron_of, unit_of, context.budget, context.layers)
 
     def get_config(self):
         return {**super().get_config(), "images": self.images, "momentum": self.momentum}
