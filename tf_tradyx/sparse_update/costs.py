@@ -66,12 +66,6 @@ class LayerCost:
         return self.in_channels if self.kind == "depthwise" else self.out_channels
 
     @property
-    def selects_neurons(self):
-        """Whether output neurons can be selected (Velocity): not in a grouped conv, nor in a
-        depthwise conv with a depth multiplier (its outputs are not its input channels)."""
-        return self.groups == 1 and (self.kind != "depthwise" or self.out_channels == 1)
-
-    @property
     def neuron_weight_units(self):
         """Kernel elements of one output neuron: D^2 times its inputs (1 for a depthwise conv)."""
         d2 = int(np.prod(self.kernel_size))

@@ -31,6 +31,12 @@ from tf_tradyx.sparse_update import sampling
 from tf_tradyx.sparse_update.strategy_base import Strategy, register
 
 
+def selects_neurons(row):
+    """Whether the output neurons of the layer with costs `row` can be selected: not in a grouped
+    conv, nor in a depthwise conv with a depth multiplier (its outputs are not its input channels)."""
+    return row.groups == 1 and (row.kind != "depthwise" or row.out_channels == 1)
+
+
 def _batch_of(data, images, rank):
     """The first `images` inputs of `data` (an array, an (x, y) pair, or a dataset of batches or
     of single examples), as one batch of the model's input `rank`."""
@@ -86,7 +92,7 @@ class Velocity(Strategy):
         """Every layer whose output neurons can be selected (grouped convs, as in ConvNeXt, and
         depthwise convs with a multiplier are left frozen), or the layers given."""
         if self.layers is None:
-            return [n for n in costs.names if costs[n].selects_neurons]
+            return [n for n in costs.names if selects_neurons(costs[n])]
         return list(self.layers)
 
     def with_layers(self, layers):
