@@ -734,7 +734,13 @@ def _px_pretrained_section(cells, dense, smoke):
         lines.append(
             f"| {LABELS[m]} | {' | '.join(cols)} | {'pending' if t is None else f'{t:.1f} s'} |"
         )
-    lines += ["", "Claim under test (METHODS.md 2.5, the PX paper's transfer setting):", ""]
+    lines += [
+        "",
+        *_pretrained_losses(got),
+        "",
+        "Claim under test (METHODS.md 2.5, the PX paper's transfer setting):",
+        "",
+    ]
     for sp in PRETRAINED_SPARSITIES:
         at = {m: got[(m, sp)]["test_accuracy"] for m in PRETRAINED_METHODS if (m, sp) in got}
         if "px" not in at or len(at) < len(PRETRAINED_METHODS):
@@ -749,6 +755,39 @@ def _px_pretrained_section(cells, dense, smoke):
             + f", dense {_pct(dense)})."
         )
     return lines + [""]
+
+
+def _pretrained_losses(got):
+    """Why a cell ends at chance: its training loss per epoch (first, highest, last), and whether
+    its masks cut the network (`connected`: the share of outputs still joined to the input)."""
+    lines = [
+        "Training loss per epoch (chance: ln 10 = 2.30), first / highest / last, and the share of "
+        "the network's outputs still joined to its input by kept weights:",
+        "",
+        "| method | sparsity | first | highest | last | outputs joined to the input |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (m, sp), c in sorted(got.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        loss = c["history"]["loss"]
+        joined = c.get("connected")
+        lines.append(
+            f"| {LABELS[m]} | {sp:.0%} | {loss[0]:.2f} | {max(loss):.2f} | {loss[-1]:.2f} | "
+            f"{'n/a' if joined is None else f'{joined:.0%}'} |"
+        )
+    chance = [(m, sp) for (m, sp), c in got.items() if c["history"]["loss"][-1] > 2.25]
+    for m, sp in sorted(chance, key=lambda k: (-k[1], k[0])):
+        c = got[(m, sp)]
+        loss = c["history"]["loss"]
+        why = (
+            "its masks cut the network (no output depends on the input), so nothing can be learnt"
+            if c.get("connected") == 0.0
+            else f"the loss rose to {max(loss):.2f} during the warm-up and the network never "
+            "recovered: the fine-tuning diverged"
+            if max(loss) > loss[0] + 0.2
+            else "its loss stayed at chance from the first epoch"
+        )
+        lines.append(f"- {LABELS[m]} at {sp:.0%} ends at chance: {why}.")
+    return lines
 
 
 def _tradi_long_section(cells, short_means):

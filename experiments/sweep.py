@@ -347,6 +347,7 @@ def run_px_pretrained_cell(cell):
         "scoring_seconds": scoring_seconds,
         "density": pruned.density,
         "collapsed": pruned.collapsed,
+        "connected": pruned.connected,  # 0.0: the output no longer depends on the input
         "layers": pruned.as_dict()["layers"],
         "test_accuracy": float(accuracy),
         "train_seconds": train_seconds,

@@ -1,6 +1,7 @@
 """The pruning loop: exact density every round for every method, scope and min_density, emptied
 layers, bad input restored, scoring that modifies nothing, and the one-call prune_at_init."""
 
+import gc
 import sys
 import warnings
 
@@ -122,6 +123,10 @@ def test_connected_is_computed_on_demand_from_the_masks_at_report_time():
     head.masks[0].assign(np.ones((4, 2), np.float32))
     assert after.connected == 0.0 and after.as_dict()["totals"]["connected"] == 0.0
     assert tx.pruning.report(masked, connectivity=False).connected is None
+    unread = tx.pruning.report(masked)
+    del masked, head
+    gc.collect()
+    assert unread.connected is None  # a report does not keep its model alive to compute it
 
 
 def test_bad_input_is_rejected_and_model_unchanged():

@@ -1,6 +1,7 @@
 """Per-layer pruning report: what was kept where, printable, as a dict, and as a plot."""
 
 import json
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -177,12 +178,16 @@ def report(model, connectivity=True):
             }
         )
 
+    held = weakref.ref(model)  # a kept report does not keep its model (and graph) alive
+
     def connected():  # the masks as they were at this call, even if pruned further since
+        if held() is None:
+            return None  # the model is gone: not computed
         masks = {
             k: np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape)
             for k, (bits, shape) in snapshot.items()
         }
-        return output_connectivity(model, masks)
+        return output_connectivity(held(), masks)
 
     return PruningReport(rows, connected=connected if rows and connectivity else None)
 
