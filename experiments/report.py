@@ -706,6 +706,8 @@ def _px_pretrained_section(cells, dense, smoke):
         ]
     c0 = cells[0]
     lines += [
+        "This network has no BatchNormalization layer (it is folded into the convs of the shipped "
+        "files), so nothing rescales a thinned layer's output during fine-tuning. "
         "Each method prunes every conv of the ImageNet-pretrained network (the new 10-class head "
         "stays dense; it has random weights while the scorers run, then starts fine-tuning from "
         f"zero) on 10 images per class; then every unpruned weight is fine-tuned on "
@@ -774,6 +776,7 @@ def _pretrained_losses(got):
             f"| {LABELS[m]} | {sp:.0%} | {loss[0]:.2f} | {max(loss):.2f} | {loss[-1]:.2f} | "
             f"{'n/a' if joined is None else f'{joined:.0%}'} |"
         )
+    lines.append("")
     chance = [(m, sp) for (m, sp), c in got.items() if c["history"]["loss"][-1] > 2.25]
     for m, sp in sorted(chance, key=lambda k: (-k[1], k[0])):
         c = got[(m, sp)]
@@ -781,8 +784,8 @@ def _pretrained_losses(got):
         why = (
             "its masks cut the network (no output depends on the input), so nothing can be learnt"
             if c.get("connected") == 0.0
-            else f"the loss rose to {max(loss):.2f} during the warm-up and the network never "
-            "recovered: the fine-tuning diverged"
+            else f"the loss rose to {max(loss):.2f} (epoch {loss.index(max(loss)) + 1}) and came "
+            "back only to chance: the fine-tuning diverged"
             if max(loss) > loss[0] + 0.2
             else "its loss stayed at chance from the first epoch"
         )
