@@ -243,6 +243,8 @@ def test_the_pretrained_section_judges_closeness_to_dense_at_each_sparsity():
             "test_accuracy": acc,
             "scoring_seconds": 2.0,
             "layers": _layers(density, [1.0 if d else 0.0 for d in density]),
+            "history": {"loss": [2.3, 1.0, 0.8]},
+            "connected": 1.0,
         }
 
     accs = {"px": 0.77, "snip": 0.75, "synflow": 0.76, "magnitude": 0.70, "random": 0.60}
@@ -262,6 +264,16 @@ def test_the_pretrained_section_judges_closeness_to_dense_at_each_sparsity():
     out = "\n".join(report._px_pretrained_section(results, 0.789, smoke=False))
     assert "| Magnitude | 78.00 / 1 | pending | 2.0 s |" in out
     assert "80% sparsity: does not hold (PX 77.00, closest Magnitude 78.00, dense 78.90)." in out
+    assert "ends at chance" not in out
+    # Why a cell ends at chance: cut by its masks, diverged, or flat from the start.
+    results[0].update(connected=0.0, history={"loss": [2.31, 2.30, 2.30]})
+    results[1]["history"] = {"loss": [2.6, 9.8, 2.30]}
+    results[2]["history"] = {"loss": [2.35, 2.31, 2.30]}
+    out = "\n".join(report._px_pretrained_section(results, 0.789, smoke=False))
+    assert "| PX (100 rounds) | 80% | 2.31 | 2.31 | 2.30 | 0% |" in out
+    assert "- PX (100 rounds) at 80% ends at chance: its masks cut the network" in out
+    assert "- SNIP at 80% ends at chance: the loss rose to 9.80 (epoch 2)" in out
+    assert "- SynFlow (100 rounds) at 80% ends at chance: its loss stayed at chance" in out
 
 
 def test_the_ten_epoch_claim_compares_only_seeds_every_method_has():
