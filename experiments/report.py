@@ -719,7 +719,7 @@ def _px_pretrained_section(cells, dense, smoke):
         "",
         "| method | "
         + " | ".join(f"{s:.0%} sparse: accuracy / empty layers" for s in PRETRAINED_SPARSITIES)
-        + " | scoring time at 80 % |",
+        + " | scoring time at 80 % (a busy machine) |",
         "|---|" + "---|" * (len(PRETRAINED_SPARSITIES) + 1),
     ]
     got = {(c["cell"]["method"], c["cell"]["sparsity"]): c for c in cells}
