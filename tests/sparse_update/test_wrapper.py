@@ -1,6 +1,8 @@
 """ChannelSparseUpdate: kernel and input gradients against a dense tape, no backward pass below the
 earliest wrapped layer, the layer's own forward computation, and what cannot be wrapped."""
 
+import os
+import subprocess
 import sys
 
 import keras
@@ -233,6 +235,39 @@ def test_trains_under_xla_like_the_graph_path_even_when_a_layer_draws_no_channel
     np.testing.assert_allclose(runs[True][1], runs[False][1], rtol=1e-5)
     for a, b in zip(runs[False][0], runs[True][0]):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+_EMPTY_DRAW_WITHOUT_ONEDNN = """
+import numpy as np, keras, tf_tradyx as tx
+from tests.testing_utils import CANDIDATES, small_cnn
+sparse = tx.sparse_update.wrap(small_cnn(), budget=400, layers=CANDIDATES, seed=2)
+tx.sparse_update.set_selection(sparse, {"pw": [0, 1]})  # every other layer draws nothing
+before = [np.asarray(w.kernel).copy() for w in tx.sparse_update.sparse_layers(sparse)]
+sparse.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy", jit_compile=False)
+x = np.random.default_rng(0).normal(size=(8, 12, 12, 3)).astype("float32")
+loss = sparse.fit(x, np.arange(8) % 3, epochs=1, verbose=0).history["loss"][-1]
+for w, b in zip(tx.sparse_update.sparse_layers(sparse), before):
+    frozen = [c for c in range(w.in_channels) if w.layer.name != "pw" or c > 1]
+    assert np.array_equal(np.asarray(w.kernel)[..., frozen, :], b[..., frozen, :]), w.layer.name
+print("finite" if np.isfinite(loss) else "nan")
+"""
+
+
+@pytest.mark.slow
+def test_an_empty_draw_trains_on_tensorflows_own_conv_kernels():
+    """GPUs, and CPUs without oneDNN, run TensorFlow's own conv filter-gradient kernels, which
+    refuse a zero-channel input ("filter depth must be strictly greater than zero"); oneDNN,
+    which this suite otherwise runs, accepts it. So the check runs in a process without oneDNN."""
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", _EMPTY_DRAW_WITHOUT_ONEDNN],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    assert out.stdout.strip().splitlines()[-1:] == ["finite"], out.stderr[-3000:]
 
 
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)

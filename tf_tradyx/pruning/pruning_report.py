@@ -164,7 +164,8 @@ def report(model, connectivity=True):
     rows, snapshot = [], {}
     for wrapper, name, mask, kernel in _masks(model):
         m = np.asarray(mask) > 0
-        snapshot[id(kernel)] = (np.packbits(m), m.shape)  # 1 bit per weight until asked for
+        if connectivity:  # 1 bit per weight until asked for
+            snapshot[id(kernel)] = (np.packbits(m), m.shape)
         kept = np.asarray(kernel)[m]
         rows.append(
             {

@@ -134,8 +134,9 @@ def _leading(t, count):
 
 
 def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
-    """The linear map whose backward pass keeps only the input channels `slots` (times `valid`,
-    the zeroed padding slots under XLA, or None) and returns their kernel derivative."""
+    """The linear map whose backward pass keeps only the input channels `slots` and returns their
+    kernel derivative. `valid` weighs the slots: per slot under XLA (padding slots 0), or a scalar
+    0/1 that scales the derivative (0: an empty draw padded to one slot)."""
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
 
     @tf.custom_gradient
@@ -143,14 +144,16 @@ def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
         y = linear(layer, kind, x, kernel)
         x_shape = tf.shape(x)
         x_sel = tf.gather(x, slots, axis=-1)  # All the backward pass keeps of x.
-        if valid is not None:
+        per_slot = valid is not None and valid.shape.rank == 1
+        if per_slot:
             x_sel = x_sel * valid
         with tf.control_dependencies([x_sel]):  # gather now, so x can be freed now
             y = tf.identity(y)
 
         def grad(dy):
             dx = input_grad(layer, kind, dy, kernel, x_shape) if input_gradient else None
-            return dx, selected_kernel_grad(layer, kind, x_sel, dy, slots, kernel_shape)
+            dk = selected_kernel_grad(layer, kind, x_sel, dy, slots, kernel_shape)
+            return dx, dk if valid is None or per_slot else dk * valid
 
         return y, grad
 

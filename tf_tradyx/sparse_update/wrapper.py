@@ -280,10 +280,13 @@ class ChannelSparseUpdate(layers.Wrapper):
             slots = indices[:capacity]
             valid = tf.cast(tf.range(capacity) < num, x.dtype)
         else:
-            # Run-time sizes (an empty draw gives zero-sized gradients, which TensorFlow accepts
-            # outside XLA). `tf.slice` rather than `indices[:num]`: every op and constant stays in
-            # the train function's graph for the whole fit, about 10 KB of host memory each.
-            slots, valid = tf.slice(indices, [0], tf.reshape(num, [1])), None
+            # Run-time sizes. An empty draw still gathers one slot, its gradient scaled by 0:
+            # TensorFlow's own conv filter-gradient kernels (GPUs, and CPUs without oneDNN)
+            # refuse a zero-channel input. `tf.slice` rather than `indices[:n]`: every op and
+            # constant stays in the train function's graph for the whole fit, ~10 KB of host
+            # memory each.
+            slots = tf.slice(indices, [0], tf.reshape(tf.maximum(num, 1), [1]))
+            valid = None if self.selects_outputs else tf.cast(num > 0, x.dtype)
         sparse_linear = (
             channel_grads.output_sparse_linear
             if self.selects_outputs
