@@ -228,7 +228,14 @@ def user_child(config):
 def user_configs():
     out = [{"batch": b, "strategy": s} for b in (64, 256) for s in USER_STRATEGIES]
     out += [{"batch": 64, "strategy": s, "xla": True} for s in USER_STRATEGIES if s != "predict"]
+    # Where TraDy's fixed overhead lives: the same fits on TensorFlow's own kernels (oneDNN off).
+    out += [{"batch": 64, "strategy": s, "onednn": False} for s in ("full", "classifier", "tradi")]
     return out
+
+
+def _mode(row):
+    """A row's compile and kernel setting: the rows it is compared with share it."""
+    return "XLA" if row.get("xla") else "no oneDNN" if row.get("onednn") is False else "default"
 
 
 def user_rows():
@@ -236,9 +243,11 @@ def user_rows():
     ensure_rankings([USER_NET])
     rows = []
     for config in user_configs():
-        rows.append(
-            _common.run_json([sys.executable, __file__, "--user-child", json.dumps(config)], config)
-        )
+        env = None
+        if config.get("onednn") is False:
+            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+        argv = [sys.executable, __file__, "--user-child", json.dumps(config)]
+        rows.append(_common.run_json(argv, config, env=env))
         print(f"  {user_label(rows[-1])}: peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
     return user_figures(rows)
 
@@ -252,8 +261,7 @@ def user_figures(rows):
         return next(
             r
             for r in rows
-            if r["strategy"] == strategy
-            and (r["batch"], bool(r.get("xla"))) == (row["batch"], bool(row.get("xla")))
+            if r["strategy"] == strategy and (r["batch"], _mode(r)) == (row["batch"], _mode(row))
         )
 
     for row in rows:
@@ -266,7 +274,12 @@ def user_figures(rows):
 
 
 def user_label(row):
-    name = {
+    mode = _mode(row)
+    return f"b{row['batch']}{'' if mode == 'default' else ' ' + mode} {_name(row)}"
+
+
+def _name(row):
+    return {
         "predict": "model.predict (floor)",
         "full": "full fine-tuning",
         "classifier": "classifier only",
@@ -274,20 +287,20 @@ def user_label(row):
         "su": "SU (MCUNetV3 scheme)",
         "tradi": f"TraDy @ {USER_BUDGET:,}",
     }[row["strategy"]]
-    return f"b{row['batch']}{' XLA' if row.get('xla') else ''} {name}"
 
 
 def print_user_table(rows):
     print("What a user sees: whole-process peak RSS of model.fit (default settings)")
     print(
-        f"{'batch':>6} {'compile':<8} {'configuration':<24}{'peak RSS MB':>12}"
+        f"{'batch':>6} {'compile':<10} {'configuration':<24}{'peak RSS MB':>12}"
         f"{'vs classifier':>14}{'saved of full':>14}{'step s':>8}{'x full':>8}"
     )
     for r in rows:
         saved = "" if r["saved_vs_full"] is None else f"{100 * r['saved_vs_full']:.0f} %"
         print(
-            f"{r['batch']:>6} {'XLA' if r.get('xla') else 'default':<8} "
-            f"{user_label(r).split(' ', 1 + bool(r.get('xla')))[-1]:<24}{r['peak_rss_mb']:>12.0f}"
+            f"{r['batch']:>6} {_mode(r):<10} "
+            f"{_name(r):<24}"
+            f"{r['peak_rss_mb']:>12.0f}"
             f"{r['above_classifier_mb']:>+14.0f}{saved:>14}{r['step_seconds']:>8.3f}"
             f"{r['time_vs_full']:>8.2f}"
         )

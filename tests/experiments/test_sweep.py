@@ -539,7 +539,16 @@ def test_user_figures_compare_each_row_with_its_own_batch_and_compile_mode():
             (64, True, "tradi", 1250.0, 0.5),
         ]
     ]
-    out = {(r["strategy"], r["xla"]): r for r in memory.user_figures(rows)}
+    no_onednn = [  # TensorFlow's own kernels: compared among themselves only
+        {"batch": 64, "onednn": False, "strategy": s, "peak_rss_mb": m, "step_seconds": t}
+        for s, m, t in [("classifier", 700.0, 0.2), ("full", 900.0, 0.8), ("tradi", 710.0, 0.3)]
+    ]
+    figures = memory.user_figures(rows + no_onednn)
+    assert no_onednn[2]["above_classifier_mb"] == 10.0
+    assert no_onednn[2]["saved_vs_full"] == pytest.approx(1 - 10 / 200)
+    assert no_onednn[2]["time_vs_full"] == pytest.approx(0.375)
+    assert memory.user_label(no_onednn[2]) == "b64 no oneDNN TraDy @ 27,946"
+    out = {(r["strategy"], r["xla"]): r for r in figures if "xla" in r}
     assert out["tradi", False]["above_classifier_mb"] == 50.0
     assert out["tradi", False]["saved_vs_full"] == pytest.approx(1 - 50 / 200)
     assert out["tradi", False]["time_vs_full"] == pytest.approx(0.5)

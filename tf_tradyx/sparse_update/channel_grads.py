@@ -16,6 +16,23 @@ def _dilated_depthwise(layer, kind):
     return kind == "depthwise" and tuple(layer.dilation_rate) != (1, 1)
 
 
+def _pointwise(layer, kind):
+    """A 1x1, stride-1, ungrouped conv: a matmul over every position. Its backward pass runs as
+    one (BLAS-like) matmul: oneDNN's conv backward primitives would be compiled anew for every
+    selection size, each holding tens of KB of JIT code, and they reorder the activations to
+    their blocked layout and back at every step."""
+    return (
+        kind == "conv"
+        and tuple(layer.kernel.shape[:2]) == (1, 1)
+        and tuple(layer.strides) == (1, 1)
+        and int(layer.groups) == 1
+    )
+
+
+def _as_dense(kernel):
+    return tf.reshape(kernel, kernel.shape[2:])
+
+
 def linear(layer, kind, x, kernel):
     """The layer's linear map (no bias, no activation) with this kernel."""
     if kind == "dense":
@@ -28,6 +45,9 @@ def linear(layer, kind, x, kernel):
 
 def input_grad(layer, kind, dy, kernel, x_shape):
     """d loss / d input: needs only the kernel."""
+    if _pointwise(layer, kind):
+        k = _as_dense(kernel)  # (in, out)
+        return tf.reshape(tf.matmul(tf.reshape(dy, (-1, k.shape[1])), k, transpose_b=True), x_shape)
     if kind == "dense":
         return tf.tensordot(dy, kernel, [[dy.shape.rank - 1], [1]])
     strides, padding, dilations = _conv_args(layer)
@@ -48,10 +68,15 @@ def input_grad(layer, kind, dy, kernel, x_shape):
 def selected_kernel_grad(layer, kind, x_sel, dy, idx, kernel_shape):
     """d loss / d kernel from the gathered input channels `x_sel` (channels `idx`), scattered
     into a zero kernel."""
+    if _pointwise(layer, kind):
+        g = selected_kernel_grad(layer, "dense", x_sel, dy, idx, kernel_shape[2:])
+        return tf.reshape(g, kernel_shape)
     n = tf.size(idx)  # (fewer graph ops than tf.shape(idx)[0]; see wrapper.call)
     if kind == "dense":
         if x_sel.shape.rank != 2:  # (batch, ..., channels): every position is a row
-            x_sel, dy = tf.reshape(x_sel, (-1, n)), tf.reshape(dy, (-1, kernel_shape[1]))
+            with tf.control_dependencies([dy]):  # a backward op: the kept tensor stays the gather
+                x_sel = tf.reshape(x_sel, (-1, n))
+            dy = tf.reshape(dy, (-1, kernel_shape[1]))
         g = tf.matmul(x_sel, dy, transpose_a=True)
         return tf.scatter_nd(tf.expand_dims(idx, 1), g, kernel_shape)
     kh, kw, c_in, c_out = kernel_shape
@@ -94,6 +119,9 @@ def selected_kernel_grad(layer, kind, x_sel, dy, idx, kernel_shape):
 def selected_output_kernel_grad(layer, kind, x, dy_sel, idx, kernel_shape):
     """d loss / d kernel of the output neurons `idx` (dy_sel: their output gradients), from the
     whole input `x`, scattered into a zero kernel (Dense and ungrouped Conv2D)."""
+    if _pointwise(layer, kind):
+        g = selected_output_kernel_grad(layer, "dense", x, dy_sel, idx, kernel_shape[2:])
+        return tf.reshape(g, kernel_shape)
     n = tf.size(idx)
     if kind == "dense":
         if x.shape.rank != 2:
