@@ -161,18 +161,31 @@ def _leading(t, count):
     return tf.slice(t, [0] * rank, tf.concat([[count], [-1] * (rank - 1)], 0))
 
 
-def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
-    """The linear map whose backward pass keeps only the input channels `slots` and returns their
-    kernel derivative. `valid` weighs the slots: per slot under XLA (padding slots 0), or a scalar
-    0/1 that scales the derivative (0: an empty draw padded to one slot)."""
+def _with_bias(y, bias):
+    """The bias added inside the custom-gradient function, next to the conv, so that Grappler
+    fuses the two into one oneDNN kernel (an Identity between them prevents it)."""
+    return y if bias is None else tf.nn.bias_add(y, bias)
+
+
+def _bias_grad(dy):
+    return tf.reduce_sum(dy, axis=list(range(dy.shape.rank - 1)))
+
+
+def input_sparse_linear(
+    layer, kind, x, kernel, slots, valid, input_gradient, bias=None, bias_grad=False
+):
+    """The linear map (plus `bias`) whose backward pass keeps only the input channels `slots`
+    and returns their kernel derivative. `valid` weighs the slots: per slot under XLA (padding
+    slots 0), or a scalar 0/1 that scales the derivative (0: an empty draw padded to one slot).
+    `bias_grad`: the bias is trained (an input of the gradient); else it is a constant here."""
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+    per_slot = valid is not None and valid.shape.rank == 1
 
     @tf.custom_gradient
-    def sparse_linear(x, kernel):
-        y = linear(layer, kind, x, kernel)
+    def sparse_linear(x, kernel, *trained_bias):
+        y = _with_bias(linear(layer, kind, x, kernel), trained_bias[0] if bias_grad else bias)
         x_shape = tf.shape(x)
         x_sel = tf.gather(x, slots, axis=-1)  # All the backward pass keeps of x.
-        per_slot = valid is not None and valid.shape.rank == 1
         if per_slot:
             x_sel = x_sel * valid
         with tf.control_dependencies([x_sel]):  # gather now, so x can be freed now
@@ -181,23 +194,27 @@ def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
         def grad(dy):
             dx = input_grad(layer, kind, dy, kernel, x_shape) if input_gradient else None
             dk = selected_kernel_grad(layer, kind, x_sel, dy, slots, kernel_shape)
-            return dx, dk if valid is None or per_slot else dk * valid
+            dk = dk if valid is None or per_slot else dk * valid
+            return (dx, dk, _bias_grad(dy)) if bias_grad else (dx, dk)
 
         return y, grad
 
-    return sparse_linear(x, kernel)
+    return sparse_linear(x, kernel, bias) if bias_grad else sparse_linear(x, kernel)
 
 
-def output_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
-    """The linear map whose backward pass computes the kernel derivative of the output neurons
-    `slots` only, from the whole input: kept when a neuron is selected, else nothing (outside
-    XLA; under XLA, with `valid` given, it is always kept)."""
+def output_sparse_linear(
+    layer, kind, x, kernel, slots, valid, input_gradient, bias=None, bias_grad=False
+):
+    """The linear map (plus `bias`) whose backward pass computes the kernel derivative of the
+    output neurons `slots` only, from the whole input: kept when a neuron is selected, else
+    nothing (outside XLA; under XLA, with `valid` given, it is always kept). `bias_grad`: as in
+    `input_sparse_linear`."""
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
     keep = None if valid is not None else tf.where(tf.size(slots) > 0, tf.shape(x)[0], 0)
 
     @tf.custom_gradient
-    def sparse_linear(x, kernel):
-        y = linear(layer, kind, x, kernel)
+    def sparse_linear(x, kernel, *trained_bias):
+        y = _with_bias(linear(layer, kind, x, kernel), trained_bias[0] if bias_grad else bias)
         x_shape = tf.shape(x)
         x_kept = x if keep is None else _leading(x, keep)
         with tf.control_dependencies([x_kept]):
@@ -208,8 +225,9 @@ def output_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
             dy_sel = tf.gather(dy if keep is None else _leading(dy, keep), slots, axis=-1)
             if valid is not None:
                 dy_sel = dy_sel * valid
-            return dx, selected_output_kernel_grad(layer, kind, x_kept, dy_sel, slots, kernel_shape)
+            dk = selected_output_kernel_grad(layer, kind, x_kept, dy_sel, slots, kernel_shape)
+            return (dx, dk, _bias_grad(dy)) if bias_grad else (dx, dk)
 
         return y, grad
 
-    return sparse_linear(x, kernel)
+    return sparse_linear(x, kernel, bias) if bias_grad else sparse_linear(x, kernel)

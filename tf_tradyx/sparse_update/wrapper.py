@@ -292,9 +292,13 @@ class ChannelSparseUpdate(layers.Wrapper):
             if self.selects_outputs
             else channel_grads.input_sparse_linear
         )
-        return self._finish(
-            sparse_linear(self.layer, self.kind, x, kernel, slots, valid, self.input_gradient)
+        bias = None
+        if layer.use_bias:
+            bias = tf.cast(tf.convert_to_tensor(layer.bias), x.dtype)
+        y = sparse_linear(
+            layer, self.kind, x, kernel, slots, valid, self.input_gradient, bias, self.update_bias
         )
+        return self._finish(y, biased=True)
 
     def _masked_gradient(self, kernel, idx):
         """Identity on the kernel whose gradient is zeroed outside the selected channels."""
@@ -318,9 +322,9 @@ class ChannelSparseUpdate(layers.Wrapper):
 
         return masked(kernel)
 
-    def _finish(self, y):
+    def _finish(self, y, biased=False):
         layer = self.layer
-        if layer.use_bias:
+        if layer.use_bias and not biased:
             y = tf.nn.bias_add(y, tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
         if layer.activation is None:
             return y
