@@ -69,6 +69,35 @@ class GradientTest(parameterized.TestCase):
             if len(sel):
                 self.assertGreater(np.abs(np.take(d, sel, axis=-2)).sum(), 0)
 
+    @parameterized.parameters((False, False), (True, False), (True, True))
+    def test_a_trainable_bias_gets_its_dense_gradient(self, update_bias, jit):
+        """The bias is added inside the wrapper's custom gradient (so the conv and bias add
+        fuse); its gradient must still be the dense one, and only when it trains."""
+        model = small_cnn()
+        sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES, update_bias=update_bias)
+        SU.set_selection(sparse, {"dw": [1], "pw": [2], "fc": [0]})  # c1 draws nothing
+        x, y, _ = data(8)
+        x = tf.constant(x)
+
+        def grads(m, biases):
+            @tf.function(jit_compile=jit)
+            def g():
+                with tf.GradientTape() as tape:
+                    loss = LOSS(y, m(x, training=False))
+                return tape.gradient(loss, biases)
+
+            return g()
+
+        by_name = {w.layer.name: w for w in SU.sparse_layers(sparse)}
+        got = grads(sparse, [by_name[n].layer.bias for n in CANDIDATES])
+        if not update_bias:  # frozen: not even computed
+            self.assertEqual(got, [None] * len(CANDIDATES))
+            return
+        dense = grads(model, [model.get_layer(n).bias for n in CANDIDATES])
+        for name, g, d in zip(CANDIDATES, got, dense):
+            self.assertGreater(np.abs(d.numpy()).sum(), 0, name)
+            np.testing.assert_allclose(g.numpy(), d.numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+
     def test_no_backward_pass_before_the_earliest_wrapped_layer(self):
         sparse = SU.wrap(small_cnn(), budget=10_000, layers=["pw", "fc"])
         self.assertEqual([w.input_gradient for w in SU.sparse_layers(sparse)], [False, True])

@@ -296,7 +296,15 @@ class ChannelSparseUpdate(layers.Wrapper):
         if layer.use_bias:
             bias = tf.cast(tf.convert_to_tensor(layer.bias), x.dtype)
         y = sparse_linear(
-            layer, self.kind, x, kernel, slots, valid, self.input_gradient, bias, self.update_bias
+            layer,
+            self.kind,
+            x,
+            kernel,
+            slots,
+            valid,
+            self.input_gradient,
+            bias,
+            bias_grad=bias is not None and layer.bias.trainable,  # (a scheme may train it)
         )
         return self._finish(y, biased=True)
 
