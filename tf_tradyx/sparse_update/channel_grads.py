@@ -161,6 +161,13 @@ def _leading(t, count):
     return tf.slice(t, [0] * rank, tf.concat([[count], [-1] * (rank - 1)], 0))
 
 
+def _bias_of(layer, dtype):
+    """(bias tensor or None, whether it trains: a scheme may train a bias of a wrapped layer)."""
+    if not layer.use_bias:
+        return None, False
+    return tf.cast(tf.convert_to_tensor(layer.bias), dtype), bool(layer.bias.trainable)
+
+
 def _with_bias(y, bias):
     """The bias added inside the custom-gradient function, next to the conv, so that Grappler
     fuses the two into one oneDNN kernel (an Identity between them prevents it)."""
@@ -171,13 +178,12 @@ def _bias_grad(dy):
     return tf.reduce_sum(dy, axis=list(range(dy.shape.rank - 1)))
 
 
-def input_sparse_linear(
-    layer, kind, x, kernel, slots, valid, input_gradient, bias=None, bias_grad=False
-):
-    """The linear map (plus `bias`) whose backward pass keeps only the input channels `slots`
+def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
+    """The linear map (plus the bias) whose backward pass keeps only the input channels `slots`
     and returns their kernel derivative. `valid` weighs the slots: per slot under XLA (padding
     slots 0), or a scalar 0/1 that scales the derivative (0: an empty draw padded to one slot).
-    `bias_grad`: the bias is trained (an input of the gradient); else it is a constant here."""
+    The layer's bias is added inside: an input of the gradient when it trains, else a constant."""
+    bias, bias_grad = _bias_of(layer, x.dtype)
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
     per_slot = valid is not None and valid.shape.rank == 1
 
@@ -202,13 +208,12 @@ def input_sparse_linear(
     return sparse_linear(x, kernel, bias) if bias_grad else sparse_linear(x, kernel)
 
 
-def output_sparse_linear(
-    layer, kind, x, kernel, slots, valid, input_gradient, bias=None, bias_grad=False
-):
-    """The linear map (plus `bias`) whose backward pass computes the kernel derivative of the
+def output_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
+    """The linear map (plus the bias) whose backward pass computes the kernel derivative of the
     output neurons `slots` only, from the whole input: kept when a neuron is selected, else
-    nothing (outside XLA; under XLA, with `valid` given, it is always kept). `bias_grad`: as in
+    nothing (outside XLA; under XLA, with `valid` given, it is always kept). The bias: as in
     `input_sparse_linear`."""
+    bias, bias_grad = _bias_of(layer, x.dtype)
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
     keep = None if valid is not None else tf.where(tf.size(slots) > 0, tf.shape(x)[0], 0)
 

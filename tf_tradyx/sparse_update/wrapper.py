@@ -292,20 +292,7 @@ class ChannelSparseUpdate(layers.Wrapper):
             if self.selects_outputs
             else channel_grads.input_sparse_linear
         )
-        bias = None
-        if layer.use_bias:
-            bias = tf.cast(tf.convert_to_tensor(layer.bias), x.dtype)
-        y = sparse_linear(
-            layer,
-            self.kind,
-            x,
-            kernel,
-            slots,
-            valid,
-            self.input_gradient,
-            bias,
-            bias_grad=bias is not None and layer.bias.trainable,  # (a scheme may train it)
-        )
+        y = sparse_linear(layer, self.kind, x, kernel, slots, valid, self.input_gradient)
         return self._finish(y, biased=True)
 
     def _masked_gradient(self, kernel, idx):
