@@ -243,9 +243,9 @@ def user_rows():
     ensure_rankings([USER_NET])
     rows = []
     for config in user_configs():
-        env = None
+        env = _child_env("default")
         if config.get("onednn") is False:
-            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+            env["TF_ENABLE_ONEDNN_OPTS"] = "0"
         argv = [sys.executable, __file__, "--user-child", json.dumps(config)]
         rows.append(_common.run_json(argv, config, env=env))
         print(f"  {user_label(rows[-1])}: peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)

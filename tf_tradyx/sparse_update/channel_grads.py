@@ -168,28 +168,41 @@ def _bias_of(layer, dtype):
     return tf.cast(tf.convert_to_tensor(layer.bias), dtype), bool(layer.bias.trainable)
 
 
+def _biased_custom_linear(layer, x, kernel, body):
+    """One custom-gradient call of `body(x, kernel) -> (y, grad(dy) -> (dx, dk))` with the layer's
+    bias added to y inside it, next to the conv, so that Grappler fuses the two into one oneDNN
+    kernel (an Identity between them prevents it). A bias that trains is an input of the
+    gradient (sum of dy over all but the channel axis); a frozen one is a constant here."""
+    bias, trains = _bias_of(layer, x.dtype)
+
+    @tf.custom_gradient
+    def call(x, kernel, *trained_bias):
+        y, grad = body(x, kernel, trained_bias[0] if trains else bias)
+
+        def grads(dy):
+            dx, dk = grad(dy)
+            if not trains:
+                return dx, dk
+            return dx, dk, tf.reduce_sum(dy, axis=list(range(dy.shape.rank - 1)))
+
+        return y, grads
+
+    return call(x, kernel, bias) if trains else call(x, kernel)
+
+
 def _with_bias(y, bias):
-    """The bias added inside the custom-gradient function, next to the conv, so that Grappler
-    fuses the two into one oneDNN kernel (an Identity between them prevents it)."""
     return y if bias is None else tf.nn.bias_add(y, bias)
-
-
-def _bias_grad(dy):
-    return tf.reduce_sum(dy, axis=list(range(dy.shape.rank - 1)))
 
 
 def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
     """The linear map (plus the bias) whose backward pass keeps only the input channels `slots`
     and returns their kernel derivative. `valid` weighs the slots: per slot under XLA (padding
-    slots 0), or a scalar 0/1 that scales the derivative (0: an empty draw padded to one slot).
-    The layer's bias is added inside: an input of the gradient when it trains, else a constant."""
-    bias, bias_grad = _bias_of(layer, x.dtype)
+    slots 0), or a scalar 0/1 that scales the derivative (0: an empty draw padded to one slot)."""
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
     per_slot = valid is not None and valid.shape.rank == 1
 
-    @tf.custom_gradient
-    def sparse_linear(x, kernel, *trained_bias):
-        y = _with_bias(linear(layer, kind, x, kernel), trained_bias[0] if bias_grad else bias)
+    def body(x, kernel, bias):
+        y = _with_bias(linear(layer, kind, x, kernel), bias)
         x_shape = tf.shape(x)
         x_sel = tf.gather(x, slots, axis=-1)  # All the backward pass keeps of x.
         if per_slot:
@@ -200,26 +213,22 @@ def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
         def grad(dy):
             dx = input_grad(layer, kind, dy, kernel, x_shape) if input_gradient else None
             dk = selected_kernel_grad(layer, kind, x_sel, dy, slots, kernel_shape)
-            dk = dk if valid is None or per_slot else dk * valid
-            return (dx, dk, _bias_grad(dy)) if bias_grad else (dx, dk)
+            return dx, dk if valid is None or per_slot else dk * valid
 
         return y, grad
 
-    return sparse_linear(x, kernel, bias) if bias_grad else sparse_linear(x, kernel)
+    return _biased_custom_linear(layer, x, kernel, body)
 
 
 def output_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
     """The linear map (plus the bias) whose backward pass computes the kernel derivative of the
     output neurons `slots` only, from the whole input: kept when a neuron is selected, else
-    nothing (outside XLA; under XLA, with `valid` given, it is always kept). The bias: as in
-    `input_sparse_linear`."""
-    bias, bias_grad = _bias_of(layer, x.dtype)
+    nothing (outside XLA; under XLA, with `valid` given, it is always kept)."""
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
     keep = None if valid is not None else tf.where(tf.size(slots) > 0, tf.shape(x)[0], 0)
 
-    @tf.custom_gradient
-    def sparse_linear(x, kernel, *trained_bias):
-        y = _with_bias(linear(layer, kind, x, kernel), trained_bias[0] if bias_grad else bias)
+    def body(x, kernel, bias):
+        y = _with_bias(linear(layer, kind, x, kernel), bias)
         x_shape = tf.shape(x)
         x_kept = x if keep is None else _leading(x, keep)
         with tf.control_dependencies([x_kept]):
@@ -230,9 +239,8 @@ def output_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
             dy_sel = tf.gather(dy if keep is None else _leading(dy, keep), slots, axis=-1)
             if valid is not None:
                 dy_sel = dy_sel * valid
-            dk = selected_output_kernel_grad(layer, kind, x_kept, dy_sel, slots, kernel_shape)
-            return (dx, dk, _bias_grad(dy)) if bias_grad else (dx, dk)
+            return dx, selected_output_kernel_grad(layer, kind, x_kept, dy_sel, slots, kernel_shape)
 
         return y, grad
 
-    return sparse_linear(x, kernel, bias) if bias_grad else sparse_linear(x, kernel)
+    return _biased_custom_linear(layer, x, kernel, body)
