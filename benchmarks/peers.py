@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import tf_tradyx as tx  # noqa: E402
-from tf_tradyx import _keras_compat  # noqa: E402 (the Keras graph, exported for PyTorch)
+from tf_tradyx._graph import steps as graph_steps  # noqa: E402 (the Keras graph, exported for PyTorch)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("peer_checkout", None, "Local checkout of iurada/px-ntk-pruning.")
@@ -79,10 +79,8 @@ def tradi_model():
 def export_network(model, selection):
     """The layers of `model` in graph order, as `_peer_tradi_torch.py` reads them."""
     layers = []
-    for step in _keras_compat.graph_steps(model):
-        if step[0] != "op":
-            continue
-        _, op, _, ins, outs = step
+    for step in graph_steps.op_steps(graph_steps.graph_steps(model)):
+        op, ins, outs = step.op, step.inputs, step.outputs
         entry = {
             "name": op.name,
             "inputs": [str(i) for i in ins],

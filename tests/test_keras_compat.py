@@ -44,45 +44,31 @@ def test_graph_models_are_told_apart_from_subclassed_ones():
 
 
 @pytest.mark.parametrize("build", [_functional, _sequential])
-def test_run_graph_visits_every_layer_in_order_and_computes_the_model(build):
+def test_nodes_in_call_order_lists_every_call_after_its_inputs(build):
     model = build()
-    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
-    visited = []
-
-    def call(op, *args, **kwargs):
-        visited.append(op.name)
-        return op(*args, **kwargs)
-
-    steps = compat.graph_steps(model)
-    y = compat.run_graph(model, steps, tf.constant(x), call)
-    weighted = [l.name for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
-    assert visited == weighted, VERSION
-    np.testing.assert_allclose(np.asarray(y), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
-    assert compat.output_operation(model, steps) is model.layers[-1], VERSION
+    nodes = list(compat.nodes_in_call_order(compat.functional_graph(model)))
+    names = [node.operation.name for node in nodes]
+    assert names == [l.name for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+    assert all(not node.is_input for node in nodes), VERSION
 
 
-def test_graph_steps_inline_nested_models_and_count_only_this_graphs_calls():
-    inner = _sequential()
-    inp = keras.Input((4,))
-    outer = keras.Model(inp, keras.layers.Dense(2, name="top")(inner(inp)))
-    steps = compat.graph_steps(outer)
-    ops = [s[1].name for s in steps if s[0] == "op"]
-    assert ops == [l.name for l in inner.layers] + ["top"], VERSION
-    assert [s[0] for s in steps].count("alias") == 2, VERSION  # the nested model's two boundaries
-    x = np.ones((2, 4), np.float32)
-    tensors = {id(outer.inputs[0]): tf.constant(x)}
-    for step in steps:
-        compat.run_step(step, tensors)
-    np.testing.assert_allclose(tensors[id(outer.outputs[0])], outer(x), rtol=1e-6)
-    assert compat.output_operation(outer, steps).name == "top", VERSION
-    # A layer built into a dropped graph first: its node list has two calls, this graph one.
-    layer = keras.layers.Dense(2, name="d")
-    first = keras.Input((3,))
-    keras.Model(first, layer(first))
-    second = keras.Input((3,))
-    model = keras.Model(second, layer(second))
-    assert len(compat.inbound_nodes(layer)) == 2, VERSION
-    assert compat.call_counts(compat.graph_steps(model))[id(layer)] == 1, VERSION
+def test_call_context_args_name_training_for_layers_that_take_it():
+    assert "training" in compat.call_context_args(keras.layers.Dropout(0.1)), VERSION
+    inputs = keras.Input((2,))
+    y = keras.ops.add(inputs, 1.0)
+    op = compat.producer(y)
+    assert "training" not in compat.call_context_args(op), VERSION
+
+
+def test_print_msg_prints_to_stdout_or_to_absl_logging(capsys):
+    compat.print_msg("hello from tf_tradyx")
+    assert "hello from tf_tradyx" in capsys.readouterr().out, VERSION
+    keras.config.disable_interactive_logging()
+    try:
+        compat.print_msg("quiet")
+        assert "quiet" not in capsys.readouterr().out, VERSION
+    finally:
+        keras.config.enable_interactive_logging()
 
 
 def test_replace_call_changes_the_forward_of_one_instance_only():
@@ -100,7 +86,7 @@ def test_convnext_private_layers_are_recognised():
     model = keras.applications.ConvNeXtTiny(
         input_shape=(32, 32, 3), weights=None, include_top=False
     )
-    ops = [s[1] for s in compat.graph_steps(model) if s[0] == "op"]
+    ops = [node.operation for node in compat.nodes_in_call_order(model)]
     scale = next(op for op in ops if compat.is_layer_scale(op))
     # (ConvNeXtTiny builds stochastic depth only with a drop-path rate; the class sits beside.)
     depth = sys.modules[type(scale).__module__].StochasticDepth(0.1)

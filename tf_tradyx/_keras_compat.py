@@ -1,7 +1,7 @@
 """Every use of a private Keras or TensorFlow API in tf_tradyx, in one place, with the reason.
 
-Keras 3 has no public API for a few things both methods need (interpreting a model's layer graph
-op by op, finding an optimizer's per-variable state, swapping a layer's kernel for a masked tensor
+Keras 3 has no public API for a few things both methods need (listing a model's graph nodes so
+that `tf_tradyx._graph` can interpret it op by op, finding an optimizer's per-variable state, swapping a layer's kernel for a masked tensor
 during one call). Each helper below wraps one such use; `tests/test_keras_compat.py` exercises every
 one of them, so an upgrade of Keras that changes an internal fails there, loudly and by name, not
 deep inside a pruning round. The tested range is `keras>=3.15,<4` (setup.cfg).
@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 from keras.src.applications import convnext  # ConvNeXt's own layers have no public name.
 from keras.src.models.functional import Functional  # No public class for "plain Functional".
+from keras.src.utils import io_utils  # print_msg honours interactive logging; not exported.
 from tensorflow.python.ops import control_flow_util  # No public "am I traced for XLA?".
 
 TESTED_KERAS = "3.15"
@@ -159,90 +160,31 @@ def is_stochastic_depth(op):
     return isinstance(op, convnext.StochasticDepth)
 
 
-def graph_steps(model):
-    """The model's graph as a flat list of steps, nested models inlined, in an order where every
-    step comes after the steps it reads from (Keras' own `Function._run_through_graph` order):
-
-      ("op", operation, node, input_ids, output_ids)   call `operation` on the node's arguments
-      ("alias", dst_id, src_id, dst)                   a nested model's boundary: same tensor
-
-    ids are those of the symbolic `KerasTensor`s; `run_step` computes a step from a dict of them.
-    """
-    steps = []
-
-    def visit(model):
-        graph = functional_graph(model)
-        try:
-            by_depth = graph._nodes_by_depth
-        except AttributeError as e:
-            raise _changed("Function._nodes_by_depth", e) from e
-        for depth in sorted(by_depth, reverse=True):
-            for node in by_depth[depth]:
-                if not node.operation or node.is_input:
-                    continue
-                op = node.operation
-                if is_graph_model(op):
-                    inner = functional_graph(op)
-                    for kt, outer in zip(inner.inputs, node.input_tensors):
-                        steps.append(("alias", id(kt), id(outer), kt))
-                    visit(op)
-                    for outer, kt in zip(node.outputs, inner.outputs):
-                        steps.append(("alias", id(outer), id(kt), outer))
-                    continue
-                ins = [id(t) for t in node.input_tensors]
-                steps.append(("op", op, node, ins, [id(t) for t in node.outputs]))
-
-    visit(model)
-    return steps
+def nodes_in_call_order(graph):
+    """The call nodes of a Functional graph (not its inputs), deepest first: every node after the
+    nodes it reads from, Keras' own `Function._run_through_graph` order. `_nodes_by_depth` is the
+    only listing Keras keeps of a graph's nodes."""
+    try:
+        by_depth = graph._nodes_by_depth
+    except AttributeError as e:
+        raise _changed("Function._nodes_by_depth", e) from e
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if node.operation and not node.is_input:
+                yield node
 
 
-def run_step(step, tensors, training=None, call_fn=None):
-    """Runs one step of `graph_steps` on `tensors` ({id: tensor}, updated in place): the operation
-    itself, or `call_fn(op, *args, **kwargs)` in its place (the path networks compute modified
-    layers so). Layers whose call takes `training` get it explicitly when given (a recomputed step
-    runs outside the model's call, where Keras' call context would supply it)."""
-    if step[0] == "alias":
-        tensors[step[1]] = tensors[step[2]]
-        return
-    _, op, node, _, outputs = step
-    args, kwargs = node.arguments.fill_in(tensors)
-    if training is not None and call_has_training_arg(op):
-        kwargs["training"] = training
-    values = call_fn(op, *args, **kwargs) if call_fn is not None else op(*args, **kwargs)
-    for kt_id, value in zip(outputs, keras.tree.flatten(values)):
-        tensors[kt_id] = value
+def call_context_args(op):
+    """The call-context arguments (e.g. "training") a layer's call accepts, which Keras records
+    privately in `_call_context_args`; empty for op-layers."""
+    return getattr(op, "_call_context_args", {})
 
 
-def run_graph(model, steps, inputs, call_fn=None, training=None):
-    """The model's output computed step by step (`graph_steps`, one input and one output)."""
-    tensors = {id(model.inputs[0]): inputs}
-    for step in steps:
-        run_step(step, tensors, training, call_fn)
-    return tensors[id(model.outputs[0])]
-
-
-def output_operation(model, steps):
-    """The operation (inside nested models too) that makes the model's output."""
-    made_by, source = {}, id(model.outputs[0])
-    for step in steps:
-        if step[0] == "alias":
-            made_by[step[1]] = ("alias", step[2])
-        else:
-            made_by.update({t: ("op", step[1]) for t in step[4]})
-    while made_by.get(source, (None,))[0] == "alias":
-        source = made_by[source][1]
-    return made_by.get(source, (None, None))[1]
-
-
-def call_counts(steps):
-    """{id(operation): how many times the graph calls it}. Unlike a layer's node list, which also
-    holds the nodes of graphs Keras built and dropped (a Sequential is rebuilt on load and on
-    clone), this counts only the calls in this model."""
-    counts = {}
-    for step in steps:
-        if step[0] == "op":
-            counts[id(step[1])] = counts.get(id(step[1]), 0) + 1
-    return counts
+def print_msg(message, line_break=True):
+    """Prints like Keras' own progress messages (`io_utils.print_msg`): to absl logging when the
+    user turned interactive logging off (`keras.config.disable_interactive_logging`), else to
+    stdout. Keras exports the switch but not the printer."""
+    io_utils.print_msg(message, line_break=line_break)
 
 
 def replace_call(model, call):

@@ -10,7 +10,7 @@ from_logits=True default would do on a softmax model) gives wrong gradients and 
 import keras
 import tensorflow as tf
 
-from tf_tradyx import _model_walk
+from tf_tradyx._graph import walk
 
 
 def default_loss(model, loss=None):
@@ -25,7 +25,7 @@ def default_loss(model, loss=None):
         # A string gives Keras' per-example function (a vector): averaged here, so that every
         # method differentiates the mean (ProsPr's SGD steps would otherwise scale with the batch).
         return lambda y, out: tf.reduce_mean(fn(y, out))
-    activation = _model_walk.output_activation(model)
+    activation = walk.output_activation(model)
     if activation == "sigmoid":
         return keras.losses.BinaryCrossentropy(from_logits=False)
     from_logits = activation != "softmax"

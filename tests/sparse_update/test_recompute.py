@@ -102,7 +102,7 @@ def test_random_layers_run_once_and_are_never_recomputed():
     model = _wrap(_model(dropout=0.5), True)
     forward = sp.recompute.installed(model)
     for segment in forward.segments:
-        ops = [s[1] for s in segment.steps if s[0] == "op"]
+        ops = [s.op for s in segment.steps if hasattr(s, "op")]
         if any(isinstance(op, keras.layers.Dropout) for op in ops):
             assert not segment.recompute and len(segment.steps) == 1
     # Each segment of at most MAX_STEPS steps; together they are the whole graph, once.

@@ -13,8 +13,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx import _keras_compat, _model_walk
-from tf_tradyx._model_walk import (
+from tf_tradyx import _keras_compat
+from tf_tradyx._graph import kinds, walk
+from tf_tradyx._graph.walk import (
     check_cloneable,
     flatten_layers,
     is_sparse_update_wrapper,
@@ -32,26 +33,18 @@ class PrunableLayer(abc.ABC):
     leaky_relu or linear; no attribute means linear).
     """
 
+    # The layer-kind registry (tf_tradyx._graph.kinds) knows the protocol by this marker.
+    _tradyx_prunable = True
+
     @abc.abstractmethod
     def get_prunable_weights(self):
         """The list of prunable kernel variables of this layer."""
 
 
-_BUILTIN_KERNELS = (
-    (layers.SeparableConv1D, ("depthwise_kernel", "pointwise_kernel")),
-    (layers.SeparableConv2D, ("depthwise_kernel", "pointwise_kernel")),
-    (layers.DepthwiseConv1D, ("kernel",)),
-    (layers.DepthwiseConv2D, ("kernel",)),
-    (layers.Conv1D, ("kernel",)),
-    (layers.Conv2D, ("kernel",)),
-    (layers.Conv3D, ("kernel",)),
-    (layers.Dense, ("kernel",)),
-)
-
-
 def is_prunable(layer):
-    """True for Conv/DepthwiseConv/SeparableConv/Dense layers and `PrunableLayer`s."""
-    return isinstance(layer, (PrunableLayer, *(cls for cls, _ in _BUILTIN_KERNELS)))
+    """True for the built-in weighted layers of the layer-kind registry (Conv1D/2D/3D,
+    DepthwiseConv, SeparableConv, Dense) and `PrunableLayer`s."""
+    return kinds.kind_of(layer).path == "weighted" and not isinstance(layer, MaskedLayer)
 
 
 def prunable_variables(layer):
@@ -62,9 +55,9 @@ def prunable_variables(layer):
         raise ValueError(
             f"Layer {layer.name!r} has LoRA enabled; pruning its kernel is not supported."
         )
-    for cls, names in _BUILTIN_KERNELS:
-        if isinstance(layer, cls):
-            return [getattr(layer, n) for n in names]
+    names = kinds.prunable_kernel_names(layer)
+    if names:
+        return [getattr(layer, n) for n in names]
     raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) has no prunable kernel.")
 
 
@@ -84,6 +77,10 @@ _NON_FINITE = (
     "normalize updates over whole rows or columns (Adafactor) divide 0 by 0 where weights are "
     "pruned; use SGD, Adam, AdamW, RMSprop or Lion for pruned models, or lower the learning rate"
 )
+
+
+def _weighted(kind):
+    return kind.path == "weighted"
 
 
 class MaskProjection:
@@ -115,8 +112,8 @@ class MaskedLayer(layers.Wrapper):
         if not is_prunable(layer):
             raise ValueError(
                 f"Cannot mask layer {layer.name!r} ({type(layer).__name__}): it has no "
-                "prunable kernel. Maskable: Conv1D/2D/3D, DepthwiseConv, SeparableConv, "
-                "Dense, or a layer implementing tf_tradyx.pruning.PrunableLayer."
+                f"prunable kernel. Maskable: {', '.join(kinds.names_of(_weighted))}, or a layer "
+                "implementing tf_tradyx.pruning.PrunableLayer."
             )
         kwargs.setdefault("name", f"masked_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -217,9 +214,16 @@ def wrap(model, skip=()):
         raise ValueError(f"skip names layers that are not in the model: {unknown}.")
     if any(isinstance(l, MaskedLayer) for l in flatten_layers(model)):
         raise ValueError("The model already has masks; wrap it only once.")
+    if any(is_sparse_update_wrapper(l) for l in flatten_layers(model)):
+        raise ValueError(
+            "The model is wrapped for sparse updates; masks go inside, not around, those "
+            "wrappers (tx.pruning.strip refuses the other order): prune first, then wrap for "
+            "sparse updates, tx.sparse_update.wrap(tx.pruning.wrap(model), ...); or strip the "
+            "sparse-update wrappers first: tx.pruning.wrap(tx.sparse_update.strip(model))."
+        )
 
     def clone_layer(layer):
-        fresh = _model_walk.fresh_copy(layer)
+        fresh = walk.fresh_copy(layer)
         if is_prunable(layer) and not matches_skip(layer, skip):
             # The wrapper computes in the layer's own precision: a default-policy wrapper would
             # cast a float64 layer's inputs to float32 on the way in.
@@ -256,7 +260,7 @@ def strip(model):
 
     def clone_layer(layer):
         inner = layer.layer if isinstance(layer, MaskedLayer) else layer
-        return _model_walk.fresh_copy(inner)
+        return walk.fresh_copy(inner)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     for original, cloned in layer_pairs(model, clone):

@@ -1,10 +1,13 @@
-"""The weightless operations of a graph in the path networks: what kind each one is, and how the
-affine ones, layer normalization and products of two branches act in each mode.
+"""How each kind of layer acts in the path networks of PX and SynFlow, mode by mode.
 
-Kinds (`kind_of`):
-  "weighted"    prunable Conv/Dense layers (their own linear map, see path_layers.linear_call)
-  "activation"  elementwise activations (the ReLU family exactly, smooth ones linearised)
-  "batch_norm"  inference BatchNormalization
+`paths.PathNetwork` interprets a model's graph; for every operation it asks `kind_of` (which reads
+the layer-kind registry, `tf_tradyx._graph.kinds`) and computes it with the functions here:
+
+  "weighted"    prunable Conv/Dense layers: their own linear map (`linear_call`) with the pass's
+                kernels (unit, squared or absolute weights), no bias, then the fused activation
+  "activation"  elementwise activations: the ReLU family exactly (its gate is read off the output),
+                smooth ones linearised (their derivative at the real pre-activation, `smooth_activation`)
+  "batch_norm"  inference BatchNormalization: its scale is a path weight
   "affine"      per-channel or constant scale and shift: Rescaling, Normalization, ConvNeXt's
                 LayerScale, and the op-layers of `keras.ops` arithmetic with a constant (x / 127.5,
                 x - mean: what `preprocess_input` makes). The scale is a path weight: 1 in z1,
@@ -22,60 +25,217 @@ Kinds (`kind_of`):
   "identity"    dropout, noise, stochastic depth: the identity at inference
 """
 
+import math
+
 import keras
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from tf_tradyx import _keras_compat
-from tf_tradyx.pruning import masking, path_layers
-from tf_tradyx.pruning.path_layers import DTYPE
+from tf_tradyx._graph import kinds
 
-# Op-layers Keras creates for `keras.ops` calls on symbolic tensors, by class name.
-ARITHMETIC_OPS = ("Add", "Subtract", "Multiply", "TrueDivide", "Divide", "Negative")
-LINEAR_OPS = (
-    "Concatenate",
-    "Reshape",
-    "Flatten",
-    "Transpose",
-    "ExpandDims",
-    "Squeeze",
-    "GetItem",
-    "Stack",
-)
-_ACTIVATION_LAYERS = (layers.ReLU, layers.LeakyReLU, layers.ELU, layers.Activation, layers.Softmax)
+DTYPE = tf.float64
 
 
 def kind_of(op):
-    """(kind, None) for a supported operation, (None, why) otherwise."""
-    if isinstance(op, masking.MaskedLayer) or masking.is_prunable(op):
-        return "weighted", None
-    if isinstance(op, layers.BatchNormalization):
-        return "batch_norm", None
-    if isinstance(op, layers.LayerNormalization):
-        return "layer_norm", None
-    if isinstance(op, (layers.Rescaling, layers.Normalization)) or _keras_compat.is_layer_scale(op):
-        return "affine", None
-    if isinstance(op, layers.MaxPooling2D):
-        if op.data_format != "channels_last":
-            return None, "channels_first max pooling"
-        return "max_pool", None
-    if isinstance(op, layers.Multiply):
-        return "product", None
-    if isinstance(op, path_layers.NOISE_LAYERS) or _keras_compat.is_stochastic_depth(op):
-        return "identity", None
-    if isinstance(op, path_layers.LINEAR_LAYERS):
-        return "linear", None
-    if isinstance(op, _ACTIVATION_LAYERS):
-        if path_layers.layer_activation_spec(op) is None:
-            return None, "an activation that is not elementwise or not known"
-        return "activation", None
-    if not isinstance(op, layers.Layer):
-        name = type(op).__name__
-        if name in ARITHMETIC_OPS:
-            return "arithmetic", None
-        if name in LINEAR_OPS:
-            return "linear", None
-    return None, "unknown layer type"
+    """(path kind, None) for an operation the path networks treat, (None, why) otherwise."""
+    kind, why = kinds.path_support(op)
+    if kind == "activation" and layer_activation_spec(op) is None:
+        return None, "an activation that is not elementwise or not known"
+    return kind, why
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer the path-based scorers cannot treat exactly."""
+
+
+def _supported():
+    """The list of what the path networks treat, read from the layer-kind registry."""
+    weighted = "/".join(kinds.names_of(lambda k: k.path == "weighted"))
+    other = ", ".join(
+        kinds.names_of(lambda k: k.path is not None and k.path not in ("weighted", "activation"))
+    )
+    return (
+        f"Supported: {weighted}; activation layers and fused activations of the ReLU family "
+        f"(exact) and smooth elementwise ones ({', '.join(_SMOOTH_NAMES[:6])}, ...; linearised); "
+        f"{other}; keras.ops arithmetic and reshapes. For this model, use a scorer that "
+        "differentiates the real network instead: SNIPPruner, IterSNIPPruner, GraSPPruner (or "
+        "magnitude, random)."
+    )
+
+
+def unsupported(op, why):
+    """The error for one layer the path-based scorers cannot treat exactly."""
+    return UnsupportedLayerError(
+        f"Layer {op.name!r} ({type(op).__name__}) is not supported by path-based scoring (PX, "
+        f"SynFlow): {why}. {_supported()}"
+    )
+
+
+def unsupported_all(problems):
+    """One error naming every unsupported layer (`problems`: (layer, why) pairs) at once."""
+    if len(problems) == 1:
+        return unsupported(*problems[0])
+    listed = "; ".join(f"{op.name!r} ({type(op).__name__}): {why}" for op, why in problems[:20])
+    more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+    return UnsupportedLayerError(
+        f"{len(problems)} layers are not supported by path-based scoring (PX, SynFlow): "
+        f"{listed}{more}. {_supported()}"
+    )
+
+
+# ----- activations -------------------------------------------------------------------------------
+
+# Elementwise activations whose derivative at the real network's pre-activation is the data term's
+# gate (its first-order linearisation): read by automatic differentiation, so every one of them is
+# treated by the same code. The ReLU family is apart because its gate is exact and is read off the
+# activation's output.
+_SMOOTH_NAMES = (
+    "silu",
+    "swish",
+    "gelu",
+    "hard_silu",
+    "hard_swish",
+    "sigmoid",
+    "hard_sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "celu",
+    "softplus",
+    "softsign",
+    "mish",
+    "exponential",
+    "log_sigmoid",
+    "hard_tanh",
+    "tanh_shrink",
+    "squareplus",
+    "sparse_plus",
+    "sparse_sigmoid",
+)
+_SMOOTH = tuple(
+    getattr(keras.activations, n) for n in _SMOOTH_NAMES if hasattr(keras.activations, n)
+)
+
+
+def activation_spec(fn):
+    """("linear",), ("relu", negative_slope, max_value), ("smooth", fn), ("softmax",), or None
+    when the path networks cannot treat the activation (not elementwise, or unknown)."""
+    if fn is None or fn is keras.activations.linear:
+        return ("linear",)
+    if fn is keras.activations.relu:
+        return ("relu", 0.0, math.inf)
+    if fn is keras.activations.relu6:
+        return ("relu", 0.0, 6.0)
+    if fn is keras.activations.leaky_relu:
+        return ("relu", 0.2, math.inf)
+    if fn is keras.activations.softmax:
+        return ("softmax",)
+    if any(fn is f for f in _SMOOTH):
+        return ("smooth", fn)
+    return None
+
+
+def layer_activation_spec(op):
+    if isinstance(op, layers.ReLU):
+        if float(op.threshold) != 0.0:
+            return None
+        max_value = math.inf if op.max_value is None else float(op.max_value)
+        return ("relu", float(op.negative_slope), max_value)
+    if isinstance(op, layers.LeakyReLU):
+        return ("relu", float(op.negative_slope), math.inf)
+    if isinstance(op, layers.ELU):
+        return ("smooth", op.call)
+    if isinstance(op, layers.Activation):
+        return activation_spec(op.activation)
+    if isinstance(op, layers.Softmax):
+        return ("softmax",)
+    return None
+
+
+def squared_gate(y, spec, dtype):
+    """(d act / d pre)^2 read off the activation output y (the sign and saturation of y tell)."""
+    _, slope, max_value = spec
+    if slope == 0.0:
+        active = y > 0 if not math.isfinite(max_value) else tf.logical_and(y > 0, y < max_value)
+        return tf.cast(active, dtype)
+    one, zero = tf.ones_like(y), tf.zeros_like(y)
+    active = tf.where(y < max_value, one, zero) if math.isfinite(max_value) else one
+    gate = tf.where(y > 0, active, tf.where(y < 0, slope * one, zero))
+    return tf.cast(gate * gate, dtype)
+
+
+def smooth_activation(fn, pre):
+    """(fn(pre), (d fn / d pre)^2): the activation and its squared derivative at `pre`, by
+    automatic differentiation (the activation is elementwise, so the gradient of the sum is the
+    derivative). The derivative is a constant of the data term: no gradient flows through it."""
+    with tf.GradientTape() as tape:
+        tape.watch(pre)
+        y = fn(pre)
+    slope = tf.stop_gradient(tape.gradient(y, pre))
+    return y, slope * slope
+
+
+# ----- weighted layers ---------------------------------------------------------------------------
+
+
+def linear_call(layer, x, kernels):
+    """The layer's output with the given kernels: no bias, no activation."""
+    if kinds.kind_of(layer).name == "prunable_layer":
+        if not hasattr(layer, "linear_call"):
+            raise UnsupportedLayerError(
+                f"Layer {layer.name!r} implements PrunableLayer but not linear_call(inputs, "
+                "kernels), which path-based scoring needs."
+            )
+        return layer.linear_call(x, kernels)
+    if isinstance(layer, layers.Dense):
+        return ops.matmul(x, kernels[0])
+    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
+        return ops.separable_conv(
+            x,
+            kernels[0],
+            kernels[1],
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+        return ops.depthwise_conv(
+            x,
+            kernels[0],
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    if layer.padding == "causal":
+        raise unsupported(layer, "causal padding")
+    return layer.convolution_op(x, kernels[0])
+
+
+def channel_shape(layer, rank):
+    """Broadcast shape of a per-channel vector for an output of this rank."""
+    axis = -1
+    if getattr(layer, "data_format", "channels_last") == "channels_first" and rank > 2:
+        axis = 1
+    if isinstance(layer, layers.BatchNormalization):
+        axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+    shape = [1] * rank
+    shape[axis] = -1
+    return shape
+
+
+def bn_scale_shift(bn):
+    """Inference-mode y = scale * x + shift of a BatchNormalization layer, in float64."""
+    var = tf.cast(tf.convert_to_tensor(bn.moving_variance), DTYPE)
+    mean = tf.cast(tf.convert_to_tensor(bn.moving_mean), DTYPE)
+    gamma = tf.cast(tf.convert_to_tensor(bn.gamma), DTYPE) if bn.scale else tf.ones_like(var)
+    beta = tf.cast(tf.convert_to_tensor(bn.beta), DTYPE) if bn.center else tf.zeros_like(var)
+    return gamma, beta, mean, var
+
+
+# ----- weightless operations ---------------------------------------------------------------------
 
 
 def _as64(value):
@@ -127,8 +287,8 @@ def apply_affine(x, scale, shift, mode):
 def apply_batch_norm(bn, x, mode):
     """Inference BatchNormalization in an auxiliary mode: its scale is a path weight; SynFlow
     uses absolute parameters and statistics, as the authors' code does."""
-    gamma, beta, mean, var = path_layers.bn_scale_shift(bn)
-    shape = path_layers.channel_shape(bn, len(x.shape))
+    gamma, beta, mean, var = bn_scale_shift(bn)
+    shape = channel_shape(bn, len(x.shape))
     if mode in ("z1", "connect"):
         return x
     if mode == "z2":

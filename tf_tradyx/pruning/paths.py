@@ -3,40 +3,123 @@
 PX and SynFlow score weights with modified copies of the network (unit weights, squared weights,
 absolute weights, identity activations, recorded ReLU gates). Instead of cloning the model per
 round or patching layers, `PathNetwork` walks the model's graph once per pass (the steps of
-`_keras_compat.graph_steps`, nested models inlined: the same walk TraDy uses to count calls and to
+`tf_tradyx._graph.steps`, nested models inlined: the same walk TraDy uses to count calls and to
 recompute segments) and computes each layer's modified version from the layer's own configuration
-and variables. The model is never
-modified; passes run in float64 because a unit-weight network grows by every layer's fan-in.
+and variables. The model is never modified; passes run in float64 because a unit-weight network
+grows by every layer's fan-in.
 
-Modes of `PathNetwork.run` (docs/METHODS.md 2.5 for the generalisation beyond ReLU networks):
-  "real"     the masked network itself on data (training=False); records what z1 needs: every
-             activation's squared derivative at its real pre-activation (exact 0/1 for the ReLU
-             family, the linearisation for smooth ones), max-pooling positions, LayerNormalization's
-             1/sigma^2, the squared real factors of every product.
-  "z1"       PX data term: unit weights (times masks), input x^2, activations replaced by their
-             recorded gates, affine layers' scales 1, max pooling at the recorded positions.
-  "z2"       PX path term: weights theta^2 (times masks), identity activations, affine scales
-             squared, max pooling replaced by average pooling (a data-free stand-in), no biases.
-  "synflow"  SynFlow: |theta| (times masks), |bias|, BN with absolute parameters in inference mode,
-             every activation linearised (the identity), the real pooling.
-  "connect"  the masks alone (0/1 weights, all else the identity, average pooling), rescaled per
-             layer: an output is positive exactly when a path of kept weights reaches it.
-The "z1" pass also runs in a scaled float32 form ("z1_scaled"): every tensor is carried as a
-float32 mantissa and a float64 log-scale, renormalized after each weighted layer, with multi-input
-ops brought to a common scale first. z1 has no negative terms (unit weights, squared gates, x^2),
-so this keeps float32's relative precision at any depth instead of overflowing.
-How each kind of operation acts in each mode: `path_ops`. A softmax on the model output is ignored
-in the auxiliary modes (paths end at the logits).
+Each pass is an object (docs/METHODS.md 2.5 for the generalisation beyond ReLU networks):
+  `RealPass`      "real": the masked network itself on data (training=False); records in a
+                  `GateRecorder` what z1 needs: every activation's squared derivative at its real
+                  pre-activation (exact 0/1 for the ReLU family, the linearisation for smooth
+                  ones), max-pooling positions, LayerNormalization's 1/sigma^2, the squared real
+                  factors of every product.
+  `DataTermPass`  "z1", PX's data term: unit weights (times masks), input x^2, activations
+                  replaced by the recorded gates, affine layers' scales 1, max pooling at the
+                  recorded positions.
+  `ScaledDataTermPass`  "z1_scaled": z1 in float32, every tensor carried as a float32 mantissa and
+                  a float64 log-scale, renormalized after each weighted layer, multi-input ops
+                  brought to a common scale first. z1 has no negative terms (unit weights, squared
+                  gates, x^2), so this keeps float32's relative precision at any depth.
+  `PathTermPass`  "z2", PX's path term: weights theta^2 (times masks), identity activations,
+                  affine scales squared, max pooling replaced by average pooling (a data-free
+                  stand-in), no biases.
+  `SynFlowPass`   "synflow": |theta| (times masks), |bias|, BN with absolute parameters in inference
+                  mode, every activation linearised (the identity), the real pooling.
+  `ConnectPass`   "connect": the masks alone (0/1 weights, all else the identity, average
+                  pooling), rescaled per layer: an output is positive exactly when a path of kept
+                  weights reaches it.
+
+Which operations take a gate is decided in one place (`_gate_for`), for the recording and the
+replaying pass alike; the replaying pass checks each gate's operation and kind against the record
+and fails loudly when the two passes disagree. How each kind of operation acts in each mode:
+`path_ops`. A softmax on the model output is ignored in the auxiliary modes (paths end at the
+logits).
 """
 
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx import _keras_compat, _model_walk
-from tf_tradyx.pruning import masking, path_layers, path_ops
-from tf_tradyx.pruning.path_layers import DTYPE, UnsupportedLayerError, linear_call  # noqa: F401 - re-exported
+from tf_tradyx import _keras_compat
+from tf_tradyx._graph import steps as graph_steps
+from tf_tradyx._graph import walk
+from tf_tradyx.pruning import masking, path_ops
+from tf_tradyx.pruning.path_ops import DTYPE, UnsupportedLayerError, linear_call  # noqa: F401 - re-exported
 
-# ----- the interpreter ---------------------------------------------------------------------------
+
+class GateMismatchError(RuntimeError):
+    """The data-term pass asked for a gate the real pass did not record (a layer kind handled by
+    one pass and not the other): a bug in tf_tradyx, never a user error."""
+
+
+class GateRecorder:
+    """The gates the real pass records, in graph order, each with the operation and kind it belongs
+    to, so that the data-term pass can check it replays them where they were recorded.
+
+    Example:
+
+    >>> import keras, numpy as np, tensorflow as tf
+    >>> from tf_tradyx.pruning import paths
+    >>> inputs = keras.Input((3,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="relu")(inputs))
+    >>> net, gates = paths.PathNetwork(model), paths.GateRecorder()
+    >>> _ = net.run(np.ones((1, 3), np.float32), "real", gates=gates)
+    >>> len(gates)
+    1
+    """
+
+    def __init__(self):
+        self._records = []
+
+    def __len__(self):
+        return len(self._records)
+
+    def record(self, op, what, value):
+        """Appends the gate `value` of kind `what` ("activation", "product", "layer_norm",
+        "max_pool") recorded at operation `op`."""
+        self._records.append((op, what, value))
+
+    def replay(self):
+        """A `GateReplay` reading the recorded gates from the start."""
+        return GateReplay(self._records)
+
+
+class GateReplay:
+    """Reads a `GateRecorder`'s gates back in order, checking each against the asking operation."""
+
+    def __init__(self, records):
+        self._records = records
+        self._next = 0
+
+    def take(self, op, what):
+        """The next gate, which must have been recorded at `op` as `what`.
+
+        Raises:
+          GateMismatchError: when the next record belongs to another operation or kind, or none
+            is left.
+        """
+        if self._next >= len(self._records):
+            raise GateMismatchError(
+                f"The data-term pass asks for a {what} gate at {op.name!r}, but the real pass "
+                f"recorded only {len(self._records)} gates."
+            )
+        recorded_op, recorded_what, value = self._records[self._next]
+        if recorded_op is not op or recorded_what != what:
+            raise GateMismatchError(
+                f"Gate {self._next}: the data-term pass asks for a {what} gate at {op.name!r}, "
+                f"but the real pass recorded a {recorded_what} gate at {recorded_op.name!r}."
+            )
+        self._next += 1
+        return value
+
+    def check_consumed(self):
+        """Raises GateMismatchError when recorded gates were left unread."""
+        if self._next != len(self._records):
+            _, what, _ = self._records[self._next]
+            raise GateMismatchError(
+                f"The data-term pass read {self._next} of the {len(self._records)} recorded gates; "
+                f"the next unread one is a {what} gate."
+            )
 
 
 def _functional(model):
@@ -46,187 +129,198 @@ def _functional(model):
     return graph
 
 
-class PathNetwork:
-    """Runs the auxiliary networks of one Keras model (see the module docstring)."""
+def _kernel_pairs(op):
+    """The weighted layer and its (kernel variable, mask or None) pairs."""
+    if isinstance(op, masking.MaskedLayer):
+        return op.layer, list(zip(op.kernels, op.masks))
+    return op, [(v, None) for v in masking.prunable_variables(op)]
 
-    def __init__(self, model):
-        _model_walk.check_cloneable(model)
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError("Path-based scoring supports models with one input and one output.")
-        self.model = model
-        _functional(model)  # a clear error for an unbuilt Sequential model
-        self._steps = _keras_compat.graph_steps(model)  # nested models inlined
-        self._output_ops = {id(_keras_compat.output_operation(model, self._steps))}
-        self._check(model)
 
-    # Validation walks the graph once so that errors name every unsupported layer up front.
-    def _check(self, model):
-        """Raises one UnsupportedLayerError naming every layer the path networks cannot treat."""
-        problems = list(self._problems(model))
-        if problems:
-            raise path_layers.unsupported_all(problems)
+def _with_bias(layer, y, transform):
+    """y plus transform(bias) per channel, when the layer has a bias."""
+    if not getattr(layer, "use_bias", False) or layer.bias is None:
+        return y
+    bias = transform(tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
+    return y + tf.reshape(bias, path_ops.channel_shape(layer, len(y.shape)))
 
-    def _problems(self, model):
-        """(layer, why) for every layer of the graph (nested models included) not supported."""
-        for step in self._steps:
-            if step[0] != "op":
-                continue
-            op = step[1]
-            kind, why = path_ops.kind_of(op)
-            if kind is None:
-                yield op, why
-                continue
-            inner = op.layer if isinstance(op, masking.MaskedLayer) else op
-            spec = self._activation_of(op) if kind in ("weighted", "activation") else None
-            if kind == "weighted" and spec is None:  # named as the user named it
-                yield inner, f"activation {inner.activation.__name__!r}"
-            elif spec == ("softmax",) and id(op) not in self._output_ops:
-                yield inner, "softmax inside the network"
 
-    def run(self, x, mode, kernels=None, gates=None):
-        """Runs one pass. `kernels`: {id(kernel variable): tensor} overriding the mode's default
-        kernel (used to take gradients); `gates`: list filled by "real", consumed by "z1" and
-        "z1_scaled". "z1_scaled" returns (float32 mantissa, float64 log-scale): z1 = m * exp(s)."""
-        state = {"mode": mode, "kernels": kernels or {}, "gates": gates, "next_gate": 0}
-        if mode in ("z1", "z1_scaled") and gates is None:
-            raise ValueError(f"mode {mode!r} needs the gates recorded by a 'real' pass.")
-        state["graph"] = set()  # ids of the tensors of this pass (arguments that are not constants)
-        if mode == "z1_scaled":
-            state["mode"] = "z1"
-            state["dtype"] = tf.float32
-            state["scales"] = {}
-            x = tf.cast(x, tf.float32)
-            peak = tf.reduce_max(x)
-            peak = tf.where(peak > 0, peak, tf.ones_like(peak))
-            x = x / peak
-            state["scales"][id(x)] = (x, tf.math.log(tf.cast(peak, DTYPE)))
-            state["graph"].add(id(x))
-            y = self._run_model(x, state)
-            return y, state["scales"][id(y)][1]
-        state["dtype"] = DTYPE
-        if mode != "real":
-            x = tf.cast(x, DTYPE)
-        state["graph"].add(id(x))
-        return self._run_model(x, state)
+def _activation_spec(op, kind):
+    """The activation an operation applies (its fused one for weighted layers), or None."""
+    if kind == "weighted":
+        return path_ops.activation_spec(getattr(walk.inner(op), "activation", None))
+    if kind == "activation":
+        return path_ops.layer_activation_spec(op)
+    return None
 
-    def _run_model(self, x, state):
-        def call(op, *args, **kwargs):
-            if "scales" in state:
-                y = self._scaled_call(op, args, kwargs, state)
-            else:
-                y = self._call(op, args, kwargs, state)
-            state["graph"].update(id(t) for t in tf.nest.flatten(y))
-            return y
 
-        return _keras_compat.run_graph(self.model, self._steps, x, call)
+def _pool_args(op):
+    return [1, *op.pool_size, 1], [1, *op.strides, 1], op.padding.upper()
 
-    # ---- one operation ----
-    def _scaled_call(self, op, args, kwargs, state):
-        """z1 in float32: brings the inputs to one scale, renormalizes weighted outputs."""
-        scales = state["scales"]
-        flat = tf.nest.flatten(args)
-        tensors = [t for t in flat if tf.is_tensor(t) and id(t) in scales]
-        in_scales = [scales[id(t)][1] for t in tensors]
-        if len(in_scales) > 1:
-            common = tf.reduce_max(tf.stack(in_scales))
-            factors = {
-                id(t): tf.cast(tf.exp(s - common), tf.float32) for t, s in zip(tensors, in_scales)
-            }
-            flat = [t * factors[id(t)] if tf.is_tensor(t) and id(t) in factors else t for t in flat]
-            state["graph"].update(id(t) for t in flat if tf.is_tensor(t))
-            args = tf.nest.pack_sequence_as(args, flat)
-            scale = common
-        else:
-            scale = in_scales[0]
-        y = self._call(op, args, kwargs, state)
-        if isinstance(op, masking.MaskedLayer) or masking.is_prunable(op):
-            peak = tf.reduce_max(y)
-            peak = tf.where(peak > 0, peak, tf.ones_like(peak))
-            y = y / peak
-            scale = scale + tf.math.log(tf.cast(peak, DTYPE))
-        scales[id(y)] = (y, scale)
+
+class _Pass:
+    """One pass over the graph: how each kind of operation is computed in this mode."""
+
+    mode = None
+
+    def __init__(self, net, kernels=None):
+        self.net = net
+        self.kernels = kernels or {}
+        self.dtype = DTYPE
+        self.graph = set()  # ids of the tensors of this pass (arguments that are not constants)
+
+    def run(self, x):
+        x = self.prepare(x)
+        self.graph.add(id(x))
+        return self.finish(self.net.run_graph(x, self._traced_call))
+
+    def prepare(self, x):
+        return tf.cast(x, DTYPE)
+
+    def finish(self, y):
         return y
 
-    def _next_gate(self, state):
-        gate = state["gates"][state["next_gate"]]
-        state["next_gate"] += 1
-        return gate
+    def _traced_call(self, op, *args, **kwargs):
+        y = self.call(op, args, kwargs)
+        self.graph.update(id(t) for t in tf.nest.flatten(y))
+        return y
 
-    def _call(self, op, args, kwargs, state):
-        mode = state["mode"]
+    def graph_args(self, args):
+        """The arguments that are tensors of this pass (not constants)."""
+        return [a for a in tf.nest.flatten(args) if id(a) in self.graph]
+
+    def gate_for(self, op, kind, args):
+        """The kind of gate `op` takes ("activation", "product", "layer_norm", "max_pool") or None:
+        the one rule both the recording and the replaying pass follow."""
+        if kind == "max_pool" or kind == "layer_norm":
+            return kind
+        if kind == "product" or (kind == "arithmetic" and len(self.graph_args(args)) > 1):
+            is_product = isinstance(op, layers.Multiply) or type(op).__name__ == "Multiply"
+            return "product" if is_product else None
+        spec = _activation_spec(op, kind)
+        if spec is not None and spec[0] in ("relu", "smooth"):
+            return "activation"
+        return None
+
+    def call(self, op, args, kwargs):
         kind, _ = path_ops.kind_of(op)
-        if mode == "real":
-            return self._real_call(op, kind, args, kwargs, state)
         kwargs.pop("training", None)
         kwargs.pop("mask", None)
         if kind == "weighted":
-            return self._weighted(op, args[0], state)
+            return self.weighted(op, args[0])
         if kind == "batch_norm":
-            return path_ops.apply_batch_norm(op, args[0], mode)
+            return path_ops.apply_batch_norm(op, args[0], self.mode)
         if kind == "max_pool":
-            return self._max_pool(op, args[0], state)
+            return self.max_pool(op, args[0])
         if kind == "activation":
-            return self._activation(args[0], path_layers.layer_activation_spec(op), state)
+            return self.activation(op, args[0], path_ops.layer_activation_spec(op))
         if kind == "identity":
             return args[0]
         if kind == "affine":
-            return path_ops.apply_affine(args[0], *path_ops.affine_scale_shift(op, ()), mode)
+            return path_ops.apply_affine(args[0], *path_ops.affine_scale_shift(op, ()), self.mode)
         if kind == "layer_norm":
-            gate = self._next_gate(state) if mode == "z1" else None
-            return path_ops.apply_layer_norm(op, args[0], mode, gate)
-        if kind == "product" or (kind == "arithmetic" and self._graph_args(args, state) > 1):
-            return self._binary(op, args, state)
+            return path_ops.apply_layer_norm(op, args[0], self.mode, self.gate(op, "layer_norm"))
+        if kind == "product" or (kind == "arithmetic" and len(self.graph_args(args)) > 1):
+            return self.binary(op, args)
         if kind == "arithmetic":
-            marked = ["x" if id(a) in state["graph"] else a for a in args]
+            marked = ["x" if id(a) in self.graph else a for a in args]
             return path_ops.apply_affine(
-                args[0 if marked[0] == "x" else 1], *self._affine_of(op, marked), mode
+                args[0 if marked[0] == "x" else 1], *self._affine_of(op, marked), self.mode
             )
         return op.call(*args, **kwargs)
 
-    @staticmethod
-    def _graph_args(args, state):
-        return sum(1 for a in tf.nest.flatten(args) if id(a) in state["graph"])
+    def gate(self, op, what):
+        """The recorded gate of `op` (the data-term pass), None in passes without gates."""
+        return None
 
     @staticmethod
     def _affine_of(op, marked):
         params = path_ops.affine_scale_shift(op, marked)
         if params is None:
-            raise path_layers.unsupported(op, "not affine in its input (a constant divided by it)")
+            raise path_ops.unsupported(op, "not affine in its input (a constant divided by it)")
         return params
 
-    def _binary(self, op, args, state):
+    def binary(self, op, args):
         """Arithmetic on two graph tensors: sums (and differences) add paths, products follow
         path_ops.apply_product."""
-        factors = [a for a in tf.nest.flatten(args) if id(a) in state["graph"]]
+        factors = self.graph_args(args)
         name = type(op).__name__
         if isinstance(op, layers.Multiply) or name == "Multiply":
-            squares = self._next_gate(state) if state["mode"] == "z1" else None
-            return path_ops.apply_product(factors, state["mode"], squares)
+            return path_ops.apply_product(factors, self.mode, self.gate(op, "product"))
         if name in ("Add", "Subtract"):
             return factors[0] + factors[1]
-        raise path_layers.unsupported(op, f"{name} of two tensors of the network")
+        raise path_ops.unsupported(op, f"{name} of two tensors of the network")
 
-    def _real_call(self, op, kind, args, kwargs, state):
-        """The real (masked) network in inference mode; records what z1 needs, in graph order."""
-        if "training" in getattr(op, "_call_context_args", {}):
+    def activation(self, op, y, spec):
+        """Every activation is the identity (linearised network); softmax only at the output."""
+        return y
+
+    def kernel(self, var, mask):
+        """The kernel this pass computes with (an override from `kernels` first)."""
+        override = self.kernels.get(id(var))
+        if override is not None:
+            return override
+        theta = tf.cast(tf.convert_to_tensor(var), self.dtype)
+        m = tf.cast(tf.convert_to_tensor(mask), self.dtype) if mask is not None else None
+        return self.transform_kernel(theta, m)
+
+    def transform_kernel(self, theta, mask):
+        raise NotImplementedError
+
+    def weighted(self, op, x):
+        layer, pairs = _kernel_pairs(op)
+        kernels = [self.kernel(v, m) for v, m in pairs]
+        y = linear_call(layer, tf.cast(x, self.dtype), kernels)
+        y = self.after_linear(layer, y)
+        return self.activation(op, y, path_ops.activation_spec(getattr(layer, "activation", None)))
+
+    def after_linear(self, layer, y):
+        return y
+
+    def max_pool(self, op, x):
+        ksize, strides, padding = _pool_args(op)
+        return tf.nn.avg_pool2d(x, ksize, strides, padding)
+
+
+class RealPass(_Pass):
+    """The real (masked) network in inference mode; records what z1 needs, in graph order."""
+
+    mode = "real"
+
+    def __init__(self, net, gates, kernels=None):
+        super().__init__(net, kernels)
+        if not isinstance(gates, GateRecorder):
+            raise TypeError(f"The real pass records into a GateRecorder, got {type(gates)!r}.")
+        self.gates = gates
+
+    def prepare(self, x):
+        return x
+
+    def call(self, op, args, kwargs):
+        kind, _ = path_ops.kind_of(op)
+        if "training" in _keras_compat.call_context_args(op):
             kwargs["training"] = False
-        if kind == "max_pool":
-            return self._real_max_pool(op, args[0], state)
-        if kind == "layer_norm":
-            state["gates"].append(path_ops.layer_norm_gate(op, args[0]))
-        if kind == "product" or (kind == "arithmetic" and self._graph_args(args, state) > 1):
-            if isinstance(op, layers.Multiply) or type(op).__name__ == "Multiply":
-                factors = [a for a in tf.nest.flatten(args) if id(a) in state["graph"]]
-                state["gates"].append([tf.stop_gradient(tf.square(f)) for f in factors])
-        spec = self._activation_of(op) if kind in ("weighted", "activation") else None
+        gate = self.gate_for(op, kind, args)
+        if gate == "max_pool":
+            ksize, strides, padding = _pool_args(op)
+            y, argmax = tf.nn.max_pool_with_argmax(
+                args[0], ksize, strides, padding, include_batch_in_index=True
+            )
+            self.gates.record(op, gate, argmax)
+            return y
+        if gate == "layer_norm":
+            self.gates.record(op, gate, path_ops.layer_norm_gate(op, args[0]))
+        if gate == "product":
+            squares = [tf.stop_gradient(tf.square(f)) for f in self.graph_args(args)]
+            self.gates.record(op, gate, squares)
+        spec = _activation_spec(op, kind) if gate == "activation" else None
         if spec is not None and spec[0] == "smooth":
             pre = self._pre_activation(op, kind, args[0])
-            y, gate = path_layers.smooth_activation(spec[1], pre)
-            state["gates"].append(gate)
+            y, slope = path_ops.smooth_activation(spec[1], pre)
+            self.gates.record(op, gate, slope)
             return y
         y = op(*args, **kwargs)
-        if spec is not None and spec[0] == "relu":
-            state["gates"].append(path_layers.squared_gate(y, spec, tf.float32))
+        if spec is not None:  # the ReLU family: the gate is read off the output
+            self.gates.record(op, gate, path_ops.squared_gate(y, spec, tf.float32))
         return y
 
     def _pre_activation(self, op, kind, x):
@@ -234,87 +328,207 @@ class PathNetwork:
         before its fused activation (its own linear map with the real masked kernels, plus bias)."""
         if kind == "activation":
             return x
-        layer, pairs = self._kernel_pairs(op)
+        layer, pairs = _kernel_pairs(op)
         kernels = [
             tf.convert_to_tensor(v) * (1 if m is None else tf.convert_to_tensor(m))
             for v, m in pairs
         ]
-        return self._with_bias(layer, path_layers.linear_call(layer, x, kernels), lambda b: b)
+        return _with_bias(layer, path_ops.linear_call(layer, x, kernels), lambda b: b)
 
-    @staticmethod
-    def _kernel_pairs(op):
-        """The weighted layer and its (kernel variable, mask or None) pairs."""
-        if isinstance(op, masking.MaskedLayer):
-            return op.layer, list(zip(op.kernels, op.masks))
-        return op, [(v, None) for v in masking.prunable_variables(op)]
 
-    @staticmethod
-    def _with_bias(layer, y, transform):
-        """y plus transform(bias) per channel, when the layer has a bias."""
-        if not getattr(layer, "use_bias", False) or layer.bias is None:
-            return y
-        bias = transform(tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
-        return y + tf.reshape(bias, path_layers.channel_shape(layer, len(y.shape)))
+class DataTermPass(_Pass):
+    """PX's data term z1: unit weights, the real pass's gates, max pooling at its positions."""
 
-    def _activation_of(self, op):
-        inner = op.layer if isinstance(op, masking.MaskedLayer) else op
-        if masking.is_prunable(inner):
-            return path_layers.activation_spec(getattr(inner, "activation", None))
-        return path_layers.layer_activation_spec(op)
+    mode = "z1"
 
-    def _activation(self, y, spec, state):
-        if spec[0] == "linear" or spec[0] == "softmax":
-            return y  # Softmax only at the output: paths end at the logits.
-        if state["mode"] == "z1":
-            return y * tf.cast(self._next_gate(state), y.dtype)
-        return y  # z2 and SynFlow: every activation is the identity (linearised network).
+    def __init__(self, net, gates, kernels=None):
+        super().__init__(net, kernels)
+        if not isinstance(gates, GateRecorder):
+            raise ValueError("mode 'z1' needs the gates recorded by a 'real' pass (GateRecorder).")
+        self.replay = gates.replay()
 
-    def _kernel(self, layer, var, mask, state):
-        override = state["kernels"].get(id(var))
-        if override is not None:
-            return override
-        dtype = state["dtype"]
-        theta = tf.cast(tf.convert_to_tensor(var), dtype)
-        m = tf.cast(tf.convert_to_tensor(mask), dtype) if mask is not None else None
-        mode = state["mode"]
-        if mode in ("z1", "connect"):
-            return m if m is not None else tf.ones_like(theta)
-        base = theta * m if m is not None else theta
-        return base * base if mode == "z2" else tf.abs(base)
-
-    def _weighted(self, op, x, state):
-        layer, pairs = self._kernel_pairs(op)
-        kernels = [self._kernel(layer, v, m, state) for v, m in pairs]
-        y = path_layers.linear_call(layer, tf.cast(x, state["dtype"]), kernels)
-        mode = state["mode"]
-        if mode == "connect":  # only the sign matters: keep magnitudes near 1 at any depth
-            y = y / tf.maximum(tf.reduce_max(y), tf.constant(1e-300, y.dtype))
-        if mode == "synflow":
-            y = self._with_bias(layer, y, tf.abs)
-        activation = getattr(layer, "activation", None)
-        return self._activation(y, path_layers.activation_spec(activation), state)
-
-    @staticmethod
-    def _pool_args(op):
-        return [1, *op.pool_size, 1], [1, *op.strides, 1], op.padding.upper()
-
-    def _real_max_pool(self, op, x, state):
-        ksize, strides, padding = self._pool_args(op)
-        y, argmax = tf.nn.max_pool_with_argmax(
-            x, ksize, strides, padding, include_batch_in_index=True
-        )
-        state["gates"].append(argmax)
+    def finish(self, y):
+        self.replay.check_consumed()
         return y
 
-    def _max_pool(self, op, x, state):
-        ksize, strides, padding = self._pool_args(op)
-        mode = state["mode"]
-        if mode == "z1":
-            argmax = self._next_gate(state)
-            return tf.reshape(tf.gather(tf.reshape(x, [-1]), argmax), tf.shape(argmax))
-        if mode in ("z2", "connect"):
-            return tf.nn.avg_pool2d(x, ksize, strides, padding)
+    def gate(self, op, what):
+        return self.replay.take(op, what)
+
+    def transform_kernel(self, theta, mask):
+        return mask if mask is not None else tf.ones_like(theta)
+
+    def activation(self, op, y, spec):
+        if spec[0] == "linear" or spec[0] == "softmax":
+            return y  # Softmax only at the output: paths end at the logits.
+        return y * tf.cast(self.gate(op, "activation"), y.dtype)
+
+    def max_pool(self, op, x):
+        argmax = self.gate(op, "max_pool")
+        return tf.reshape(tf.gather(tf.reshape(x, [-1]), argmax), tf.shape(argmax))
+
+
+class ScaledDataTermPass(DataTermPass):
+    """z1 in float32 as (mantissa, log-scale): returns (float32 mantissa, float64 log-scale)."""
+
+    def __init__(self, net, gates, kernels=None):
+        super().__init__(net, gates, kernels)
+        self.dtype = tf.float32
+        self.scales = {}
+
+    def prepare(self, x):
+        x = tf.cast(x, tf.float32)
+        peak = tf.reduce_max(x)
+        peak = tf.where(peak > 0, peak, tf.ones_like(peak))
+        x = x / peak
+        self.scales[id(x)] = (x, tf.math.log(tf.cast(peak, DTYPE)))
+        return x
+
+    def finish(self, y):
+        super().finish(y)
+        return y, self.scales[id(y)][1]
+
+    def call(self, op, args, kwargs):
+        """Brings the inputs to one scale, renormalizes weighted outputs."""
+        flat = tf.nest.flatten(args)
+        tensors = [t for t in flat if tf.is_tensor(t) and id(t) in self.scales]
+        in_scales = [self.scales[id(t)][1] for t in tensors]
+        if len(in_scales) > 1:
+            common = tf.reduce_max(tf.stack(in_scales))
+            factors = {
+                id(t): tf.cast(tf.exp(s - common), tf.float32) for t, s in zip(tensors, in_scales)
+            }
+            flat = [t * factors[id(t)] if tf.is_tensor(t) and id(t) in factors else t for t in flat]
+            self.graph.update(id(t) for t in flat if tf.is_tensor(t))
+            args = tf.nest.pack_sequence_as(args, flat)
+            scale = common
+        else:
+            scale = in_scales[0]
+        y = super().call(op, args, kwargs)
+        if isinstance(op, masking.MaskedLayer) or masking.is_prunable(op):
+            peak = tf.reduce_max(y)
+            peak = tf.where(peak > 0, peak, tf.ones_like(peak))
+            y = y / peak
+            scale = scale + tf.math.log(tf.cast(peak, DTYPE))
+        self.scales[id(y)] = (y, scale)
+        return y
+
+
+class PathTermPass(_Pass):
+    """PX's path term z2: squared weights, identity activations, average pooling."""
+
+    mode = "z2"
+
+    def transform_kernel(self, theta, mask):
+        base = theta * mask if mask is not None else theta
+        return base * base
+
+
+class SynFlowPass(_Pass):
+    """SynFlow: absolute weights and biases, identity activations, the real pooling."""
+
+    mode = "synflow"
+
+    def transform_kernel(self, theta, mask):
+        base = theta * mask if mask is not None else theta
+        return tf.abs(base)
+
+    def after_linear(self, layer, y):
+        return _with_bias(layer, y, tf.abs)
+
+    def max_pool(self, op, x):
+        ksize, strides, padding = _pool_args(op)
         return tf.nn.max_pool2d(x, ksize, strides, padding)
+
+
+class ConnectPass(_Pass):
+    """The masks alone, rescaled per layer: positive exactly where kept paths reach."""
+
+    mode = "connect"
+
+    def transform_kernel(self, theta, mask):
+        return mask if mask is not None else tf.ones_like(theta)
+
+    def after_linear(self, layer, y):
+        # Only the sign matters: keep magnitudes near 1 at any depth.
+        return y / tf.maximum(tf.reduce_max(y), tf.constant(1e-300, y.dtype))
+
+
+_PASSES = {
+    "z2": PathTermPass,
+    "synflow": SynFlowPass,
+    "connect": ConnectPass,
+}
+
+
+class PathNetwork:
+    """Runs the auxiliary networks of one Keras model (see the module docstring).
+
+    Args:
+      model: a built Functional or Sequential model with one input and one output, whose every
+        layer the path networks treat (`path_ops.kind_of`).
+
+    Raises:
+      UnsupportedLayerError: naming every layer the path networks cannot treat, at once.
+      ValueError: for several inputs or outputs, or an unbuilt Sequential model.
+      TypeError: for a subclassed model.
+    """
+
+    def __init__(self, model):
+        walk.check_cloneable(model)
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError("Path-based scoring supports models with one input and one output.")
+        self.model = model
+        _functional(model)  # a clear error for an unbuilt Sequential model
+        self._steps = graph_steps.graph_steps(model)  # nested models inlined
+        self._output_ops = {id(graph_steps.output_operation(model, self._steps))}
+        problems = list(self._problems())
+        if problems:
+            raise path_ops.unsupported_all(problems)
+
+    def _problems(self):
+        """(layer, why) for every layer of the graph (nested models included) not supported."""
+        for step in graph_steps.op_steps(self._steps):
+            op = step.op
+            kind, why = path_ops.kind_of(op)
+            if kind is None:
+                yield op, why
+                continue
+            spec = _activation_spec(op, kind) if kind in ("weighted", "activation") else None
+            inner = walk.inner(op)
+            if kind == "weighted" and spec is None:  # named as the user named it
+                yield inner, f"activation {inner.activation.__name__!r}"
+            elif spec == ("softmax",) and id(op) not in self._output_ops:
+                yield inner, "softmax inside the network"
+
+    def run_graph(self, x, call_fn):
+        """The model's graph run on `x` with `call_fn(op, *args, **kwargs)` for every operation."""
+        return graph_steps.run_graph(self.model, self._steps, x, call_fn)
+
+    def run(self, x, mode, kernels=None, gates=None):
+        """Runs one pass.
+
+        Args:
+          x: the input batch.
+          mode: "real", "z1", "z1_scaled", "z2", "synflow" or "connect" (module docstring).
+          kernels: {id(kernel variable): tensor} overriding the mode's kernels (to take gradients).
+          gates: a `GateRecorder`: filled by "real", replayed by "z1" and "z1_scaled".
+
+        Returns:
+          The output; for "z1_scaled", (float32 mantissa, float64 log-scale) with
+          z1 = mantissa * exp(log-scale).
+        """
+        if mode == "real":
+            return RealPass(self, gates, kernels).run(x)
+        if mode == "z1":
+            return DataTermPass(self, gates, kernels).run(x)
+        if mode == "z1_scaled":
+            return ScaledDataTermPass(self, gates, kernels).run(x)
+        if mode not in _PASSES:
+            raise ValueError(
+                f"Unknown path-network mode {mode!r}; one of 'real', 'z1', 'z1_scaled', "
+                f"{', '.join(repr(m) for m in _PASSES)}."
+            )
+        return _PASSES[mode](self, kernels).run(x)
 
 
 def kernel_gradient_scores(net, entries, mode, transform, objective, input_shape):

@@ -6,7 +6,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx import _model_walk
+from tf_tradyx._graph import walk
 from tf_tradyx.pruning import masking, paths
 
 
@@ -144,7 +144,7 @@ class PruningReport:
 def _masks(model):
     """(wrapper, kernel name, mask, kernel) of MaskedLayers, and of sparse-update wrappers of pruned
     layers."""
-    for layer in _model_walk.flatten_layers(model):
+    for layer in walk.flatten_layers(model):
         if isinstance(layer, masking.MaskedLayer):
             yield from (
                 (layer, n, m, k) for n, m, k in zip(layer.kernel_names, layer.masks, layer.kernels)

@@ -46,7 +46,7 @@ class PXPruner(Pruner):
 
         @tf.function(reduce_retracing=True, autograph=False)
         def data_term(x):
-            gates = []
+            gates = paths.GateRecorder()
             net.run(x, "real", gates=gates)
             if exact:
                 z1 = net.run(tf.square(tf.cast(x, paths.DTYPE)), "z1", gates=gates)

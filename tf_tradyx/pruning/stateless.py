@@ -9,7 +9,7 @@ replaced. Each replacement is a tensor, so a gradient tape can watch it (a mask,
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx import _model_walk
+from tf_tradyx._graph import walk
 
 
 class VariableValues:
@@ -21,7 +21,7 @@ class VariableValues:
         self.non_trainable = list(model.non_trainable_variables)
         self._where = {id(v): (0, i) for i, v in enumerate(self.trainable)}
         self._where.update({id(v): (1, i) for i, v in enumerate(self.non_trainable)})
-        self.batch_norms = _model_walk.layers_of_type(model, layers.BatchNormalization)
+        self.batch_norms = walk.layers_of_type(model, layers.BatchNormalization)
 
     def current(self):
         """[trainable values], [non-trainable values]: tensors of the variables as they are now."""

@@ -20,11 +20,10 @@ import re
 import numpy as np
 from keras import layers
 
-from tf_tradyx import _keras_compat, _model_walk
+from tf_tradyx import _keras_compat
+from tf_tradyx._graph import kinds, steps, walk
 
 BYTES_PER_UNIT = 4  # float32
-
-SELECTABLE_TYPES = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,25 +192,10 @@ def _alive(layer):
 
 
 def is_selectable(layer):
-    """Conv2D (grouped and dilated included), DepthwiseConv2D (dilated included) and Dense,
-    channels_last."""
-    layer = _model_walk.inner(layer)
-    if not isinstance(layer, SELECTABLE_TYPES):
-        return False
-    # (Conv2DTranspose and SeparableConv2D are not Conv2D subclasses in Keras 3: not selectable.)
-    if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
-        return layer.data_format == "channels_last"
-    return True
-
-
-# Per-channel affine or elementwise layers that may follow the head (a temperature Rescaling, a
-# BatchNormalization of the logits, an activation): the head is the weighted layer before them.
-_AFTER_HEAD = (
-    layers.Rescaling,
-    layers.BatchNormalization,
-    layers.LayerNormalization,
-    layers.Normalization,
-)
+    """Whether TraDy can select the input channels of `layer` (a wrapper's inner layer counts):
+    the layer-kind registry's selectable kinds, Conv2D (grouped and dilated included),
+    DepthwiseConv2D (dilated included) and Dense, channels_last."""
+    return kinds.selectable_kind(walk.inner(layer)) is not None
 
 
 def find_classifier(model):
@@ -223,11 +207,11 @@ def find_classifier(model):
         )
     layer = _keras_compat.producer(model.outputs[0])
     while layer is not None and (
-        isinstance(layer, _AFTER_HEAD)
-        or (not layer.weights and isinstance(layer, _model_walk.PASS_THROUGH))
+        kinds.kind_of(layer).after_head
+        or (not layer.weights and kinds.kind_of(layer).passes_output)
     ):
         layer = _keras_compat.producer(layer.input)
-    return _model_walk.inner(layer).name if layer is not None and layer.weights else None
+    return walk.inner(layer).name if layer is not None and layer.weights else None
 
 
 def _input_hw(layer):
@@ -251,20 +235,21 @@ def _static(dims, layer):
 
 def layer_cost(layer):
     """The `LayerCost` of one built, selectable layer inside a Functional model."""
-    inner = _model_walk.inner(layer)
+    inner = walk.inner(layer)
     if not is_selectable(inner):
         raise ValueError(
             f"Layer {inner.name!r} ({type(inner).__name__}) is not selectable: supported "
-            "are Conv2D, DepthwiseConv2D and Dense, channels_last."
+            f"are {', '.join(kinds.names_of(lambda k: k.selectable))}, channels_last."
         )
     in_channels = int(layer.input.shape[-1])
     out_hw = _static(tuple(layer.output.shape)[1:-1], inner)
-    if isinstance(inner, layers.DepthwiseConv2D):
-        kind, c_out = "depthwise", int(inner.depth_multiplier)
-    elif isinstance(inner, layers.Conv2D):  # an input channel reaches only its group's outputs
-        kind, c_out = "conv", int(inner.filters) // int(inner.groups)
+    kind = kinds.selectable_kind(inner)
+    if kind == "depthwise":
+        c_out = int(inner.depth_multiplier)
+    elif kind == "conv":  # an input channel reaches only its group's outputs
+        c_out = int(inner.filters) // int(inner.groups)
     else:
-        kind, c_out = "dense", int(inner.units)
+        c_out = int(inner.units)
     kernel = tuple(int(k) for k in inner.kernel_size) if kind != "dense" else (1, 1)
     return LayerCost(
         name=inner.name,
@@ -286,18 +271,18 @@ def cost_table(model, classifier="auto"):
       model: a built Functional or Sequential model with a fixed input size (a wrapped model too).
       classifier: the head's layer name, "auto" (the layer producing the output), or None.
     """
-    _model_walk.check_cloneable(model)
+    walk.check_cloneable(model)
     if not model.built or not getattr(model, "inputs", None):
         raise ValueError("cost_table needs a built model with an Input (keras.Input((H, W, C))).")
     if classifier == "auto":
         classifier = find_classifier(model)
-    names = {_model_walk.inner(l).name for l in _model_walk.flatten_layers(model)}
+    names = {walk.inner(l).name for l in walk.flatten_layers(model)}
     if classifier is not None and classifier not in names:
         raise ValueError(f"classifier {classifier!r} is not a layer of the model.")
     rows = []
-    calls_of = _keras_compat.call_counts(_keras_compat.graph_steps(model))
-    for layer in _model_walk.flatten_layers(model):
-        inner = _model_walk.inner(layer)
+    calls_of = steps.call_counts(steps.graph_steps(model))
+    for layer in walk.flatten_layers(model):
+        inner = walk.inner(layer)
         if inner.name == classifier or not is_selectable(inner):
             continue
         calls = calls_of.get(id(layer), 0)
@@ -332,7 +317,9 @@ def parse_budget(value, bytes_per_element=BYTES_PER_UNIT):
     """A budget in units from an int/float (units) or a string: "27946", "109KiB", "111784B", "2MB"."""
     if isinstance(value, bool):
         raise ValueError(f"A budget must be a number of units or a size string, got {value!r}.")
-    if isinstance(value, (int, np.integer, float, np.floating)):
+    if isinstance(value, (int, np.integer)):  # any size: Python ints do not overflow
+        return int(value)
+    if isinstance(value, (float, np.floating)):
         if not np.isfinite(value) or value != int(value):
             raise ValueError(f"A budget in units must be a whole number, got {value!r}.")
         return int(value)

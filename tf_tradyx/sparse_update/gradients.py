@@ -10,7 +10,8 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx import _batches, _losses, _model_walk
+from tf_tradyx import _batches, _losses
+from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 
@@ -24,7 +25,7 @@ def channel_norms_tf(gradient, kind):
 @contextlib.contextmanager
 def dense_gradients(model):
     """Within this block (eager calls only), wrapped layers compute their ordinary full gradient."""
-    wrappers = _model_walk.layers_of_type(model, ChannelSparseUpdate)
+    wrappers = walk.layers_of_type(model, ChannelSparseUpdate)
     for w in wrappers:
         w.dense_gradient = True
     try:
@@ -38,8 +39,8 @@ def full_kernel_gradients(model, data, layer_names, batches=4, loss=None):
     """{layer name: kernel gradient summed over `batches` batches}, computed in inference mode."""
     loss_fn = _losses.default_loss(model, loss)
     kernels = {}
-    for layer in _model_walk.flatten_layers(model):
-        inner = _model_walk.inner(layer)
+    for layer in walk.flatten_layers(model):
+        inner = walk.inner(layer)
         if inner.name in layer_names:
             kernels[inner.name] = inner.kernel
     missing = [n for n in layer_names if n not in kernels]

@@ -9,17 +9,20 @@ and budgets; `top_k(coverage=0.97)` gives the smallest set of layers holding 97 
 """
 
 import json
+import os
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx import _batches, _losses, _model_walk
+from tf_tradyx import _batches, _losses
+from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import gradients, transforms
 from tf_tradyx.sparse_update import sampler as sampler_lib
 
+_FORMAT = "tf_tradyx.layer_ranking/1"  # what `save` writes
 _SORTED_PROBE = 4  # batches inspected for a class-sorted stream
 
 
@@ -101,23 +104,47 @@ class LayerRanking:
     def save(self, path):
         with open(path, "w") as f:
             json.dump(
-                {"format": "tf_tradyx.layer_ranking/1", "rgn": self.scores, "info": self.info},
+                {"format": _FORMAT, "rgn": self.scores, "info": self.info},
                 f,
                 indent=1,
             )
 
     @classmethod
     def load(cls, path):
-        with open(path) as f:
-            try:
+        """The ranking `save` wrote; ValueError naming the file and what is wrong otherwise."""
+        if os.path.isdir(path):
+            raise ValueError(
+                f"{path} is a folder; give the ranking's JSON file (ranking.save(...))."
+            )
+        try:
+            with open(path, encoding="utf-8") as f:
                 payload = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} is not a layer-ranking JSON file: {e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a layer-ranking JSON file: {e}") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("rgn"), dict):
             raise ValueError(
                 f"{path} is not a layer-ranking file (no 'rgn' mapping of layer names)."
             )
-        return cls(payload["rgn"], payload.get("info"))
+        fmt = payload.get("format", _FORMAT)
+        if not isinstance(fmt, str) or not fmt.startswith(_FORMAT.split("/")[0] + "/"):
+            raise ValueError(f"{path} is a {fmt!r} file, not a layer ranking ({_FORMAT}).")
+        bad = {
+            name: value
+            for name, value in payload["rgn"].items()
+            if isinstance(value, bool) or not isinstance(value, (int, float))
+        }
+        if bad:
+            raise ValueError(
+                f"{path}: RGN scores must be numbers; the file holds {bad} "
+                f"(the file is corrupted; rank the layers again with rank_layers)."
+            )
+        info = payload.get("info")
+        if info is not None and not isinstance(info, dict):
+            raise ValueError(f"{path}: 'info' must be a mapping, got {type(info).__name__}.")
+        try:
+            return cls(payload["rgn"], info)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def check_model(self, model):
         """Raises ValueError when the ranking names layers the model does not have."""
@@ -167,8 +194,8 @@ def plain_copy(model):
     """An unwrapped copy of `model` with its weights (wrappers stripped)."""
     if sampler_lib.sparse_layers(model):
         return transforms.strip(model)
-    _model_walk.check_cloneable(model)
-    clone = keras.models.clone_model(model, clone_function=_model_walk.fresh_copy)
+    walk.check_cloneable(model)
+    clone = keras.models.clone_model(model, clone_function=walk.fresh_copy)
     clone.set_weights(model.get_weights())
     return clone
 
@@ -202,12 +229,10 @@ def rank_layers(
     table = costs_lib.cost_table(work, classifier=classifier)
     loss_fn = _losses.default_loss(model, loss)
     optimizer = optimizer or keras.optimizers.SGD(0.01)
-    for layer in _model_walk.flatten_layers(work):
+    for layer in walk.flatten_layers(work):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    by_name = {
-        _model_walk.inner(l).name: _model_walk.inner(l) for l in _model_walk.flatten_layers(work)
-    }
+    by_name = {walk.inner(l).name: walk.inner(l) for l in walk.flatten_layers(work)}
     kernels = [by_name[r.name].kernel for r in table]
     units = [r.units_per_channel for r in table]
     kinds = [r.kind for r in table]

@@ -26,7 +26,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx import _losses, _model_walk
+from tf_tradyx import _losses
+from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 
@@ -98,8 +99,7 @@ def retained_tensors(model, batch_size=1, loss=None):
     data_ops = _depends_on(graph, {graph.inputs[0].op})
     label_ops = _depends_on(graph, {graph.inputs[1].op})
     selected = {
-        w.name: int(w.num_channels.numpy())
-        for w in _model_walk.layers_of_type(model, ChannelSparseUpdate)
+        w.name: int(w.num_channels.numpy()) for w in walk.layers_of_type(model, ChannelSparseUpdate)
     }
     out, seen = [], set()
     for op in backward:

@@ -14,7 +14,8 @@ gradients divides by zero) and Ftrl (recomputes every weight from its own state)
 import keras
 import numpy as np
 
-from tf_tradyx import _keras_compat, _model_walk
+from tf_tradyx import _keras_compat
+from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 # Optimizers that cannot leave an unselected channel as it is, and why.
@@ -53,7 +54,7 @@ def slot_variables(optimizer, variable):
 def reset_optimizer_state(model, optimizer):
     """Resets the optimizer state of every wrapped kernel's unselected channels (input channels, or
     output neurons for an output-axis strategy) to its initial value; selected ones keep theirs."""
-    for w in _model_walk.layers_of_type(model, ChannelSparseUpdate):
+    for w in walk.layers_of_type(model, ChannelSparseUpdate):
         slots = slot_variables(optimizer, w.kernel)
         if not slots:
             continue
@@ -87,7 +88,7 @@ def check_optimizer(model, optimizer):
     if getattr(optimizer, "weight_decay", None):
         decayed = [
             w.layer.name
-            for w in _model_walk.layers_of_type(model, ChannelSparseUpdate)
+            for w in walk.layers_of_type(model, ChannelSparseUpdate)
             if _keras_compat.optimizer_decays(optimizer, w.kernel)
         ]
         if decayed:

@@ -24,13 +24,14 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tf_tradyx import _keras_compat, _model_walk
+from tf_tradyx import _keras_compat
+from tf_tradyx._graph import kinds, walk
+from tf_tradyx._graph import steps as graph_steps
 from tf_tradyx.sparse_update import compact_relu
 
 MAX_STEPS = 24
 # Activations whose backward pass needs no float map (a softmax is only ever the model's output).
 _FREE = (keras.activations.linear, keras.activations.softmax)
-_ACTIVATION_LAYERS = (layers.ReLU, layers.LeakyReLU, layers.ELU, layers.PReLU, layers.Activation)
 
 
 @dataclasses.dataclass
@@ -47,10 +48,8 @@ def wanted(model, candidates):
     (smooth activations, products, LayerNormalization, max pooling, a frozen layer's fused ReLU).
     ReLU networks keep bit masks there, and their wide cut tensors would cost more than they save."""
     candidates, seen = set(candidates), False
-    for step in _keras_compat.graph_steps(model):
-        if step[0] != "op":
-            continue
-        inner = _model_walk.inner(step[1])
+    for step in graph_steps.op_steps(graph_steps.graph_steps(model)):
+        inner = walk.inner(step.op)
         if inner.name in candidates:
             seen = True
         if seen and _keeps_float_maps(inner, inner.name in candidates):
@@ -62,13 +61,14 @@ def _keeps_float_maps(layer, wrapped):
     """Whether a layer's own backward pass keeps a float map in a wrapped model: anything but a
     plain ReLU/ReLU6 (made a `CompactReLU` by `wrap`, or compacted inside a wrapped layer) or a
     linear activation; and products, LayerNormalization and max pooling."""
-    if isinstance(layer, (layers.Multiply, layers.LayerNormalization, layers.MaxPooling2D)):
+    kind = kinds.kind_of(layer)
+    if kind.backward == "always":  # products (keras.ops ones too), LayerNorm, max pooling
         return True
     if not isinstance(layer, layers.Layer):
-        return type(layer).__name__ == "Multiply"  # a keras.ops product of two tensors
+        return False  # other keras.ops op-layers
     if compact_relu.replaceable_relu(layer) is not False:
         return False
-    if isinstance(layer, _ACTIVATION_LAYERS) and not isinstance(layer, layers.Activation):
+    if kind.backward == "unless_plain_relu":
         return True  # ReLU with a slope or threshold, LeakyReLU, ELU, PReLU
     fn = getattr(layer, "activation", None)
     if fn is None or fn in _FREE:
@@ -78,12 +78,7 @@ def _keeps_float_maps(layer, wrapped):
 
 def _alone(step):
     """A step that must run exactly once per forward pass (randomness, or state it updates)."""
-    if step[0] != "op":
-        return False
-    op = step[1]
-    if isinstance(op, _model_walk.NOISE_LAYERS):
-        return True
-    return isinstance(op, layers.BatchNormalization) and op.trainable
+    return isinstance(step, graph_steps.OpStep) and kinds.runs_once(step.op)
 
 
 def _nbytes(kt):
@@ -101,27 +96,24 @@ class SegmentedForward:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
         if len(model.outputs) != 1:
             raise ValueError("Segment recomputation supports models with one output.")
-        self.steps = _keras_compat.graph_steps(model)
+        self.steps = graph_steps.graph_steps(model)
         self.inputs = [id(t) for t in model.inputs]
         self.output = id(model.outputs[0])
         self.segments = self._segments(max_steps)
 
     def _reads_writes(self):
         for step in self.steps:
-            if step[0] == "alias":
-                yield [step[2]], [step[1]]
-            else:
-                yield step[3], step[4]
+            yield graph_steps.reads_writes(step)
 
     def _crossing(self):
         """bytes[k]: per-example bytes of the tensors made before step k and read at or after it."""
         n = len(self.steps)
         sizes, made, last = {}, {i: 0 for i in self.inputs}, {self.output: n}
         for step in self.steps:
-            if step[0] == "alias":
-                sizes.setdefault(step[1], 0)  # the same tensor under another name: counted once
+            if isinstance(step, graph_steps.AliasStep):
+                sizes.setdefault(step.dst, 0)  # the same tensor under another name: counted once
             else:
-                for t in step[2].input_tensors + step[2].outputs:
+                for t in step.node.input_tensors + step.node.outputs:
                     sizes.setdefault(id(t), _nbytes(t))
         for k, (reads, writes) in enumerate(self._reads_writes()):
             for t in reads:
@@ -177,13 +169,13 @@ class SegmentedForward:
         for seg in self.segments:
             if not (training and seg.recompute):
                 for step in seg.steps:
-                    _keras_compat.run_step(step, tensors, training)
+                    graph_steps.run_step(step, tensors, training)
                 continue
 
             def run(*values, _seg=seg):
                 local = dict(zip(_seg.inputs, values))
                 for step in _seg.steps:
-                    _keras_compat.run_step(step, local, training)
+                    graph_steps.run_step(step, local, training)
                 return [local[t] for t in _seg.outputs]
 
             outputs = tf.recompute_grad(run)(*[tensors[t] for t in seg.inputs])

@@ -12,7 +12,8 @@ own included) is checked against it before anything is assigned.
 
 import numpy as np
 
-from tf_tradyx import _keras_compat, _model_walk, _seeds
+from tf_tradyx import _keras_compat, _seeds
+from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import optimizer_state, sampling, strategies
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
@@ -108,7 +109,7 @@ def install(model, sampler):
     """Puts `sampler` on `model` and its config into every wrapper (saved with the model)."""
     _keras_compat.set_untracked(model, _ATTRIBUTE, sampler)
     config = sampler.get_config()
-    for w in _model_walk.layers_of_type(model, ChannelSparseUpdate):
+    for w in walk.layers_of_type(model, ChannelSparseUpdate):
         w.sampler_config = config
 
 
@@ -127,7 +128,7 @@ def sampler_of(model, required=True):
 
 def sparse_layers(model):
     """The `ChannelSparseUpdate` wrappers of a model, in graph order."""
-    return _model_walk.layers_of_type(model, ChannelSparseUpdate)
+    return walk.layers_of_type(model, ChannelSparseUpdate)
 
 
 def sparse_kernels(model):

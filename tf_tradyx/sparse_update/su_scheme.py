@@ -3,7 +3,7 @@ paper's static baseline, with the tiny-training schemes the paper pairs with its
 
 import numpy as np
 
-from tf_tradyx import _model_walk
+from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update.strategy_base import Strategy, register
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
@@ -109,7 +109,7 @@ class SparseUpdateScheme(Strategy):
     def select(self, context):
         out = {}
         wrappers = {
-            w.layer.name: w for w in _model_walk.layers_of_type(context.model, ChannelSparseUpdate)
+            w.layer.name: w for w in walk.layers_of_type(context.model, ChannelSparseUpdate)
         }
         for name, fraction in self.resolved(context.costs).fractions.items():
             k = int(round(fraction * context.costs[name].in_channels))

@@ -10,7 +10,8 @@ import logging
 
 import keras
 
-from tf_tradyx import _keras_compat, _model_walk
+from tf_tradyx import _keras_compat
+from tf_tradyx._graph import walk
 from tf_tradyx.pruning.masking import MaskedLayer
 from tf_tradyx.sparse_update import compact_relu, strategies
 from tf_tradyx.sparse_update import costs as costs_lib
@@ -40,7 +41,7 @@ def _set_trainability(model, sampler, update_bias, train_batchnorm):
     mode = sampler.strategy.mode
     classifier = sampler.costs.classifier
     bias_layers = set(sampler.strategy.bias_layer_names(sampler.costs))
-    for layer in _model_walk.flatten_layers(model):
+    for layer in walk.flatten_layers(model):
         if isinstance(layer, ChannelSparseUpdate):
             layer.trainable = True
             if layer.layer.use_bias:
@@ -50,7 +51,7 @@ def _set_trainability(model, sampler, update_bias, train_batchnorm):
             if train_batchnorm is not None:
                 layer.trainable = bool(train_batchnorm)
             continue
-        if _model_walk.inner(layer).name == classifier:
+        if walk.inner(layer).name == classifier:
             layer.trainable = True
             continue
         if mode == "full" and layer.weights:
@@ -89,8 +90,8 @@ def _check_kernel_extras(model, names):
     """Refuses kernel regularizers and constraints on the layers to wrap: a regularizer's gradient
     and a constraint's projection reach every input channel, so unselected channels would move."""
     found = []
-    for layer in _model_walk.flatten_layers(model):
-        inner = _model_walk.inner(layer)
+    for layer in walk.flatten_layers(model):
+        inner = walk.inner(layer)
         if inner.name in names:
             found += [f"{inner.name}.{a}" for a in _KERNEL_EXTRAS if getattr(inner, a, None)]
     if found:
@@ -148,7 +149,7 @@ def wrap(
         on swish, GELU, hard-swish, squeeze-excite, LayerNorm and max-pooling networks. "auto"
         turns it on for models that have such layers; ReLU networks need none of it.
     """
-    _model_walk.check_cloneable(model)
+    walk.check_cloneable(model)
     if recompute not in (True, False, "auto"):
         raise ValueError(f"recompute must be True, False or 'auto', got {recompute!r}.")
     if not model.built:
@@ -182,9 +183,9 @@ def wrap(
     def clone_layer(layer):
         if compact and compact_relu.replaceable_relu(layer) is not False:
             return compact_relu.CompactReLU(compact_relu.replaceable_relu(layer), name=layer.name)
-        inner = _model_walk.inner(layer)
+        inner = walk.inner(layer)
         if inner.name in wanted:
-            fresh = _model_walk.fresh_copy(inner)
+            fresh = walk.fresh_copy(inner)
             return ChannelSparseUpdate(
                 fresh,
                 update_bias=update_bias,
@@ -193,12 +194,12 @@ def wrap(
                 kernel_mask=isinstance(layer, MaskedLayer),
                 channel_axis=strat.channel_axis,
             )
-        return _model_walk.fresh_copy(layer)
+        return walk.fresh_copy(layer)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    for original, cloned in _model_walk.layer_pairs(model, clone):
+    for original, cloned in walk.layer_pairs(model, clone):
         if isinstance(cloned, ChannelSparseUpdate):
-            source = _model_walk.inner(original)
+            source = walk.inner(original)
             cloned.layer.set_weights(source.get_weights())
             if isinstance(original, MaskedLayer):
                 cloned.kernel_mask.assign(original.masks[0])
@@ -240,7 +241,7 @@ def attach(
     "su" scheme's bias layers) the kernels are frozen again: Keras files keep which layers train,
     not which of a layer's variables do. `train_batchnorm=None` keeps what the file recorded.
     """
-    _model_walk.check_cloneable(model)
+    walk.check_cloneable(model)
     wrappers = sampler_lib.sparse_layers(model)
     for w in wrappers:
         w.check_selection()
@@ -293,7 +294,7 @@ def attach(
 
 def strip(model):
     """An ordinary Keras model: every wrapper replaced by its layer, all layers trainable again."""
-    _model_walk.check_cloneable(model)
+    walk.check_cloneable(model)
     if not sampler_lib.sparse_layers(model) and sampler_lib.sampler_of(model, False) is None:
         raise ValueError("The model has no sparse-update wrappers; there is nothing to strip.")
 
@@ -301,13 +302,13 @@ def strip(model):
         if isinstance(layer, compact_relu.CompactReLU):
             return layer.to_keras()
         if isinstance(layer, ChannelSparseUpdate):
-            fresh = _model_walk.fresh_copy(layer.layer)
+            fresh = walk.fresh_copy(layer.layer)
             # A pruned layer goes back into its pruning mask (tx.pruning.strip bakes it in).
             return MaskedLayer(fresh) if layer.kernel_mask is not None else fresh
-        return _model_walk.fresh_copy(layer)
+        return walk.fresh_copy(layer)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    for original, cloned in _model_walk.layer_pairs(model, clone):
+    for original, cloned in walk.layer_pairs(model, clone):
         if isinstance(original, ChannelSparseUpdate):
             target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
             target.set_weights(original.layer.get_weights())
@@ -315,6 +316,6 @@ def strip(model):
                 cloned.masks[0].assign(original.kernel_mask)
         elif original.weights:
             cloned.set_weights(original.get_weights())
-    for layer in _model_walk.flatten_layers(clone):
+    for layer in walk.flatten_layers(clone):
         layer.trainable = True
     return clone

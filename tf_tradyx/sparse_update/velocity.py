@@ -26,7 +26,8 @@ The strategy's memory of past outputs is Python state: a model reloaded from a f
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx import _keras_compat, _model_walk
+from tf_tradyx._graph import steps as graph_steps
+from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update import sampling
 from tf_tradyx.sparse_update.strategy_base import Strategy, register
 
@@ -119,13 +120,13 @@ class Velocity(Strategy):
 
         def call(op, *args, **kwargs):
             out = op(*args, **kwargs)
-            name = _model_walk.inner(op).name
+            name = walk.inner(op).name
             if name in wanted:
                 recorded[name] = out
             return out
 
-        steps = _keras_compat.graph_steps(model)
-        _keras_compat.run_graph(model, steps, self._inputs, call, training=False)
+        steps = graph_steps.graph_steps(model)
+        graph_steps.run_graph(model, steps, self._inputs, call, training=False)
         return {
             n: np.asarray(recorded[n], np.float64).reshape(
                 len(self._inputs), -1, recorded[n].shape[-1]

@@ -4,30 +4,7 @@ layers in graph order, the layer inside a tf_tradyx wrapper, and what activation
 import keras
 
 from tf_tradyx import _keras_compat
-
-# Layers with no weights that pass a classifier's output through unchanged in kind (logits stay
-# logits or become probabilities): walked through to find the head and the output activation.
-PASS_THROUGH = (
-    keras.layers.Activation,
-    keras.layers.Softmax,
-    keras.layers.ReLU,
-    keras.layers.Dropout,
-    keras.layers.Flatten,
-    keras.layers.Reshape,
-    keras.layers.Identity,
-)
-
-# Dropout and noise layers: random in training, the identity at inference. Path networks pass
-# through them; recomputation never runs them twice.
-NOISE_LAYERS = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.GaussianNoise,
-    keras.layers.AlphaDropout,
-)
+from tf_tradyx._graph import kinds
 
 
 def check_cloneable(model):
@@ -99,7 +76,11 @@ def output_activation(model):
         name = getattr(activation, "__name__", None)
         if name in ("softmax", "sigmoid"):
             return name
-        if layer.weights or not isinstance(layer, PASS_THROUGH) or isinstance(layer, keras.Model):
+        if (
+            layer.weights
+            or not kinds.kind_of(layer).passes_output
+            or isinstance(layer, keras.Model)
+        ):
             return "linear"
         layer = _keras_compat.producer(layer.input)
     return "linear"

@@ -1,0 +1,112 @@
+"""Walking a model's layers: nested models expanded in graph order, wrappers seen through, what
+activation ends a model, and which models can be cloned layer by layer."""
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import tf_tradyx as tx
+from tf_tradyx._graph import walk
+
+
+def _nested():
+    inner_in = keras.Input((4,))
+    inner = keras.Model(
+        inner_in, layers.Dense(3, name="i2")(layers.Dense(3, name="i1")(inner_in)), name="inner"
+    )
+    inputs = keras.Input((4,))
+    h = layers.Dense(4, name="first")(inputs)
+    return keras.Model(inputs, layers.Dense(2, name="last")(inner(h)))
+
+
+def test_flatten_layers_expands_nested_models_in_graph_order():
+    names = [l.name for l in walk.flatten_layers(_nested())]
+    assert [n for n in names if not n.startswith("input")] == ["first", "i1", "i2", "last"]
+    assert [l.name for l in walk.layers_of_type(_nested(), layers.Dense)] == [
+        "first",
+        "i1",
+        "i2",
+        "last",
+    ]
+
+
+def test_layer_pairs_match_a_clone_layer_by_layer():
+    model = _nested()
+    clone = keras.models.clone_model(model)
+    pairs = [
+        (a.name, b.name)
+        for a, b in walk.layer_pairs(model, clone)
+        if not isinstance(a, layers.InputLayer)
+    ]
+    assert [a for a, _ in pairs] == [b for _, b in pairs]
+    assert ("i1", "i1") in pairs  # inside the nested model
+
+
+def test_subclassed_models_and_non_models_are_refused_with_a_way_out():
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="Functional or Sequential"):
+        walk.check_cloneable(Sub())
+    with pytest.raises(TypeError, match="keras.Model"):
+        walk.check_cloneable(layers.Dense(2))
+    walk.check_cloneable(_nested())  # no error
+
+
+def test_fresh_copy_has_the_same_config_and_a_lambda_keeps_its_function():
+    dense = layers.Dense(3, activation="relu", name="d")
+    copy = walk.fresh_copy(dense)
+    assert copy is not dense and not copy.built
+    assert copy.get_config() == dense.get_config()
+
+    def double(t):
+        return 2 * t
+
+    lam = layers.Lambda(double, name="twice")
+    assert walk.fresh_copy(lam).function is double
+
+
+def test_inner_sees_through_tradyx_wrappers_only():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(2, name="d")(inputs))
+    masked = tx.pruning.wrap(model)
+    wrapper = masked.get_layer("masked_d")
+    assert walk.inner(wrapper).name == "d"
+    plain = layers.Dense(2)
+    assert walk.inner(plain) is plain
+    assert walk.inner(layers.Bidirectional(layers.LSTM(2))).__class__ is layers.Bidirectional
+
+
+@pytest.mark.parametrize(
+    "tail, expected",
+    [
+        (lambda h: layers.Dense(3, activation="softmax")(h), "softmax"),
+        (lambda h: layers.Softmax()(layers.Dense(3)(h)), "softmax"),
+        (lambda h: layers.Flatten()(layers.Dense(3, activation="sigmoid")(h)), "sigmoid"),
+        (lambda h: layers.Dropout(0.1)(layers.Dense(3, activation="softmax")(h)), "softmax"),
+        (lambda h: layers.Dense(3)(h), "linear"),
+        # A weighted layer after the activation ends the walk: its output is logits again.
+        (lambda h: layers.Dense(3)(layers.Dense(3, activation="softmax")(h)), "linear"),
+    ],
+)
+def test_output_activation_walks_back_through_weightless_layers(tail, expected):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, tail(inputs))
+    assert walk.output_activation(model) == expected
+
+
+def test_output_activation_of_several_outputs_is_linear():
+    inputs = keras.Input((4,))
+    model = keras.Model(
+        inputs, [layers.Dense(2, activation="softmax")(inputs), layers.Dense(1)(inputs)]
+    )
+    assert walk.output_activation(model) == "linear"
+    assert np.isfinite(model(np.ones((1, 4)))[0]).all()
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
