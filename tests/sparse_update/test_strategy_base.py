@@ -4,44 +4,38 @@ import sys
 
 import numpy as np
 import pytest
-from absl.testing import parameterized
 
 import tf_tradyx as tx
 from tests.testing_utils import small_cnn
 from tf_tradyx.sparse_update import strategy_base
 
 SP = tx.sparse_update
-
 SU = tx.sparse_update
 
 
-class FitTest(parameterized.TestCase):
-    def test_user_defined_strategy_and_its_budget_check(self):
-        class LargestNormFirstLayer(SU.Strategy):
-            dynamic = False
+def test_user_defined_strategy_and_its_budget_check():
+    class LargestNormFirstLayer(SU.Strategy):
+        dynamic = False
 
-            def select(self, context):
-                w = [
-                    w for w in SU.sparse_layers(context.model) if w.layer.name == context.layers[0]
-                ][0]
-                norms = SU.channel_norms(w.kernel, w.kind)
-                return {w.layer.name: np.argsort(-norms)[:2]}
+        def select(self, context):
+            w = [w for w in SU.sparse_layers(context.model) if w.layer.name == context.layers[0]][0]
+            norms = SU.channel_norms(w.kernel, w.kind)
+            return {w.layer.name: np.argsort(-norms)[:2]}
 
-        model = small_cnn()
-        sparse = SU.wrap(model, budget=400, layers=["pw", "fc"], strategy=LargestNormFirstLayer())
-        norms = np.sqrt((model.get_layer("pw").kernel.numpy() ** 2).sum(axis=(0, 1, 3)))
-        self.assertEqual(
-            {k: v.tolist() for k, v in SU.selection(sparse).items()},
-            {"pw": sorted(np.argsort(-norms)[:2].tolist())},
-        )
-        self.assertEqual(SU.efficiency(sparse).units, 2 * 42)
+    model = small_cnn()
+    sparse = SU.wrap(model, budget=400, layers=["pw", "fc"], strategy=LargestNormFirstLayer())
+    norms = np.sqrt((model.get_layer("pw").kernel.numpy() ** 2).sum(axis=(0, 1, 3)))
+    assert {k: v.tolist() for k, v in SU.selection(sparse).items()} == {
+        "pw": sorted(np.argsort(-norms)[:2].tolist())
+    }
+    assert SU.efficiency(sparse).units == 2 * 42
 
-        class Greedy(SU.Strategy):
-            def select(self, context):
-                return {n: np.arange(context.costs[n].in_channels) for n in context.layers}
+    class Greedy(SU.Strategy):
+        def select(self, context):
+            return {n: np.arange(context.costs[n].in_channels) for n in context.layers}
 
-        with pytest.raises(ValueError, match="over the budget"):
-            SU.wrap(model, budget=100, layers=["pw"], strategy=Greedy())
+    with pytest.raises(ValueError, match="over the budget"):
+        SU.wrap(model, budget=100, layers=["pw"], strategy=Greedy())
 
 
 @pytest.mark.parametrize(

@@ -5,39 +5,36 @@ import sys
 import keras
 import numpy as np
 import pytest
-from absl.testing import parameterized
 
 import tf_tradyx as tx
 from tests.testing_utils import CANDIDATES, small_cnn, tiny_cnn
 
 SP = tx.sparse_update
-
 SU = tx.sparse_update
 
 
-class BadInputTest(parameterized.TestCase):
-    def test_bad_wrap_calls_leave_model_untouched(self):
-        model = small_cnn()
-        before = [w.copy() for w in model.get_weights()]
-        cases = [
-            (dict(budget=400, layers=["nope"]), KeyError),
-            (dict(budget=400, layers=["head"]), KeyError),  # the classifier is not selectable
-            (dict(budget=400), ValueError),  # tradi needs layers
-            (dict(budget=400, layers=CANDIDATES, strategy="magic"), ValueError),
-            (dict(budget=400, strategy="dynamic_full_random", layers=["c1"]), ValueError),
-            (dict(budget=400, strategy="dynamic_det_rgn"), ValueError),  # no data
-            (dict(strategy="su"), ValueError),
-            (dict(strategy="su", scheme={"pw": 1.5}), ValueError),
-            (dict(budget=400, layers=["c1", "c1"]), ValueError),
-            (dict(budget=400, layers=SU.LayerRanking({"c1": 1.0})), TypeError),
-            (dict(budget=400, layers=CANDIDATES, seed="x"), ValueError),
-        ]
-        for kwargs, error in cases:
-            with pytest.raises(error):
-                SU.wrap(model, **kwargs)
-        for a, b in zip(before, model.get_weights()):
-            np.testing.assert_array_equal(a, b)
-        self.assertTrue(all(l.trainable for l in model.layers))
+def test_bad_wrap_calls_leave_model_untouched():
+    model = small_cnn()
+    before = [w.copy() for w in model.get_weights()]
+    cases = [
+        (dict(budget=400, layers=["nope"]), KeyError),
+        (dict(budget=400, layers=["head"]), KeyError),  # the classifier is not selectable
+        (dict(budget=400), ValueError),  # tradi needs layers
+        (dict(budget=400, layers=CANDIDATES, strategy="magic"), ValueError),
+        (dict(budget=400, strategy="dynamic_full_random", layers=["c1"]), ValueError),
+        (dict(budget=400, strategy="dynamic_det_rgn"), ValueError),  # no data
+        (dict(strategy="su"), ValueError),
+        (dict(strategy="su", scheme={"pw": 1.5}), ValueError),
+        (dict(budget=400, layers=["c1", "c1"]), ValueError),
+        (dict(budget=400, layers=SU.LayerRanking({"c1": 1.0})), TypeError),
+        (dict(budget=400, layers=CANDIDATES, seed="x"), ValueError),
+    ]
+    for kwargs, error in cases:
+        with pytest.raises(error):
+            SU.wrap(model, **kwargs)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert all(l.trainable for l in model.layers)
 
 
 def test_wrap_refuses_layers_given_twice_and_budget_is_checked_before_cloning():
