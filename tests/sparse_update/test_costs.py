@@ -10,7 +10,7 @@ import pytest
 from absl.testing import parameterized
 
 import tf_tradyx as tx
-from tests.testing_utils import TESTDATA, tiny_data
+from tests.testing_utils import TESTDATA, tiny_cnn, tiny_data
 from tf_tradyx.models import tinyml_nets as tinyml_lib
 
 SP = tx.sparse_update
@@ -32,6 +32,20 @@ class BudgetTest(parameterized.TestCase):
                 SU.parse_budget(bad)
         with pytest.raises(ValueError):
             SU.units_from_bytes(-1)
+
+
+def test_a_budget_beyond_any_model_is_a_budget_not_a_numpy_error(tmp_path):
+    """10**30 units: more than full fine-tuning, which is allowed; it survives save and attach."""
+    assert SU.parse_budget(10**30) == 10**30
+    assert SU.parse_budget(np.int64(2**62)) == 2**62
+    sparse = SU.wrap(tiny_cnn(), budget=10**30, strategy=SU.TraDy(["c1", "pw"]), seed=0)
+    assert SU.efficiency(sparse).budget == 10**30
+    sparse.save(str(tmp_path / "m.keras"))
+    loaded = SU.attach(keras.models.load_model(str(tmp_path / "m.keras")))
+    assert SU.sampler_of(loaded).budget == 10**30
+    for bad in ("1e400", float("inf")):
+        with pytest.raises(ValueError, match="budget"):
+            SU.parse_budget(bad)
 
 
 class CostTest(parameterized.TestCase):

@@ -88,5 +88,34 @@ class RankingTest(parameterized.TestCase):
             ranking.top_k(coverage=0.0)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"rgn": {"c1": "x"}}',
+        b'{"rgn": {"c1": "1.5"}}',
+        b'{"rgn": {"c1": [1, 2]}}',
+        b'{"rgn": {"c1": {"a": 1}}}',
+        b'{"rgn": {"c1": true}}',
+        b'{"rgn": {"c1": null}}',
+        b'{"rgn": {}}',
+        b'{"rgn": {"c1": 1}, "info": [1, 2]}',
+        b'{"rgn": {"c1": 1}, "info": "x"}',
+        b'{"rgn": {"c1": 1}, "format": "someone.else/2"}',
+        b"\xff\xfe{",
+        b"[]",
+    ],
+)
+def test_a_malformed_ranking_file_is_refused_by_name(tmp_path, content):
+    path = tmp_path / "ranking.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="ranking.json"):
+        SU.LayerRanking.load(str(path))
+
+
+def test_a_ranking_path_that_is_a_folder_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="is a folder"):
+        SU.LayerRanking.load(str(tmp_path))
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

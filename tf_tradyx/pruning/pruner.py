@@ -140,12 +140,20 @@ class Pruner(abc.ABC):
                 "The model has no masks: call tf_tradyx.pruning.wrap(model) first and "
                 "prune the model it returns."
             )
-        return [
+        entries = [
             Entry(w, i)
             for w in wrappers
             if not masking.matches_skip(w.layer, self.skip)
             for i in range(len(w.kernels))
         ]
+        if not entries:
+            raise ValueError(
+                f"skip= leaves no prunable kernel: it matches every masked layer "
+                f"({[w.layer.name for w in wrappers][:6]}), so there is nothing to rank. Skip "
+                "fewer layers (skip takes layer names or classes; a base class such as "
+                "keras.layers.Layer matches every layer). The model is unchanged."
+            )
+        return entries
 
     # ----- scoring -----
     @abc.abstractmethod

@@ -19,6 +19,32 @@ MAX_PRUNING_BATCHES = 100_000
 BATCH_SIZE = 256  # for arrays and unbatched datasets
 
 
+_ACCEPTED = (
+    "Pass a tf.data.Dataset of (image, label) batches (tf.data.Dataset.from_generator wraps a "
+    "generator), or (x, y) arrays."
+)
+
+
+def _array(value, what):
+    """`value` as a numeric numpy array; TypeError naming what was given otherwise. A Python
+    generator or iterator is refused by name: it can be read only once, and pruners read the data
+    again at every round."""
+    if hasattr(value, "__next__") or (
+        hasattr(value, "__iter__") and not hasattr(value, "__len__") and not tf.is_tensor(value)
+    ):
+        raise TypeError(
+            f"The pruning {what} is a Python {type(value).__name__} (a generator or iterator): "
+            f"it can be read only once, but pruners read the data again at every scoring pass. "
+            + _ACCEPTED
+        )
+    array = np.asarray(value)
+    if array.dtype == object or array.ndim == 0:
+        raise TypeError(
+            f"The pruning {what} is a {type(value).__name__}, not an array of numbers. " + _ACCEPTED
+        )
+    return array
+
+
 class PruningData:
     """(x, y-or-None) batches of the pruning data, read again on every iteration.
 
@@ -44,9 +70,9 @@ class PruningData:
         if isinstance(data, tf.data.Dataset):
             self._dataset = self._batched(data)
         elif isinstance(data, (tuple, list)) and len(data) == 2:
-            self._arrays = (np.asarray(data[0]), np.asarray(data[1]))
+            self._arrays = (_array(data[0], "x"), _array(data[1], "y"))
         else:
-            self._arrays = (np.asarray(data), None)
+            self._arrays = (_array(data, "data"), None)
         self.first = next(iter(self), None)
         if self.first is None:
             raise ValueError("The pruning data is empty.")
