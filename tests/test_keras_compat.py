@@ -213,5 +213,18 @@ def test_xla_tracing_is_told_apart_and_the_train_step_can_be_rebuilt():
     assert model.train_function is None
 
 
+def test_own_variable_key_is_where_save_own_variables_stores_the_variable():
+    bn = keras.layers.BatchNormalization()
+    bn.build((None, 3))
+    store = {}
+    bn.save_own_variables(store)
+    for var in bn.weights:
+        key = compat.own_variable_key(bn, var)
+        np.testing.assert_array_equal(store[key], np.asarray(var))
+        assert store[key].shape == var.shape, VERSION
+    with pytest.raises(ValueError, match="not one of"):
+        compat.own_variable_key(bn, keras.Variable(np.zeros(3)))
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -70,6 +70,17 @@ def layer_own_variables(layer):
     return list(layer._trainable_variables) + list(layer._non_trainable_variables)
 
 
+def own_variable_key(layer, variable):
+    """The key under which `layer.save_own_variables` stores `variable` in a `.keras` file or
+    weights store ("0", "1", ...: its position among the layer's own variables, trainable ones
+    first), so that a loader reads each value by what it is, not by a position written down."""
+    own = layer_own_variables(layer)
+    for i, v in enumerate(own):
+        if v is variable:
+            return str(i)
+    raise ValueError(f"{variable.path!r} is not one of {layer.name!r}'s own variables.")
+
+
 def call_has_training_arg(layer):
     """Whether `layer.call` takes `training=` (Keras inspects the signature once, privately)."""
     return bool(getattr(layer, "_call_has_training_arg", False))

@@ -141,9 +141,8 @@ class MaskedLayer(layers.Wrapper):
 
     def load_own_variables(self, store):
         """Loads the masks from a file, refusing wrong shapes or values other than 0 and 1."""
-        own = _keras_compat.layer_own_variables(self)
         for mask in self.masks:
-            key = str(next(i for i, v in enumerate(own) if v is mask))
+            key = _keras_compat.own_variable_key(self, mask)
             if key in store and tuple(store[key].shape) != tuple(mask.shape):
                 raise ValueError(
                     f"{self.name}: the file holds a mask of shape "

@@ -53,7 +53,7 @@ class ChannelResampler(keras.callbacks.Callback):
         sampler_lib.resample(self.model, optimizer=getattr(self.model, "optimizer", None))
         if self.verbose:
             e = efficiency_lib.efficiency(self.model)
-            print(
+            _keras_compat.print_msg(
                 f"\nEpoch {epoch + 1}: {e.channels} channels in {e.layers_updated} layers, "
                 f"{e.units:,} of {e.budget:,} units"
             )

@@ -199,17 +199,20 @@ class ChannelSparseUpdate(layers.Wrapper):
         own = [self.channel_indices, self.num_channels, self.draws] + (
             [self.kernel_mask] if self.kernel_mask is not None else []
         )
-        for i, var in enumerate(own):
-            key = str(i)
-            if key in store and tuple(store[key].shape) != tuple(var.shape):
+        key = {id(var): _keras_compat.own_variable_key(self, var) for var in own}
+        for var in own:
+            if key[id(var)] in store and tuple(store[key[id(var)]].shape) != tuple(var.shape):
                 raise ValueError(
-                    f"{self.name}: the file holds {var.name} of shape {tuple(store[key].shape)}, "
-                    f"but the layer needs {tuple(var.shape)}; the file belongs to another model."
+                    f"{self.name}: the file holds {var.name} of shape "
+                    f"{tuple(store[key[id(var)]].shape)}, but the layer needs "
+                    f"{tuple(var.shape)}; the file belongs to another model."
                 )
-        if "0" in store and "1" in store:
-            self._check_selection(np.asarray(store["1"]), np.asarray(store["0"]))
-        if self.kernel_mask is not None and "3" in store:
-            m = np.asarray(store["3"])
+        indices, count = key[id(self.channel_indices)], key[id(self.num_channels)]
+        if indices in store and count in store:
+            self._check_selection(np.asarray(store[count]), np.asarray(store[indices]))
+        mask = key.get(id(self.kernel_mask))
+        if mask is not None and mask in store:
+            m = np.asarray(store[mask])
             if not np.all((m == 0) | (m == 1)):
                 raise ValueError(
                     f"{self.name}: the stored kernel mask holds values other than 0 "
