@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl.testing import parameterized
 
 import tf_tradyx as tx
 from tests.testing_utils import TESTDATA
@@ -23,84 +22,85 @@ def _photo(name):
     return tf.io.decode_jpeg(raw, channels=3).numpy()
 
 
-class TinyMLTest(parameterized.TestCase):
-    @parameterized.parameters(*NETS)
-    def test_layer_specs_match_reference(self, name):
-        with open(os.path.join(TESTDATA, "tinyml_nets_128px.json")) as f:
-            ref = json.load(f)["networks"][tinyml_lib.NETWORKS[name]]
-        model = tx.models.tinyml(name, feature_mix=True)
-        convs = [
-            l
-            for l in model.layers
-            if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
-        ]
-        self.assertLen(convs, ref["n_conv"])
-        for layer, spec in zip(convs, ref["conv_layers"]):
-            depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-            source = model.get_layer(f"{layer.name}_pad") if layer.kernel_size[0] > 1 else layer
-            got = {
-                "in_channels": layer.input.shape[-1],
-                "out_channels": layer.output.shape[-1],
-                "kernel": list(layer.kernel_size),
-                "stride": layer.strides[0],
-                "depthwise": depthwise,
-                "in_hw": source.input.shape[1],
-                "out_hw": layer.output.shape[1],
-            }
-            self.assertEqual(got, {k: spec[k] for k in got}, msg=f"{layer.name} vs {spec}")
-        plain = tx.models.tinyml(name)  # The files' classifier sits on the last block.
-        self.assertEqual(plain.get_layer("classifier").input.shape[-1], ref["classifier_in"])
-        # The sum of weights and input maps is the paper's full fine-tuning total.
-        units = sum(
-            int(np.prod(l.kernel.shape)) + l.input.shape[-1] * s["in_hw"] ** 2
-            for l, s in zip(convs, ref["conv_layers"])
-        )
-        self.assertEqual(units, ref["full_finetune_units"])
+@pytest.mark.parametrize("name", NETS)
+def test_layer_specs_match_reference(name):
+    with open(os.path.join(TESTDATA, "tinyml_nets_128px.json")) as f:
+        ref = json.load(f)["networks"][tinyml_lib.NETWORKS[name]]
+    model = tx.models.tinyml(name, feature_mix=True)
+    convs = [
+        l
+        for l in model.layers
+        if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+    ]
+    assert len(convs) == ref["n_conv"]
+    for layer, spec in zip(convs, ref["conv_layers"]):
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        source = model.get_layer(f"{layer.name}_pad") if layer.kernel_size[0] > 1 else layer
+        got = {
+            "in_channels": layer.input.shape[-1],
+            "out_channels": layer.output.shape[-1],
+            "kernel": list(layer.kernel_size),
+            "stride": layer.strides[0],
+            "depthwise": depthwise,
+            "in_hw": source.input.shape[1],
+            "out_hw": layer.output.shape[1],
+        }
+        assert got == {k: spec[k] for k in got}, f"{layer.name} vs {spec}"
+    plain = tx.models.tinyml(name)  # The files' classifier sits on the last block.
+    assert plain.get_layer("classifier").input.shape[-1] == ref["classifier_in"]
+    # The sum of weights and input maps is the paper's full fine-tuning total.
+    units = sum(
+        int(np.prod(l.kernel.shape)) + l.input.shape[-1] * s["in_hw"] ** 2
+        for l, s in zip(convs, ref["conv_layers"])
+    )
+    assert units == ref["full_finetune_units"]
 
-    @parameterized.parameters(*NETS)
-    def test_pretrained_recognizes_cat_and_espresso(self, name):
-        model = tx.models.load_pretrained(name)
-        pre = tx.models.preprocess(name)
-        batch = np.stack([pre(_photo("chelsea")), pre(_photo("coffee"))])
-        logits = model(batch, training=False).numpy()
-        cat_top5, coffee_top5 = np.argsort(-logits, axis=1)[:, :5]
-        self.assertTrue(set(cat_top5) & set(range(281, 286)), msg=f"cat top-5 {cat_top5}")
-        self.assertIn(967, coffee_top5)
-        # A random-weight network of the same architecture does not: the weights matter.
-        random_logits = tx.models.tinyml(name)(batch).numpy()
-        self.assertNotIn(967, np.argsort(-random_logits, axis=1)[1, :1])
 
-    def test_new_head_keeps_features(self):
-        base = tx.models.load_pretrained("mbv2-w0.35")
-        model = tx.models.load_pretrained("mbv2-w0.35", num_classes=10)
-        x = np.random.default_rng(0).uniform(-1, 1, (2, 128, 128, 3)).astype(np.float32)
-        features = lambda m: keras.Model(m.input, m.get_layer("pool").output)(x).numpy()
-        np.testing.assert_allclose(features(model), features(base), rtol=1e-6)
-        np.testing.assert_array_equal(model(x).numpy(), 0)  # Zero-initialized head.
-        glorot = tx.models.load_pretrained("mbv2-w0.35", 10, head_initializer="glorot_uniform")
-        self.assertGreater(np.abs(glorot.get_layer("classifier").kernel.numpy()).max(), 0)
+@pytest.mark.parametrize("name", NETS)
+def test_pretrained_recognizes_cat_and_espresso(name):
+    model = tx.models.load_pretrained(name)
+    pre = tx.models.preprocess(name)
+    batch = np.stack([pre(_photo("chelsea")), pre(_photo("coffee"))])
+    logits = model(batch, training=False).numpy()
+    cat_top5, coffee_top5 = np.argsort(-logits, axis=1)[:, :5]
+    assert set(cat_top5) & set(range(281, 286)), f"cat top-5 {cat_top5}"
+    assert 967 in coffee_top5
+    # A random-weight network of the same architecture does not: the weights matter.
+    random_logits = tx.models.tinyml(name)(batch).numpy()
+    assert 967 not in np.argsort(-random_logits, axis=1)[1, :1]
 
-    def test_other_input_sizes(self):
-        model = tx.models.load_pretrained("mcunet-in1", input_size=160)
-        self.assertEqual(model.input_shape, (None, 160, 160, 3))
-        self.assertEqual(
-            tx.models.preprocess("mcunet-in1", 160)(_photo("chelsea")).shape, (160, 160, 3)
-        )
 
-    def test_bad_input(self):
-        with self.assertRaisesRegex(ValueError, "valid names.*mbv2-w0.35"):
-            tx.models.tinyml("resnet-50")
-        with self.assertRaisesRegex(ValueError, "num_classes"):
-            tx.models.tinyml("mbv2-w0.35", num_classes=0)
-        with self.assertRaisesRegex(ValueError, "multiple of 32"):
-            tx.models.tinyml("mbv2-w0.35", input_size=100)
-        with self.assertRaisesRegex(ValueError, "num_classes"):
-            tx.models.load_pretrained("mbv2-w0.35", num_classes=-3)
-        with self.assertRaisesRegex(ValueError, "num_classes"):
-            tx.models.resnet20(0)
-        with self.assertRaisesRegex(ValueError, "RGB"):
-            tx.models.preprocess("mbv2-w0.35")(np.zeros((8, 8), np.uint8))
-        self.assertEqual(tx.models.tinyml("mcunet-5fps").name, "mcunet_in1")  # The files' name.
+def test_new_head_keeps_features():
+    base = tx.models.load_pretrained("mbv2-w0.35")
+    model = tx.models.load_pretrained("mbv2-w0.35", num_classes=10)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 128, 128, 3)).astype(np.float32)
+    features = lambda m: keras.Model(m.input, m.get_layer("pool").output)(x).numpy()
+    np.testing.assert_allclose(features(model), features(base), rtol=1e-6)
+    np.testing.assert_array_equal(model(x).numpy(), 0)  # Zero-initialized head.
+    glorot = tx.models.load_pretrained("mbv2-w0.35", 10, head_initializer="glorot_uniform")
+    assert np.abs(glorot.get_layer("classifier").kernel.numpy()).max() > 0
+
+
+def test_other_input_sizes():
+    model = tx.models.load_pretrained("mcunet-in1", input_size=160)
+    assert model.input_shape == (None, 160, 160, 3)
+    assert tx.models.preprocess("mcunet-in1", 160)(_photo("chelsea")).shape == (160, 160, 3)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="valid names.*mbv2-w0.35"):
+        tx.models.tinyml("resnet-50")
+    with pytest.raises(ValueError, match="num_classes"):
+        tx.models.tinyml("mbv2-w0.35", num_classes=0)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        tx.models.tinyml("mbv2-w0.35", input_size=100)
+    with pytest.raises(ValueError, match="num_classes"):
+        tx.models.load_pretrained("mbv2-w0.35", num_classes=-3)
+    with pytest.raises(ValueError, match="num_classes"):
+        tx.models.resnet20(0)
+    with pytest.raises(ValueError, match="RGB"):
+        tx.models.preprocess("mbv2-w0.35")(np.zeros((8, 8), np.uint8))
+    assert tx.models.tinyml("mcunet-5fps").name == "mcunet_in1"  # The files' name.
 
 
 def test_preprocess_photo_is_centre_crop_of_147_resize():

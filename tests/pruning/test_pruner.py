@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl.testing import parameterized
 
 import tf_tradyx as tx
 from tests.testing_utils import pruning_cnn, pruning_data, tiny_cnn, tiny_data
@@ -17,20 +16,20 @@ from tests.testing_utils import pruning_cnn, pruning_data, tiny_cnn, tiny_data
 SP = tx.sparse_update
 
 
-class IterativeMethodsTest(parameterized.TestCase):
-    @parameterized.parameters(
-        "px", "synflow", "itersnip", "snip", "grasp", "ntk_sap", "prospr", "magnitude", "random"
-    )
-    def test_every_method_hits_the_exact_density_on_a_model_with_bn_pool_and_skip(self, method):
-        masked = tx.pruning.wrap(pruning_cnn())
-        x, y = pruning_data()
-        pruner = tx.pruning.get_pruner(method, rounds=4, verbose=False)
-        report = pruner.prune(masked, 0.8, (x, y))
-        total = report.total
-        expected = [round(d * total) for d in tx.pruning.ExponentialSchedule().densities(0.2, 4)]
-        self.assertEqual([h["kept"] for h in report.meta["history"]], expected)
-        out = masked(x)
-        self.assertTrue(np.all(np.isfinite(out)))
+@pytest.mark.parametrize(
+    "method",
+    ["px", "synflow", "itersnip", "snip", "grasp", "ntk_sap", "prospr", "magnitude", "random"],
+)
+def test_every_method_hits_the_exact_density_on_a_model_with_bn_pool_and_skip(method):
+    masked = tx.pruning.wrap(pruning_cnn())
+    x, y = pruning_data()
+    pruner = tx.pruning.get_pruner(method, rounds=4, verbose=False)
+    report = pruner.prune(masked, 0.8, (x, y))
+    total = report.total
+    expected = [round(d * total) for d in tx.pruning.ExponentialSchedule().densities(0.2, 4)]
+    assert [h["kept"] for h in report.meta["history"]] == expected
+    out = masked(x)
+    assert np.all(np.isfinite(out))
 
 
 def test_local_scope_min_density_and_pruner_skip():
