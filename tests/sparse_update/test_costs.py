@@ -7,31 +7,28 @@ import sys
 import keras
 import numpy as np
 import pytest
-from absl.testing import parameterized
 
 import tf_tradyx as tx
 from tests.testing_utils import TESTDATA, tiny_cnn, tiny_data
 from tf_tradyx.models import tinyml_nets as tinyml_lib
 
 SP = tx.sparse_update
-
 SU = tx.sparse_update
 
 
-class BudgetTest(parameterized.TestCase):
-    def test_parse_budget_and_bytes(self):
-        self.assertEqual(SU.parse_budget(27946), 27946)
-        self.assertEqual(SU.parse_budget("27946"), 27946)
-        self.assertEqual(SU.parse_budget("111784B"), 27946)
-        self.assertEqual(SU.parse_budget("1KiB"), 256)
-        self.assertEqual(SU.parse_budget("0.1MB"), 25000)
-        self.assertEqual(SU.units_from_bytes(111784), 27946)
-        self.assertEqual(SU.units_from_bytes(100, bytes_per_element=1), 100)
-        for bad in ("12 parsecs", "", "-3KB", float("nan"), 1.5):
-            with pytest.raises(ValueError):
-                SU.parse_budget(bad)
+def test_parse_budget_and_bytes():
+    assert SU.parse_budget(27946) == 27946
+    assert SU.parse_budget("27946") == 27946
+    assert SU.parse_budget("111784B") == 27946
+    assert SU.parse_budget("1KiB") == 256
+    assert SU.parse_budget("0.1MB") == 25000
+    assert SU.units_from_bytes(111784) == 27946
+    assert SU.units_from_bytes(100, bytes_per_element=1) == 100
+    for bad in ("12 parsecs", "", "-3KB", float("nan"), 1.5):
         with pytest.raises(ValueError):
-            SU.units_from_bytes(-1)
+            SU.parse_budget(bad)
+    with pytest.raises(ValueError):
+        SU.units_from_bytes(-1)
 
 
 def test_a_budget_beyond_any_model_is_a_budget_not_a_numpy_error(tmp_path):
@@ -48,29 +45,24 @@ def test_a_budget_beyond_any_model_is_a_budget_not_a_numpy_error(tmp_path):
             SU.parse_budget(bad)
 
 
-class CostTest(parameterized.TestCase):
-    @parameterized.parameters("mbv2-w0.35", "mcunet-in1", "proxyless-w0.3")
-    def test_tinyml_costs_match_paper(self, name):
-        with open(os.path.join(TESTDATA, "tinyml_nets_128px.json")) as f:
-            ref = json.load(f)
-        net = ref["networks"][tinyml_lib.NETWORKS[name]]
-        costs = SU.cost_table(tx.models.tinyml(name, feature_mix=True))
-        self.assertEqual(
-            costs.full_units, ref["paper_full_finetune_units"][tinyml_lib.NETWORKS[name]]
-        )
-        self.assertEqual(costs.total_weight_units, net["total_conv_weight_elements"])
-        self.assertEqual(costs.total_activation_units, net["total_conv_input_activation_elements"])
-        self.assertLen(costs, net["n_conv"])
-        for row, spec in zip(costs, net["conv_layers"]):
-            o, i, kh, kw = spec["weight_shape_oihw"]
-            self.assertEqual(row.in_channels, spec["in_channels"], row.name)
-            self.assertEqual(row.in_hw, spec["in_hw"] ** 2, row.name)
-            self.assertEqual(row.out_hw, spec["out_hw"] ** 2, row.name)
-            self.assertEqual(row.weight_units * row.in_channels, o * i * kh * kw, row.name)
-            self.assertEqual(
-                row.units_per_channel, o * i * kh * kw // row.in_channels + spec["in_hw"] ** 2
-            )
-            self.assertEqual(row.kind == "depthwise", spec["depthwise"])
+@pytest.mark.parametrize("name", ["mbv2-w0.35", "mcunet-in1", "proxyless-w0.3"])
+def test_tinyml_costs_match_paper(name):
+    with open(os.path.join(TESTDATA, "tinyml_nets_128px.json")) as f:
+        ref = json.load(f)
+    net = ref["networks"][tinyml_lib.NETWORKS[name]]
+    costs = SU.cost_table(tx.models.tinyml(name, feature_mix=True))
+    assert costs.full_units == ref["paper_full_finetune_units"][tinyml_lib.NETWORKS[name]]
+    assert costs.total_weight_units == net["total_conv_weight_elements"]
+    assert costs.total_activation_units == net["total_conv_input_activation_elements"]
+    assert len(costs) == net["n_conv"]
+    for row, spec in zip(costs, net["conv_layers"]):
+        o, i, kh, kw = spec["weight_shape_oihw"]
+        assert row.in_channels == spec["in_channels"], row.name
+        assert row.in_hw == spec["in_hw"] ** 2, row.name
+        assert row.out_hw == spec["out_hw"] ** 2, row.name
+        assert row.weight_units * row.in_channels == o * i * kh * kw, row.name
+        assert row.units_per_channel == o * i * kh * kw // row.in_channels + spec["in_hw"] ** 2
+        assert (row.kind == "depthwise") == spec["depthwise"], row.name
 
 
 @pytest.mark.parametrize(
