@@ -1,19 +1,29 @@
-"""Image classification data in the Keras class-folder layout, from a directory or a `.tar.gz`.
+"""Image classification data in the Keras class-folder layout, from a directory or an archive.
 
-Layout: `root/<split>/<class>/*.jpg|*.jpeg|*.png`. Labels follow the sorted class-folder names, the
-same rule `keras.utils.image_dataset_from_directory` uses, so a model trained here reads the same
-label ids elsewhere.
+Layout: `root/<split>/<class>/*.jpg|*.jpeg|*.png|*.bmp|*.gif`. Labels follow the sorted class-folder
+names, hidden entries (names starting with '.') ignored, the same rules
+`keras.utils.image_dataset_from_directory` uses, so a model trained here reads the same label ids
+elsewhere.
+
+Untrusted folders are read defensively: only regular files are opened (a FIFO named `b.png` would
+block a reader forever), and every image's size is read from its header, before anything is
+decoded, against a pixel cap (`max_pixels`, like Pillow's `MAX_IMAGE_PIXELS`): a 500 KB PNG can
+declare 16000x16000 pixels and take gigabytes to decode.
 """
 
 import os
+import stat
 import struct
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from tf_tradyx.data import archive
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = archive.IMAGE_EXTENSIONS
+# Pillow's default: a 0.25 GiB RGB image. An image above it is refused before it is decoded.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 def _png_size(head):
@@ -57,73 +67,228 @@ def _jpeg_size(f):
         f.seek(length - 2, os.SEEK_CUR)
 
 
-def image_size(path):
-    """(height, width) of a JPEG or PNG from its header; None if the header is unreadable."""
-    with open(path, "rb") as f:
-        head = f.read(24)
+def _skip_gif_blocks(f):
+    while True:
+        n = f.read(1)
+        if not n or n[0] == 0:
+            return
+        f.seek(n[0], os.SEEK_CUR)
+
+
+def _gif_frames(f, packed):
+    """Counts the frames of a GIF after its logical screen descriptor: TensorFlow decodes every
+    frame (then keeps the first), so memory grows with frames x canvas."""
+    if packed & 0x80:  # global color table
+        f.seek(3 << ((packed & 7) + 1), os.SEEK_CUR)
+    frames = 0
+    while True:
+        kind = f.read(1)
+        if kind == b",":  # image descriptor
+            desc = f.read(9)
+            if len(desc) < 9:
+                break
+            if desc[8] & 0x80:  # local color table
+                f.seek(3 << ((desc[8] & 7) + 1), os.SEEK_CUR)
+            f.read(1)  # LZW minimum code size
+            _skip_gif_blocks(f)
+            frames += 1
+        elif kind == b"!":  # extension
+            f.read(1)
+            _skip_gif_blocks(f)
+        else:  # trailer, end of file or garbage
+            break
+    return max(frames, 1)
+
+
+def _bmp_size(head):
+    (dib,) = struct.unpack("<I", head[14:18])
+    if dib == 12:  # BITMAPCOREHEADER
+        w, h = struct.unpack("<HH", head[18:22])
+    else:
+        w, h = struct.unpack("<ii", head[18:26])
+    return (abs(h), w) if w > 0 and h else None
+
+
+def _open_regular(path):
+    """Opens `path` for reading only when it is a regular file (following links), without ever
+    blocking on a FIFO or a device; None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def image_header(path):
+    """(height, width, frames) of a JPEG, PNG, GIF or BMP from its header, without decoding it;
+    None when the header is unreadable. Raises ValueError for anything but a regular file."""
+    f = _open_regular(path)
+    if f is None:
+        raise ValueError(_not_regular(path))
+    with f:
+        head = f.read(26)
         if head[:2] == b"\xff\xd8":
-            return _jpeg_size(f)
-        return _png_size(head)
+            size = _jpeg_size(f)
+        elif head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 13:
+            w, h = struct.unpack("<HH", head[6:10])
+            f.seek(13)
+            return (h, w, _gif_frames(f, head[10])) if h and w else None
+        elif head[:2] == b"BM" and len(head) >= 26:
+            size = _bmp_size(head)
+        else:
+            size = _png_size(head)
+    return None if size is None else (*size, 1)
+
+
+def image_size(path):
+    """(height, width) of a JPEG, PNG, GIF or BMP from its header; None if the header is
+    unreadable."""
+    header = image_header(path)
+    return None if header is None else header[:2]
+
+
+def _not_regular(path):
+    return (
+        f"{str(path)!r} is not a regular file (a FIFO, device, socket or broken link named like "
+        "an image). Reading it could block forever; remove it from the dataset folder."
+    )
+
+
+def _visible(names):
+    return sorted(n for n in names if not n.startswith("."))
 
 
 def _split_dir(root, split):
     """Finds root/<split>, also one level down (archives usually hold a single top folder)."""
     candidates = [os.path.join(root, split)]
     if os.path.isdir(root):
-        subdirs = [d for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d))]
+        subdirs = [d for d in _visible(os.listdir(root)) if os.path.isdir(os.path.join(root, d))]
         candidates += [os.path.join(root, d, split) for d in subdirs]
     for c in candidates:
         if os.path.isdir(c):
             return c
-    found = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    found = _visible(os.listdir(root)) if os.path.isdir(root) else []
     raise FileNotFoundError(
         f"No split folder {split!r} under {root!r} (found: {found[:10]}). Expected the layout "
         f"root/{split}/<class>/*.jpg; pass split= with one of the folders that exist."
     )
 
 
-def list_files(path, split="train", sha256=None, cache_dir=None):
-    """Returns (file paths, integer labels, class names) of one split, in a deterministic order."""
+def _root(path, sha256=None, cache_dir=None, max_extracted_bytes=None):
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path!r} does not exist. Pass a directory in the layout root/<split>/<class>/*.jpg or a "
-            ".tar.gz archive of it (or tf_tradyx.data.cifar10_sample() for the bundled CIFAR-10 "
-            "sample)."
+            ".tar.gz or .zip archive of it (or tf_tradyx.data.cifar10_sample() for the bundled "
+            "CIFAR-10 sample)."
         )
-    root = path
     if os.path.isfile(path):
-        root = archive.extract(path, sha256=sha256, cache_dir=cache_dir)
-    split_dir = _split_dir(root, split)
-    class_names = sorted(
-        d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))
-    )
+        return archive.extract(
+            path, sha256=sha256, cache_dir=cache_dir, max_extracted_bytes=max_extracted_bytes
+        )
+    if not os.path.isdir(path):
+        raise ValueError(_not_regular(path))
+    return path
+
+
+def class_folders(path, split="train", sha256=None, cache_dir=None, max_extracted_bytes=None):
+    """The sorted class-folder names of one split (hidden folders are not classes)."""
+    split_dir = _split_dir(_root(path, sha256, cache_dir, max_extracted_bytes), split)
+    return [d for d in _visible(os.listdir(split_dir)) if os.path.isdir(os.path.join(split_dir, d))]
+
+
+def _check_class_names(split, split_dir, found, class_names):
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class_names has duplicates: {list(class_names)}.")
+    missing = [c for c in class_names if c not in found]
+    extra = [c for c in found if c not in class_names]
+    if missing or extra:
+        raise ValueError(
+            f"The {split!r} split under {split_dir!r} has no class folder for {missing} and has "
+            f"folders {extra} beyond class_names={list(class_names)}. Labels are positions in "
+            "that list, so they would name other classes. Give the split exactly those class "
+            "folders (an empty folder is enough for a class without images)."
+        )
+
+
+def list_files(
+    path, split="train", sha256=None, cache_dir=None, *, class_names=None, max_extracted_bytes=None
+):
+    """Returns (file paths, integer labels, class names) of one split, in a deterministic order.
+
+    Hidden entries are skipped silently; other files that are not images (or lie outside a class
+    folder) are skipped with a warning naming them. Raises ValueError for a non-regular file named
+    like an image, and when `class_names` (if given) differ from the class folders.
+    """
+    split_dir = _split_dir(_root(path, sha256, cache_dir, max_extracted_bytes), split)
+    entries = _visible(os.listdir(split_dir))
+    found = [d for d in entries if os.path.isdir(os.path.join(split_dir, d))]
+    skipped = [os.path.join(split_dir, f) for f in entries if f not in found]
+    if class_names is None:
+        class_names = found
+    else:
+        class_names = list(class_names)
+        _check_class_names(split, split_dir, found, class_names)
     files, labels = [], []
     for label, name in enumerate(class_names):
         class_dir = os.path.join(split_dir, name)
         # Images in sub-folders of a class folder belong to the class, as in Keras'
         # image_dataset_from_directory; walked in sorted order so the file order is deterministic.
         for dirpath, dirnames, fnames in os.walk(class_dir):
-            dirnames.sort()
-            for fname in sorted(fnames):
-                if fname.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(os.path.join(dirpath, fname))
-                    labels.append(label)
+            dirnames[:] = _visible(dirnames)
+            for fname in _visible(fnames):
+                file = os.path.join(dirpath, fname)
+                if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                    skipped.append(file)
+                    continue
+                try:
+                    regular = stat.S_ISREG(os.stat(file).st_mode)  # follows links, opens nothing
+                except OSError:
+                    regular = False
+                if not regular:
+                    raise ValueError(_not_regular(file))
+                files.append(file)
+                labels.append(label)
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} file(s) under {split_dir!r} that are not "
+            f"{'/'.join(IMAGE_EXTENSIONS)} images in a class folder: {skipped[:5]}"
+            f"{'...' if len(skipped) > 5 else ''}. Convert them to one of those formats to use "
+            "them; Keras' image_dataset_from_directory skips them too.",
+            stacklevel=3,
+        )
     if not files:
         raise ValueError(
-            f"No images (*.jpg, *.jpeg, *.png) in class folders under {split_dir!r}. Each class needs "
-            "its own sub-folder holding its images."
+            f"No images ({', '.join('*' + e for e in IMAGE_EXTENSIONS)}) in class folders under "
+            f"{split_dir!r}. Each class needs its own sub-folder holding its images."
         )
     return files, np.asarray(labels, np.int64), class_names
 
 
-def _check_sizes(files):
+def _check_headers(files, max_pixels, same_size):
+    """Reads every header (no decoding): refuses unreadable ones and images over `max_pixels`;
+    with `same_size`, also images of different sizes. Returns the (height, width) of the first."""
     sizes = {}
     for f in files:
-        size = image_size(f)
-        if size is None:
-            raise ValueError(f"{f!r} is not a readable JPEG or PNG file; remove or replace it.")
-        sizes.setdefault(size, f)
-        if len(sizes) > 1:
+        header = image_header(f)
+        if header is None:
+            raise ValueError(
+                f"{f!r} is not a readable JPEG, PNG, GIF or BMP file; remove or replace it."
+            )
+        h, w, frames = header
+        pixels = h * w * frames
+        if max_pixels is not None and pixels > max_pixels:
+            of = f" with {frames} frames (every frame is decoded)" if frames > 1 else ""
+            raise ValueError(
+                f"{f!r} is {h}x{w}{of}: {pixels:,} pixels, more than max_pixels={max_pixels:,} "
+                f"(decoding it would take {pixels * 3 / 2**30:.1f} GiB). A decompression bomb or an "
+                "unusually large image: shrink it, or pass a larger max_pixels= (None for no "
+                "limit) if you trust it."
+            )
+        sizes.setdefault((h, w), f)
+        if same_size and len(sizes) > 1:
             examples = ", ".join(f"{h}x{w} ({p})" for (h, w), p in sizes.items())
             raise ValueError(
                 f"Images have different sizes: {examples}. Pass image_size=(height, width) to resize "
@@ -164,11 +329,15 @@ def from_folder(
     shuffle_files=False,
     seed=None,
     verify=True,
+    class_names=None,
+    max_pixels=MAX_IMAGE_PIXELS,
+    max_extracted_bytes=None,
 ):
     """A `tf.data.Dataset` of (uint8 image HxWx3, int64 label) from the class-folder layout.
 
     Args:
-      path: a directory `root/` or a `.tar.gz` archive of it (extracted once into the cache).
+      path: a directory `root/` or a `.tar.gz`/`.zip` archive of it (extracted once into the
+        cache; links, devices and names leading outside it refuse the archive).
       split: the split folder, e.g. "train" or "test".
       image_size: (height, width) to resize to (bilinear). Required when image sizes differ.
       sha256: optional checksum of the archive, verified before the first extraction.
@@ -177,13 +346,33 @@ def from_folder(
       verify: decode every image once now (in parallel), so that a corrupt file is an error naming
         it here rather than a crash without a name in the middle of an epoch. About a second per
         20,000 small JPEGs on two cores; False skips it.
+      class_names: the classes in label order, e.g. another split's `class_names`, so that a label
+        means the same class in both; the split must have exactly these class folders. Default:
+        its sorted class folders.
+      max_pixels: refuse an image whose header declares more pixels (height x width x frames)
+        than this, before decoding it (default `MAX_IMAGE_PIXELS`, Pillow's limit); None: no cap.
+      max_extracted_bytes: for an archive, the most bytes extraction may write (see
+        `tf_tradyx.data.extract`); raise it for a trusted archive that compresses very well.
 
-    The dataset carries `class_names` (sorted folder names) and `num_examples` attributes.
+    Returns:
+      The dataset, with `class_names` and `num_examples` attributes.
+
+    Raises:
+      FileNotFoundError: no such path or split folder.
+      ValueError: no images, an unreadable, corrupt, non-regular or too large image, images of
+        different sizes without `image_size`, or class folders other than `class_names`.
+      ArchiveError: an archive that cannot be trusted or read.
     """
-    files, labels, class_names = list_files(path, split, sha256=sha256, cache_dir=cache_dir)
-    if image_size is None:
-        height, width = _check_sizes(files)
-    else:
+    files, labels, class_names = list_files(
+        path,
+        split,
+        sha256=sha256,
+        cache_dir=cache_dir,
+        class_names=class_names,
+        max_extracted_bytes=max_extracted_bytes,
+    )
+    height, width = _check_headers(files, max_pixels, same_size=image_size is None)
+    if image_size is not None:
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
         if height < 1 or width < 1:
             raise ValueError(f"image_size must be positive, got {image_size!r}.")

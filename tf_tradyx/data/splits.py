@@ -6,13 +6,33 @@ from tf_tradyx.data import datasets, folders, sample
 def train_test(dataset="cifar10_sample", data_dir=None, seed=0):
     """Train and test splits of (uint8 image, label) and the class count.
 
-    `data_dir` (a class-folder directory or .tar.gz with train/ and test/) wins over `dataset`;
-    `dataset` is a TFDS name, or "cifar10_sample" for the sample shipped with the package. The
-    training split is shuffled by file with `seed` where the source allows it.
+    `data_dir` (a class-folder directory or .tar.gz/.zip with train/ and test/) wins over
+    `dataset`; `dataset` is a TFDS name, or "cifar10_sample" for the sample shipped with the
+    package. The training split is shuffled by file with `seed` where the source allows it.
+
+    Both splits of `data_dir` take their labels from one list of class names (the train split's),
+    so label 3 is the same class in both: a test split missing a class folder would otherwise
+    shift every later label.
+
+    Raises:
+      ValueError: the two splits of `data_dir` have different class folders (named).
     """
     if data_dir:
+        train_names = folders.class_folders(data_dir, "train")
+        test_names = folders.class_folders(data_dir, "test")
+        if train_names != test_names:
+            only_train = [c for c in train_names if c not in test_names]
+            only_test = [c for c in test_names if c not in train_names]
+            raise ValueError(
+                f"The splits of {data_dir!r} have different classes: test/ has no folder for "
+                f"{only_train} (train/ has), train/ has no folder for {only_test} (test/ has). "
+                "Labels are positions in the sorted class names, so they would mean different "
+                "classes in the two splits. Give both splits the same class folders (an empty "
+                "folder is enough for a class without images)."
+            )
         train = folders.from_folder(data_dir, "train", shuffle_files=True, seed=seed)
-        return train, folders.from_folder(data_dir, "test"), len(train.class_names)
+        test = folders.from_folder(data_dir, "test", class_names=train.class_names)
+        return train, test, len(train.class_names)
     if dataset == "cifar10_sample":
         return (
             sample.cifar10_sample("train", shuffle_files=True, seed=seed),
