@@ -124,7 +124,7 @@ def _px_section(cells, figdir, smoke):
     dense = next((c["test_accuracy"] for c in short if c["cell"]["method"] == "dense"), None)
     epochs = short[0]["cell"]["epochs"] if short else 3
     lines += [
-        f"Test accuracy (%) after {epochs} epochs, one seed; data: {cells[0]['data']}. "
+        f"Test accuracy (%) after {epochs} epochs, one seed; data: {_data_label(cells[0]['data'])}. "
         f"Dense: {_pct(dense)}.",
         "",
         "| method | "
@@ -453,41 +453,76 @@ def _collapse_check():
     )
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _data_label(label):
+    """The sweep records where its data came from; a reader needs to know only which data."""
+    return label.replace(" (../shared archive)", " (all 50,000 training and 10,000 test images)")
 
 
-def _save(plt, fig, figdir, name):
+def _figure(figsize):
+    """A matplotlib `Figure` made without pyplot: no backend is switched, no global figure kept."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
+def _save(fig, figdir, name):
     os.makedirs(figdir, exist_ok=True)
     fig.tight_layout()
     path = os.path.join(figdir, name)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # a legend outside the axes stays in
     return path
 
 
+def _short_layer(name):
+    """ResNet-20's kernel names as tick labels: "stage2_block1_1_conv/kernel" -> "2.1a"."""
+    m = re.match(r"stage(\d+)_block(\d+)_(\d+)_conv", name)
+    if m:
+        return f"{m[1]}.{m[2]}{'ab'[int(m[3]) - 1] if m[3] in '12' else m[3]}"
+    m = re.match(r"stage(\d+)_block(\d+)_shortcut", name)
+    if m:
+        return f"{m[1]}.{m[2]}s"
+    return name.split("/")[0].replace("_conv", "").replace("classifier", "fc")
+
+
 def _density_plot(layer_rows, figdir, sparsity):
-    plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig = _figure((9, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    names = []
     for m in ("px", "synflow", "snip", "grasp"):
         if m in layer_rows:
+            names = names or [r["name"] for r in layer_rows[m]]
             top.plot([max(r["density"], 1e-5) for r in layer_rows[m]], marker=".", label=LABELS[m])
             bottom.plot(
                 [r["connected_outputs"] for r in layer_rows[m]], marker=".", label=LABELS[m]
             )
+    stages = [re.match(r"stage(\d+)", n) for n in names]
+    for i in range(1, len(names)):  # a line where each stage starts
+        here, before = stages[i], stages[i - 1]
+        if here and (not before or here[1] != before[1]):
+            for ax in (top, bottom):
+                ax.axvline(i - 0.5, color="0.8", lw=0.8, zorder=0)
     top.set_yscale("log")
     top.set_ylabel("density (log; empty = 1e-5)")
-    top.set_title(f"ResNet-20 per layer at {sparsity:.2%} sparsity")
-    top.legend(fontsize=8)
+    top.set_title(
+        f"ResNet-20 per layer at {sparsity:.2%} sparsity "
+        "(ticks: stage.block, a/b = first/second conv, s = shortcut)",
+        fontsize=10,
+    )
+    top.legend(fontsize=8, ncols=2)
     bottom.set_ylim(-0.02, 1.02)
     bottom.set_ylabel("connected output channels")
-    bottom.set_xlabel("layer (graph order)")
-    return _save(plt, fig, figdir, "px_layer_density.png")
+    bottom.set_xticks(range(len(names)), [_short_layer(n) for n in names], rotation=90, fontsize=8)
+    bottom.set_xlabel("layer, in graph order")
+    return _save(fig, figdir, "px_layer_density.png")
+
+
+def _ranking_plot(ranking, figdir):
+    fig = ranking.figure(0.97)
+    fig.axes[0].set_title(
+        f"MobileNetV2-w0.35: {len(ranking.top_k(0.97))} of {len(ranking.scores)} layers hold "
+        "97 % of the RGN"
+    )
+    return _save(fig, figdir, "ranking_mbv2-w0.35.png")
 
 
 def _memory(smoke):
@@ -508,19 +543,20 @@ def _memory(smoke):
     return out
 
 
-def _ranking_lines(smoke):
+def _ranking_lines(smoke, figdir):
     path = os.path.join(results_dir(smoke), "tradi", "ranking_mbv2-w0.35.json")
     if not os.path.exists(path):
         return ["Layer ranking: pending.", ""]
     ranking = tx.sparse_update.LayerRanking.load(path)
     k = len(ranking.top_k(0.97))
-    png = path.replace(".json", ".png")
+    png = _ranking_plot(ranking, figdir)
     lines = [
         f"Layer ranking (RGN over {ranking.info.get('epochs')} epochs of full fine-tuning, "
         f"{ranking.info.get('steps')} steps, shuffled batches): {k} of {len(ranking.scores)} "
-        f"layers hold 97 % of the RGN; highest: {', '.join(ranking.ranked[:3])}. METHODS.md "
-        f"reports 36 of 51 ([plot]({os.path.relpath(png, os.path.join(ROOT, 'docs'))}), "
-        f"[JSON]({os.path.relpath(path, os.path.join(ROOT, 'docs'))})).",
+        f"layers hold 97 % of the RGN; highest: {', '.join(ranking.ranked[:3])}. The ranking "
+        f"is `{os.path.relpath(path, ROOT)}` in the repository.",
+        "",
+        f"![cumulative RGN]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})",
         "",
     ]
     other_path = os.path.join(BENCHMARK_RESULTS, "rankings", "mbv2-w0.35.json")
@@ -547,7 +583,7 @@ def _ranking_lines(smoke):
 
 def _tradi_section(cells, figdir, smoke):
     lines = ["## TraDy and its baselines: pretrained MobileNetV2-w0.35 (128 px) on CIFAR-10", ""]
-    lines += _ranking_lines(smoke)
+    lines += _ranking_lines(smoke, figdir)
     if not cells:
         return lines + ["No cell has finished yet.", ""]
     memory = _memory(smoke)
@@ -671,25 +707,43 @@ def _tradi_claims(means):
 
 
 def _accuracy_memory_plot(means, memory, figdir):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s, (mean, std, seeds) in means.items():
+    """Accuracy against measured memory, one marker per strategy named in a legend (points that
+    share a spot stay readable), the seed std as capped error bars."""
+    fig = _figure((8, 4.2))
+    ax = fig.subplots()
+    markers = "osD^v<>ph*X"
+    placed = []
+    for i, (s, (mean, std, seeds)) in enumerate(means.items()):
         mem = memory.get(MEMORY_LABELS.get(s, ""))
-        if mem is not None:
-            x = max(mem, 0.05)
-            ax.errorbar(x, 100 * mean, yerr=100 * std if seeds > 1 else None, fmt="o", capsize=3)
-            ax.annotate(
-                TRADI_LABELS[s],
-                (x, 100 * mean),
-                xytext=(4, 3),
-                textcoords="offset points",
-                fontsize=7,
-            )
+        if mem is None:
+            continue
+        x = max(mem, 0.05)
+        while any(abs(x / px - 1) < 0.1 and abs(mean - py) < 0.004 for px, py in placed):
+            x *= 1.25  # side by side, not on top of each other: the legend names each marker
+        placed.append((x, mean))
+        label = TRADI_LABELS[s] + (f" (±{100 * std:.2f}, {seeds} seeds)" if seeds > 1 else "")
+        ax.errorbar(
+            x,
+            100 * mean,
+            yerr=100 * std if seeds > 1 else None,
+            fmt=markers[i % len(markers)],
+            markersize=5,
+            capsize=6,
+            elinewidth=1.5,
+            capthick=1.5,
+            alpha=0.85,
+            label=label,
+        )
     ax.set_xscale("log")
-    ax.set_xlabel("measured training-memory overhead, MB (batch 64; below 0.05 drawn at 0.05)")
-    ax.set_title("bars: std over two seeds", fontsize=8)
+    ax.set_xlabel(
+        "measured training-memory overhead, MB (batch 64; below 0.05 drawn at 0.05; "
+        "equal points side by side)"
+    )
     ax.set_ylabel("test accuracy %")
-    return _save(plt, fig, figdir, "tradi_accuracy_memory.png")
+    ax.set_title("CIFAR-10, 9 epochs; error bars: ± std over the seeds (legend)", fontsize=9)
+    ax.grid(True, which="major", color="0.9")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    return _save(fig, figdir, "tradi_accuracy_memory.png")
 
 
 def _px_pretrained_section(cells, dense, smoke):

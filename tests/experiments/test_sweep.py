@@ -461,18 +461,26 @@ def test_docs_results_md_is_what_the_report_makes_of_the_committed_json(monkeypa
         drawn.append("tradi_accuracy_memory.png")
         return os.path.join(figdir, drawn[-1])
 
+    def ranking_plot(ranking, figdir):
+        drawn.append("ranking_mbv2-w0.35.png")
+        return os.path.join(figdir, drawn[-1])
+
     monkeypatch.setattr(report, "_density_plot", density_plot)
     monkeypatch.setattr(report, "_accuracy_memory_plot", accuracy_memory_plot)
+    monkeypatch.setattr(report, "_ranking_plot", ranking_plot)
     path, text = report.render()
     assert path == os.path.join(ROOT, "docs", "RESULTS.md")
     with open(path, encoding="utf-8") as f:
         assert text == f.read(), "docs/RESULTS.md is stale: run python experiments/report.py"
-    assert drawn == ["px_layer_density.png", "tradi_accuracy_memory.png"]
-    for link in (
+    assert drawn == [
+        "px_layer_density.png",
+        "ranking_mbv2-w0.35.png",
+        "tradi_accuracy_memory.png",
+    ]
+    for link in (  # every link stays inside docs/, where the site can serve it
         "figures/px_layer_density.png",
         "figures/tradi_accuracy_memory.png",
-        "../experiments/results/tradi/ranking_mbv2-w0.35.png",
-        "../experiments/results/tradi/ranking_mbv2-w0.35.json",
+        "figures/ranking_mbv2-w0.35.png",
     ):
         assert f"({link})" in text and os.path.exists(os.path.join(ROOT, "docs", link))
 

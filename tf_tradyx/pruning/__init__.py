@@ -5,12 +5,9 @@
     masked.compile(...); masked.fit(...)
     plain = strip(masked)
 
-Modules, one job each: `masking` (MaskedLayer, wrap, strip), `pruner` (the iterative loop),
-`pruning_data` (the data, streamed batch by batch), `px`, `baselines`, `ntk_sap` and `prospr`
-(with `stateless`: the model run on other variable values), `paths`, `path_ops` and
-`path_layers` (the auxiliary path networks PX and SynFlow score with),
-`mask_selection` (exact top-k), `schedules`, `pruning_report`, `sanity`, `summaries`. The method
-is described in the README.
+`PXPruner` is the method (docs/METHODS.md 2.2); the other pruners are the baselines it is compared
+with, all with the same interface. The guide "Pruning at initialization in 5 minutes"
+(docs/guides/pruning_at_init.md) walks through a complete run.
 """
 
 from tf_tradyx.pruning.baselines import (
@@ -38,16 +35,16 @@ from tf_tradyx.pruning.schedules import DensitySchedule, ExponentialSchedule, Li
 from tf_tradyx.pruning.summaries import PruningSummaries
 
 __all__ = [
+    "PXPruner",
+    "prune_at_init",
     "wrap",
     "strip",
     "masked_layers",
     "MaskedLayer",
     "PrunableLayer",
-    "prune_at_init",
     "get_pruner",
     "PRUNERS",
     "Pruner",
-    "PXPruner",
     "SynFlowPruner",
     "SNIPPruner",
     "GraSPPruner",

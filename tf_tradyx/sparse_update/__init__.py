@@ -6,12 +6,9 @@
     sparse.compile(...); sparse.fit(..., callbacks=[ChannelResampler()])
     efficiency(sparse); selection(sparse); plain = strip(sparse)
 
-Modules, one job each: `transforms` (wrap, attach, strip), `sampler` (the model's strategy, budget
-and seed; resampling), `strategy_base`, `strategies`, `su_scheme`, `sampling` (filling a budget), `optimizer_state` (optimizer
-slots at a resample), `efficiency_report`, `costs`, `layer_ranking` (RGN), `gradients`,
-`wrapper` (ChannelSparseUpdate) and `channel_grads` (its linear algebra), `compact_relu`,
-`recompute` (frozen segments run again in the backward pass), `memory` (what a train step keeps),
-`callbacks`.
+The guides "Fine-tuning under a memory budget" (docs/guides/fine_tuning_under_budget.md) and
+"Choosing a budget" (docs/guides/choosing_a_budget.md) walk through a complete run; the method is
+stated in docs/METHODS.md 1.1.
 """
 
 from tf_tradyx.sparse_update import memory, recompute
