@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tf_tradyx as tx
 from tests.testing_utils import ROOT
 
 pytestmark = pytest.mark.slow  # every test runs a script in a subprocess
@@ -98,6 +99,21 @@ def test_finetune_under_budget_script_tradi(tmp_path):
     ranking = json.loads((out / "ranking.json").read_text())
     assert set(res["layers"]) <= set(ranking["rgn"]) and len(ranking["rgn"]) == 51
     assert 0.0 <= res["test_accuracy"] <= 1.0
+
+
+def test_finetune_keeps_the_ranking_its_flag_names_inside_out(tmp_path):
+    # tf-tradyx-finetune --layers_from=D/ranking.json --out=D once removed ranking.json.
+    model = tx.models.load_pretrained("mbv2-w0.35", num_classes=10, input_size=128)
+    names = tx.sparse_update.cost_table(model).names
+    out = tmp_path / "ft"
+    out.mkdir()
+    ranking = out / "ranking.json"
+    tx.sparse_update.LayerRanking({n: float(i + 1) for i, n in enumerate(names)}).save(ranking)
+    before = ranking.read_bytes()
+    result, _ = _finetune(tmp_path, "--strategy=tradi", "--epochs=1", f"--layers_from={ranking}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ranking.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["ranking.json", "results.json"]
 
 
 def test_finetune_under_budget_script_su_uses_paper_scheme_and_rejects_bad_budget(tmp_path):

@@ -1,5 +1,6 @@
 """What the three programs share: starting under absl with useful --help, and flag checks."""
 
+import os
 import sys
 
 import tensorflow as tf
@@ -28,6 +29,18 @@ def require_at_least(minimum, *names, unset_ok=False):
         else:
             check, suffix = (lambda v, m=minimum: v >= m), ""
         flags.register_validator(name, check, message=f"--{name} must be >= {minimum}{suffix}.")
+
+
+def named_files():
+    """{"--flag": path} for every flag whose value names an existing file: the run's inputs, which
+    its output commit must never remove or overwrite (`--layers_from=out/ranking.json --out=out`
+    once lost ranking.json)."""
+    named = {}
+    for name, value in flags.FLAGS.flag_values_dict().items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and os.path.isfile(item):
+                named[f"--{name}"] = item
+    return named
 
 
 def budget_is_readable(value):

@@ -92,7 +92,9 @@ def _model(num_classes):
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
-    outputs = tx.run_outputs.RunOutputs(FLAGS.out, ["ranking.json", "results.json"])  # checked now
+    outputs = tx.run_outputs.RunOutputs(
+        FLAGS.out, ["ranking.json", "results.json"], inputs=_program.named_files()
+    )  # --out is checked now; files the flags name are never removed
     with outputs:
         _run(outputs)
 

@@ -64,7 +64,9 @@ _program.require_at_least(1, "rounds", "max_train", unset_ok=True)
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
-    outputs = tx.run_outputs.RunOutputs(FLAGS.out, ["report.json", "density.png"])  # checked now
+    outputs = tx.run_outputs.RunOutputs(
+        FLAGS.out, ["report.json", "density.png"], inputs=_program.named_files()
+    )  # --out is checked now; files the flags name are never removed
     with outputs:
         _run(outputs)
 

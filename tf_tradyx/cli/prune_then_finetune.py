@@ -64,7 +64,9 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     model_file = f"{FLAGS.model}_pruned_finetuned.keras"
     outputs = tx.run_outputs.RunOutputs(
-        FLAGS.out, ["ranking.json", model_file, "summary.json", "density.png"]
+        FLAGS.out,
+        ["ranking.json", model_file, "summary.json", "density.png"],
+        inputs=_program.named_files(),
     )  # --out is checked now, outputs land together at the end
     with outputs:
         _run(outputs, model_file)

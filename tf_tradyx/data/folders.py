@@ -152,8 +152,8 @@ def image_size(path):
 
 def _not_regular(path):
     return (
-        f"{str(path)!r} is not a regular file (a FIFO, device, socket or broken link named like "
-        "an image). Reading it could block forever; remove it from the dataset folder."
+        f"{str(path)!r} is not a regular file (a FIFO, device, socket or broken link). Reading it "
+        "could block forever, so it is not opened: remove it, or replace it with the file itself."
     )
 
 
