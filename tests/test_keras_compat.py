@@ -226,5 +226,32 @@ def test_own_variable_key_is_where_save_own_variables_stores_the_variable():
         compat.own_variable_key(bn, keras.Variable(np.zeros(3)))
 
 
+def test_the_training_call_entry_and_the_applying_optimizer_are_found():
+    seen = {}
+
+    class Probe(keras.layers.Layer):
+        def call(self, x):
+            seen.setdefault("entry", []).append(compat.training_call_entry())
+            return x
+
+    def constraint(value):
+        seen.setdefault("optimizer", []).append(compat.applying_optimizer())
+        return value
+
+    inputs = keras.Input((2,))
+    dense = keras.layers.Dense(1, kernel_constraint=constraint)
+    model = keras.Model(inputs, dense(Probe()(inputs)))
+    optimizer = keras.optimizers.SGD(0.1, use_ema=True)
+    model.compile(optimizer, "mse")
+    model.train_on_batch(np.ones((2, 2)), np.ones((2, 1)))
+    model.predict_on_batch(np.ones((2, 2)))
+    assert seen["entry"][-2:] == [model, None], VERSION  # train_on_batch, then predict
+    assert seen["optimizer"] and all(o is optimizer for o in seen["optimizer"]), VERSION
+    assert compat.training_call_entry() is None and compat.applying_optimizer() is None
+    average = compat.optimizer_average(optimizer, dense.kernel)
+    assert tuple(average.shape) == tuple(dense.kernel.shape), VERSION
+    assert compat.optimizer_average(keras.optimizers.SGD(), dense.kernel) is None
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -10,6 +10,7 @@ deep inside a pruning round. The tested range is `keras>=3.15,<4` (setup.cfg).
 import keras
 import tensorflow as tf
 from keras.src.applications import convnext  # ConvNeXt's own layers have no public name.
+from keras.src.backend.common import global_state  # Call context and name scopes.
 from keras.src.models.functional import Functional  # No public class for "plain Functional".
 from keras.src.utils import io_utils  # print_msg honours interactive logging; not exported.
 from tensorflow.python.ops import control_flow_util  # No public "am I traced for XLA?".
@@ -244,3 +245,47 @@ def tracing_for_xla():
         raise _changed(
             "tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext", err
         ) from err
+
+
+# ---- Keras: who is calling -------------------------------------------------------------------
+
+
+def training_call_entry():
+    """The outermost layer (the model, in `fit` and `train_on_batch`) of the Keras call in
+    progress when that call trains, else None. Keras keeps the call stack's context (the entry
+    layer, `training`) privately; a layer reads it to check the optimizer of the model that trains
+    it before the first step, on every training path."""
+    try:
+        context = global_state.get_global_attribute("current_call_ctx")
+        if context is None or not context.get_value("training"):
+            return None
+        return context.entry_layer
+    except AttributeError as err:
+        raise _changed("the layer call context (current_call_ctx)", err) from err
+
+
+def applying_optimizer():
+    """The optimizer whose `apply` is running (Keras opens a name scope with the optimizer as its
+    caller around the update and the variable constraints), or None: a variable constraint uses it
+    to reach the optimizer's own copies of the variable (its EMA average)."""
+    try:
+        stack = global_state.get_global_attribute("name_scope_stack") or []
+        callers = [scope.caller for scope in stack]
+    except AttributeError as err:
+        raise _changed("the name scope stack (name_scope_stack)", err) from err
+    for caller in reversed(callers):
+        if isinstance(caller, keras.optimizers.Optimizer):
+            return caller
+    return None
+
+
+def optimizer_average(optimizer, variable):
+    """The optimizer's exponential moving average of `variable` (`use_ema=True`), or None. Keras
+    writes it into the variable in `finalize_variable_values`, after the variable's constraint."""
+    if not getattr(optimizer, "use_ema", False):
+        return None
+    index = optimizer_variable_index(optimizer, variable)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if index is None or averages is None:
+        return None
+    return averages[index]

@@ -143,5 +143,93 @@ def test_optimizers_that_mix_channels_are_refused_by_name(name):
         sparse.fit(tiny_data(), epochs=1, verbose=0, callbacks=[SP.ChannelResampler()])
 
 
+# Every strategy, static ones included, whose users add no ChannelResampler (issue 33, item 8).
+IMAGES = np.random.default_rng(0).random((4, 8, 8, 3), np.float32)
+STRATEGIES = {
+    "static_topk": lambda: (SP.RandomChannels(["c1", "pw", "fc"], dynamic=False), 300),
+    "static_full": lambda: (SP.RandomChannels(None, dynamic=False), 300),
+    "su": lambda: (SP.SU({"pw": 0.5, "fc": 0.5}), None),
+    "static_det_rgn": lambda: (SP.DetRGN(tiny_data(), batches=1, dynamic=False), 300),
+    "tradi_no_resampler": lambda: (SP.TraDy(["c1", "pw", "fc"]), 300),
+    "velocity": lambda: (SP.Velocity(data=IMAGES, images=4), 100),
+}
+# Optimizer features that move a weight without a gradient.
+MOVERS = {
+    "weight_decay": lambda: keras.optimizers.AdamW(0.01, weight_decay=0.5),
+    "sgd_weight_decay": lambda: keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.1),
+    "ema": lambda: keras.optimizers.SGD(0.1, use_ema=True),
+    "ema_overwrite": lambda: keras.optimizers.Adam(0.01, use_ema=True, ema_overwrite_frequency=1),
+    "muon": lambda: keras.optimizers.Muon(0.01, weight_decay=0.0),
+}
+
+
+def _sparse(strategy):
+    made, budget = STRATEGIES[strategy]()
+    return SP.wrap(tiny_cnn(), budget=budget, strategy=made, seed=2)
+
+
+def _all_weights(model):
+    return [np.asarray(v).copy() for v in model.variables]
+
+
+@pytest.mark.parametrize("mover", sorted(MOVERS))
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_optimizers_that_move_frozen_channels_are_refused_on_every_path(strategy, mover):
+    """No callback needed: fit refuses before the first step, whatever the strategy."""
+    sparse = _sparse(strategy)
+    sparse.compile(MOVERS[mover](), LOSS)
+    before = _all_weights(sparse)
+    with pytest.raises(ValueError, match="cannot be used for sparse updates|weight decay|EMA"):
+        sparse.fit(tiny_data(), epochs=1, verbose=0)
+    for a, b in zip(_all_weights(sparse), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", ["train_on_batch", "jit_compile", "run_eagerly", "attach"])
+def test_every_training_path_refuses_an_optimizer_that_moves_frozen_channels(path, tmp_path):
+    sparse = _sparse("static_topk")
+    before = _all_weights(sparse)
+    x, y = IMAGES, np.arange(4) % 3
+    with pytest.raises(ValueError, match="EMA"):
+        if path == "train_on_batch":
+            sparse.compile(keras.optimizers.SGD(0.1, use_ema=True), LOSS)
+            sparse.train_on_batch(x, y)
+        elif path == "attach":  # a compiled model loaded from a file
+            sparse.compile(keras.optimizers.SGD(0.1, use_ema=True), LOSS)
+            sparse.save(str(tmp_path / "m.keras"))
+            SP.attach(keras.models.load_model(str(tmp_path / "m.keras")))
+        else:
+            sparse.compile(
+                keras.optimizers.SGD(0.1, use_ema=True),
+                LOSS,
+                jit_compile=path == "jit_compile",
+                run_eagerly=path == "run_eagerly",
+            )
+            sparse.fit(x, y, epochs=1, verbose=0)
+    for a, b in zip(_all_weights(sparse), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_static_selections_stay_bit_identical_under_momentum_without_a_resampler(strategy, jit):
+    sparse = _sparse(strategy)
+    chosen = SP.selection(sparse)
+    before = {w.layer.name: np.asarray(w.kernel).copy() for w in SP.sparse_layers(sparse)}
+    sparse.compile(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), LOSS, jit_compile=jit)
+    sparse.fit(tiny_data(), epochs=2, verbose=0)
+    if not SP.sampler_of(sparse).strategy.dynamic:  # the selection of wrap, kept
+        assert {k: v.tolist() for k, v in SP.selection(sparse).items()} == {
+            k: v.tolist() for k, v in chosen.items()
+        }
+    for w in SP.sparse_layers(sparse):
+        keep = np.zeros(w.in_channels, bool)
+        keep[chosen.get(w.layer.name, [])] = True
+        old, new = before[w.layer.name], np.asarray(w.kernel)
+        np.testing.assert_array_equal(
+            np.compress(~keep, new, w.selection_axis), np.compress(~keep, old, w.selection_axis)
+        )
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

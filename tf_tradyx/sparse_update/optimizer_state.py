@@ -16,7 +16,6 @@ import numpy as np
 
 from tf_tradyx import _keras_compat
 from tf_tradyx._graph import walk
-from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 # Optimizers that cannot leave an unselected channel as it is, and why.
 _REFUSED = {
@@ -54,7 +53,7 @@ def slot_variables(optimizer, variable):
 def reset_optimizer_state(model, optimizer):
     """Resets the optimizer state of every wrapped kernel's unselected channels (input channels, or
     output neurons for an output-axis strategy) to its initial value; selected ones keep theirs."""
-    for w in walk.layers_of_type(model, ChannelSparseUpdate):
+    for w in _wrappers(model):
         slots = slot_variables(optimizer, w.kernel)
         if not slots:
             continue
@@ -68,10 +67,23 @@ def reset_optimizer_state(model, optimizer):
             slot.assign(keras.ops.cast(value, slot.dtype))
 
 
+def _wrappers(model):
+    """The sparse-update wrappers of `model` (known by their marker: the wrapper module imports
+    this one, to check its optimizer when it trains)."""
+    return [layer for layer in walk.flatten_layers(model) if walk.is_sparse_update_wrapper(layer)]
+
+
 def check_optimizer(model, optimizer):
     """Raises ValueError for an optimizer that would move unselected channels (weight decay, EMA)."""
+    check_kernels(optimizer, _wrappers(model))
+
+
+def check_kernels(optimizer, wrappers):
+    """`check_optimizer` for these wrappers. Each wrapper calls it on the optimizer of the model
+    that trains it, every strategy and path alike (fit, train_on_batch, XLA or not, with or without
+    `ChannelResampler`): the refusal comes before the first step, the model unchanged."""
     optimizer = _base(optimizer)
-    if optimizer is None:
+    if optimizer is None or not wrappers:
         return
     for cls in type(optimizer).__mro__:
         if cls.__name__ in _REFUSED:
@@ -87,9 +99,7 @@ def check_optimizer(model, optimizer):
         )
     if getattr(optimizer, "weight_decay", None):
         decayed = [
-            w.layer.name
-            for w in walk.layers_of_type(model, ChannelSparseUpdate)
-            if _keras_compat.optimizer_decays(optimizer, w.kernel)
+            w.layer.name for w in wrappers if _keras_compat.optimizer_decays(optimizer, w.kernel)
         ]
         if decayed:
             raise ValueError(

@@ -13,7 +13,7 @@ import keras
 from tf_tradyx import _keras_compat
 from tf_tradyx._graph import walk
 from tf_tradyx.pruning.masking import MaskedLayer
-from tf_tradyx.sparse_update import compact_relu, strategies
+from tf_tradyx.sparse_update import compact_relu, optimizer_state, strategies
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import recompute as recompute_lib
 from tf_tradyx.sparse_update import sampler as sampler_lib
@@ -245,6 +245,8 @@ def attach(
     wrappers = sampler_lib.sparse_layers(model)
     for w in wrappers:
         w.check_selection()
+    # A model loaded compiled brings its optimizer: refused here if it would move frozen channels.
+    optimizer_state.check_optimizer(model, getattr(model, "optimizer", None))
     saved = next((w.sampler_config for w in wrappers if w.sampler_config), None) or {}
     table = costs_lib.cost_table(model, classifier=classifier)
     names = [w.layer.name for w in wrappers]
@@ -284,7 +286,18 @@ def attach(
         count_pruned=count_pruned if count_pruned is not None else saved.get("count_pruned", True),
         recompute=saved.get("recompute", False),
     )
+    # Arguments that change what a draw selects (strategy, budget, seed, count_pruned) apply to the
+    # current draw too: it is drawn again under them, as `wrap` with these arguments would have
+    # drawn it, so a static selection never outspends a budget given here. Drawn before anything
+    # is installed: a refusal (Det RGN without data) leaves the model as it was.
+    chosen = None
+    changed = {k for k, v in sampler.get_config().items() if k != "recompute" and saved.get(k) != v}
+    if strat.mode == "channels" and changed:
+        chosen = sampler.draw(model, sampler_lib.draws(model) - 1)
     sampler_lib.install(model, sampler)
+    if chosen is not None:
+        sampler_lib.set_selection(model, chosen)
+        _LOG.info("attach: %s changed; the current selection was drawn again.", sorted(changed))
     update_bias = any(w.update_bias for w in wrappers)
     _set_trainability(model, sampler, update_bias, train_batchnorm)
     if sampler.recompute and recompute_lib.installed(model) is None:

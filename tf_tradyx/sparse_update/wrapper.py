@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import layers
 
 from tf_tradyx import _keras_compat
-from tf_tradyx.sparse_update import channel_grads, compact_relu, costs
+from tf_tradyx.sparse_update import channel_grads, compact_relu, costs, optimizer_state
 
 
 @keras.saving.register_keras_serializable(package="tf_tradyx")
@@ -260,6 +260,11 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     def call(self, inputs):
         self._traces += 1
+        # Unselected channels stay bit-identical only under per-element optimizers without decay
+        # or EMA on this kernel: checked here, where every strategy and training path passes.
+        trainer = _keras_compat.training_call_entry()
+        if trainer is not None:
+            optimizer_state.check_kernels(getattr(trainer, "optimizer", None), [self])
         layer = self.layer
         x = tf.convert_to_tensor(inputs)
         kernel = tf.convert_to_tensor(layer.kernel)
