@@ -16,6 +16,7 @@ from tests.testing_utils import (
     tiny_cnn,
     tiny_data,
 )
+from tf_tradyx import _keras_compat
 
 
 def test_wrap_masks_every_prunable_kernel_and_keeps_outputs():
@@ -204,6 +205,38 @@ def test_pruned_raw_kernels_stay_zero_under_any_optimizer_and_after_pruning_agai
     for w in tx.pruning.masked_layers(masked):
         kernel, mask = np.asarray(w.layer.kernel), np.asarray(w.masks[0])
         assert np.all(kernel[mask == 0] == 0), w.name
+        assert np.any(kernel[mask == 1] != 0)
+
+
+EMA_OPTIMIZERS = {
+    "adam": lambda: keras.optimizers.Adam(0.01, use_ema=True),
+    "sgd_overwrite": lambda: keras.optimizers.SGD(
+        0.05, 0.9, use_ema=True, ema_overwrite_frequency=3
+    ),
+    "muon": lambda: keras.optimizers.Muon(0.01, weight_decay=0.0, use_ema=True),
+    "adamw": lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1, use_ema=True),
+}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("name", sorted(EMA_OPTIMIZERS))
+def test_pruned_raw_kernels_and_their_ema_are_exact_zeros_after_fit(name, jit):
+    """Keras writes the EMA average into the weights after the constraint (every
+    `ema_overwrite_frequency` steps, and at the end of fit): the average is masked too."""
+    masked = tx.pruning.wrap(tiny_cnn(), skip=["head"])
+    tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
+    for w in tx.pruning.masked_layers(masked):  # e.g. weights loaded after pruning: raw nonzeros
+        w.layer.kernel.assign(np.asarray(w.layer.kernel) + 0.1)
+    optimizer = EMA_OPTIMIZERS[name]()
+    masked.compile(optimizer, LOSS, jit_compile=jit)
+    masked.fit(tiny_data(), epochs=2, verbose=0)
+    tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.7)  # masks change mid-training
+    masked.fit(tiny_data(), epochs=1, verbose=0)
+    for w in tx.pruning.masked_layers(masked):
+        kernel, mask = np.asarray(w.layer.kernel), np.asarray(w.masks[0])
+        average = np.asarray(_keras_compat.optimizer_average(optimizer, w.layer.kernel))
+        assert np.all(kernel[mask == 0] == 0), w.name
+        assert np.all(average[mask == 0] == 0), w.name
         assert np.any(kernel[mask == 1] != 0)
 
 

@@ -90,12 +90,19 @@ class MaskProjection:
         self.mask, self.inner = mask, inner
 
     def __call__(self, kernel):
+        variable = kernel
         if self.inner is not None:
             kernel = self.inner(kernel)
         # tf.where, not a product: an optimizer may write NaN into a fully pruned row or column
         # (Adafactor's factored second moment underflows to 0 there), and NaN * 0 is NaN.
         keep = tf.convert_to_tensor(self.mask) > 0
         kept = tf.where(keep, kernel, tf.zeros_like(kernel))
+        # An EMA optimizer (use_ema=True) averages the weights before this projection and writes
+        # the average back into them after it (every `ema_overwrite_frequency` steps, and at the end
+        # of fit): its average is projected too, so the written weights are exact zeros as well.
+        average = _keras_compat.optimizer_average(_keras_compat.applying_optimizer(), variable)
+        if average is not None:
+            average.assign(tf.where(keep, average, tf.zeros_like(average)))
         # An optimizer whose update turns the kept weights non-finite (Adafactor normalizes each
         # update by an RMS that the pruned entries' 0/0 makes NaN) fails here, loudly, rather than
         # training a NaN model whose loss sits at log(classes).
