@@ -145,6 +145,15 @@ def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path):
     assert ds.num_examples == 2
 
 
+def test_the_module_pixel_cap_is_read_at_each_call_as_pillows(tmp_path, monkeypatch):
+    make_tree(tmp_path, {"train/a/0.png": png_bytes(30, 30, 5)})
+    monkeypatch.setattr(folders, "MAX_IMAGE_PIXELS", 899)
+    with pytest.raises(ValueError, match="MAX_IMAGE_PIXELS"):
+        tx.data.from_folder(str(tmp_path), "train")
+    monkeypatch.setattr(folders, "MAX_IMAGE_PIXELS", None)  # no cap, as with Pillow
+    assert tx.data.from_folder(str(tmp_path), "train").num_examples == 1
+
+
 def test_a_fifo_or_device_named_like_an_image_is_refused_without_opening_it(tmp_path):
     make_tree(tmp_path, {"train/a/0.png": png_bytes(4, 4, 1)})
     fifo = tmp_path / "train" / "a" / "b.png"

@@ -22,7 +22,8 @@ import tensorflow as tf
 from tf_tradyx.data import archive
 
 IMAGE_EXTENSIONS = archive.IMAGE_EXTENSIONS
-# Pillow's default: a 0.25 GiB RGB image. An image above it is refused before it is decoded.
+# Pillow's default: a 0.25 GiB RGB image. An image above it is refused before it is decoded. Read at
+# each call, so a program can raise it (or set None for no cap, as with Pillow) for every reader.
 MAX_IMAGE_PIXELS = 89_478_485
 
 
@@ -177,7 +178,9 @@ def _split_dir(root, split):
     )
 
 
-def _root(path, sha256=None, cache_dir=None, max_extracted_bytes=None):
+def dataset_root(path, sha256=None, cache_dir=None, max_extracted_bytes=None):
+    """The folder holding the splits: `path` itself, or the cache folder its archive extracts to
+    (see `tf_tradyx.data.extract`). Resolve it once to read several splits of one archive."""
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path!r} does not exist. Pass a directory in the layout root/<split>/<class>/*.jpg or a "
@@ -195,8 +198,24 @@ def _root(path, sha256=None, cache_dir=None, max_extracted_bytes=None):
 
 def class_folders(path, split="train", sha256=None, cache_dir=None, max_extracted_bytes=None):
     """The sorted class-folder names of one split (hidden folders are not classes)."""
-    split_dir = _split_dir(_root(path, sha256, cache_dir, max_extracted_bytes), split)
+    split_dir = _split_dir(dataset_root(path, sha256, cache_dir, max_extracted_bytes), split)
     return [d for d in _visible(os.listdir(split_dir)) if os.path.isdir(os.path.join(split_dir, d))]
+
+
+def _class_files(folder):
+    """The non-folder entries under a class folder, as `os.walk` (links to folders not followed)
+    visits them, hidden entries skipped, each folder's entries sorted."""
+    with os.scandir(folder) as it:
+        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    subfolders = []
+    for entry in entries:
+        if entry.is_dir():
+            if not entry.is_symlink():
+                subfolders.append(entry.path)
+        else:
+            yield entry
+    for sub in subfolders:
+        yield from _class_files(sub)
 
 
 def _check_class_names(split, split_dir, found, class_names):
@@ -222,7 +241,7 @@ def list_files(
     folder) are skipped with a warning naming them. Raises ValueError for a non-regular file named
     like an image, and when `class_names` (if given) differ from the class folders.
     """
-    split_dir = _split_dir(_root(path, sha256, cache_dir, max_extracted_bytes), split)
+    split_dir = _split_dir(dataset_root(path, sha256, cache_dir, max_extracted_bytes), split)
     entries = _visible(os.listdir(split_dir))
     found = [d for d in entries if os.path.isdir(os.path.join(split_dir, d))]
     skipped = [os.path.join(split_dir, f) for f in entries if f not in found]
@@ -236,21 +255,14 @@ def list_files(
         class_dir = os.path.join(split_dir, name)
         # Images in sub-folders of a class folder belong to the class, as in Keras'
         # image_dataset_from_directory; walked in sorted order so the file order is deterministic.
-        for dirpath, dirnames, fnames in os.walk(class_dir):
-            dirnames[:] = _visible(dirnames)
-            for fname in _visible(fnames):
-                file = os.path.join(dirpath, fname)
-                if not fname.lower().endswith(IMAGE_EXTENSIONS):
-                    skipped.append(file)
-                    continue
-                try:
-                    regular = stat.S_ISREG(os.stat(file).st_mode)  # follows links, opens nothing
-                except OSError:
-                    regular = False
-                if not regular:
-                    raise ValueError(_not_regular(file))
-                files.append(file)
-                labels.append(label)
+        for entry in _class_files(class_dir):
+            if not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                skipped.append(entry.path)
+                continue
+            if not entry.is_file():  # the directory entry's type, or a link's target: no open
+                raise ValueError(_not_regular(entry.path))
+            files.append(entry.path)
+            labels.append(label)
     if skipped:
         warnings.warn(
             f"Skipped {len(skipped)} file(s) under {split_dir!r} that are not "
@@ -284,8 +296,8 @@ def _check_headers(files, max_pixels, same_size):
             raise ValueError(
                 f"{f!r} is {h}x{w}{of}: {pixels:,} pixels, more than max_pixels={max_pixels:,} "
                 f"(decoding it would take {pixels * 3 / 2**30:.1f} GiB). A decompression bomb or an "
-                "unusually large image: shrink it, or pass a larger max_pixels= (None for no "
-                "limit) if you trust it."
+                "unusually large image: shrink it, or pass a larger max_pixels= (or set "
+                "tf_tradyx.data.folders.MAX_IMAGE_PIXELS) if you trust it."
             )
         sizes.setdefault((h, w), f)
         if same_size and len(sizes) > 1:
@@ -330,7 +342,7 @@ def from_folder(
     seed=None,
     verify=True,
     class_names=None,
-    max_pixels=MAX_IMAGE_PIXELS,
+    max_pixels=None,
     max_extracted_bytes=None,
 ):
     """A `tf.data.Dataset` of (uint8 image HxWx3, int64 label) from the class-folder layout.
@@ -350,7 +362,8 @@ def from_folder(
         means the same class in both; the split must have exactly these class folders. Default:
         its sorted class folders.
       max_pixels: refuse an image whose header declares more pixels (height x width x frames)
-        than this, before decoding it (default `MAX_IMAGE_PIXELS`, Pillow's limit); None: no cap.
+        than this, before decoding it. None: this module's `MAX_IMAGE_PIXELS` (Pillow's limit,
+        89,478,485), read at call time; `float("inf")` for no cap.
       max_extracted_bytes: for an archive, the most bytes extraction may write (see
         `tf_tradyx.data.extract`); raise it for a trusted archive that compresses very well.
 
@@ -371,6 +384,8 @@ def from_folder(
         class_names=class_names,
         max_extracted_bytes=max_extracted_bytes,
     )
+    if max_pixels is None:
+        max_pixels = MAX_IMAGE_PIXELS
     height, width = _check_headers(files, max_pixels, same_size=image_size is None)
     if image_size is not None:
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size

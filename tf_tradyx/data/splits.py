@@ -18,8 +18,9 @@ def train_test(dataset="cifar10_sample", data_dir=None, seed=0):
       ValueError: the two splits of `data_dir` have different class folders (named).
     """
     if data_dir:
-        train_names = folders.class_folders(data_dir, "train")
-        test_names = folders.class_folders(data_dir, "test")
+        root = folders.dataset_root(data_dir)  # an archive is extracted (or its cache checked) once
+        train_names = folders.class_folders(root, "train")
+        test_names = folders.class_folders(root, "test")
         if train_names != test_names:
             only_train = [c for c in train_names if c not in test_names]
             only_test = [c for c in test_names if c not in train_names]
@@ -30,8 +31,8 @@ def train_test(dataset="cifar10_sample", data_dir=None, seed=0):
                 "classes in the two splits. Give both splits the same class folders (an empty "
                 "folder is enough for a class without images)."
             )
-        train = folders.from_folder(data_dir, "train", shuffle_files=True, seed=seed)
-        test = folders.from_folder(data_dir, "test", class_names=train.class_names)
+        train = folders.from_folder(root, "train", shuffle_files=True, seed=seed)
+        test = folders.from_folder(root, "test", class_names=train.class_names)
         return train, test, len(train.class_names)
     if dataset == "cifar10_sample":
         return (
