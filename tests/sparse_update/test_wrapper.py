@@ -138,7 +138,7 @@ class BadInputTest(parameterized.TestCase):
         with pytest.raises(ValueError, match="Cannot sparse-update"):
             SU.ChannelSparseUpdate(keras.layers.Conv2D(4, 3, data_format="channels_first"))
         with pytest.raises(ValueError, match="Cannot sparse-update"):
-            SU.ChannelSparseUpdate(keras.layers.Conv1D(4, 3))
+            SU.ChannelSparseUpdate(keras.layers.Conv1D(4, 3, data_format="channels_first"))
         with pytest.raises(ValueError, match="unknown size"):
             inp = keras.Input((None, None, 3))
             SU.cost_table(

@@ -14,7 +14,8 @@ search for a classifier head agree on what a layer is. A kind says:
     None          not supported (`unsupported` says why)
 - `kernels`: the attributes of its prunable kernels (weighted layers; `PrunableLayer`s declare
   theirs with `get_prunable_weights`).
-- `selectable`: how TraDy selects its input channels ("conv", "depthwise", "dense"), or None.
+- `selectable`: how TraDy selects its input channels ("conv", "depthwise", "dense", "conv1d",
+  "depthwise1d", "einsum"; `tf_tradyx.sparse_update.layer_views`), or None.
 - `random_in_training`: draws randomness in training: the path networks pass through it, and
   recomputation never runs it twice (a second run would draw another mask).
 - `updates_state_in_training`: updates statistics when trainable (BatchNormalization): never
@@ -31,6 +32,7 @@ Adding a kind is one `LayerKind` entry in `KINDS` plus its tests (CONTRIBUTING.m
 """
 
 import dataclasses
+import re
 
 from keras import layers
 
@@ -113,8 +115,23 @@ KINDS = (
         selectable="depthwise",
     ),
     LayerKind("dense", (layers.Dense,), path="weighted", kernels=_KERNEL, selectable="dense"),
-    LayerKind("conv", (layers.Conv1D, layers.Conv3D), path="weighted", kernels=_KERNEL),
-    LayerKind("depthwise_conv1d", (layers.DepthwiseConv1D,), path="weighted", kernels=_KERNEL),
+    LayerKind("conv1d", (layers.Conv1D,), path="weighted", kernels=_KERNEL, selectable="conv1d"),
+    LayerKind("conv3d", (layers.Conv3D,), path="weighted", kernels=_KERNEL),
+    LayerKind(
+        "depthwise_conv1d",
+        (layers.DepthwiseConv1D,),
+        path="weighted",
+        kernels=_KERNEL,
+        selectable="depthwise1d",
+    ),
+    # The projections of attention layers; TraDy selects the dense-like ones (see
+    # `einsum_contracted_axes`); the path networks do not treat them yet.
+    LayerKind(
+        "einsum_dense",
+        (layers.EinsumDense,),
+        selectable="einsum",
+        unsupported_why="EinsumDense (attention projections) is not treated by the path networks",
+    ),
     LayerKind(
         "separable_conv",
         (layers.SeparableConv1D, layers.SeparableConv2D),
@@ -274,15 +291,52 @@ def prunable_kernel_names(layer):
 
 
 def selectable_kind(layer):
-    """How TraDy selects the input channels of `layer` ("conv", "depthwise", "dense"), or None.
-    Looked up by class alone (a user's subclass of Dense is a Dense). Convolutions must be
-    channels_last (a channel is then the last axis of the input)."""
+    """How TraDy selects the input channels of `layer`: "conv", "depthwise", "dense", "conv1d",
+    "depthwise1d" or "einsum"; None when it cannot. Looked up by class alone (a user's subclass of
+    Dense is a Dense). Convolutions must be channels_last (a channel is then the last axis of the
+    input); an EinsumDense must be dense-like (`einsum_contracted_axes`)."""
     kind = next(
         (k.selectable for k in KINDS if k.selectable and isinstance(layer, k.classes)), None
     )
-    if kind in ("conv", "depthwise") and layer.data_format != "channels_last":
+    if kind in ("conv", "depthwise", "conv1d", "depthwise1d"):
+        if layer.data_format != "channels_last":
+            return None
+    if kind == "einsum" and einsum_contracted_axes(layer.equation) is None:
         return None
     return kind
+
+
+_EQUATION = re.compile(r"^(\.\.\.)?([a-z]+),([a-z]+)->(\.\.\.)?([a-z]+)$")
+
+
+def einsum_contracted_axes(equation):
+    """How many trailing input axes a dense-like einsum equation contracts, or None.
+
+    Dense-like: the contracted axes are the input's last and the kernel's first, in the same
+    order, no axis is shared by input and kernel in the output, and the output is the free input
+    axes then the free kernel axes. The projections of `MultiHeadAttention` are
+    ("abc,cde->abde": 1, "abcd,cde->abe": 2).
+
+    Example:
+
+    >>> einsum_contracted_axes("abcd,cde->abe")
+    2
+    >>> einsum_contracted_axes("abc,dc->abd") is None  # the kernel's contracted axis is last
+    True
+    """
+    m = _EQUATION.match(equation.replace(" ", ""))
+    if not m:
+        return None
+    ellipsis_in, lhs, kernel, ellipsis_out, out = m.groups()
+    if bool(ellipsis_in) != bool(ellipsis_out):
+        return None
+    contracted = "".join(c for c in lhs if c in kernel and c not in out)
+    n = len(contracted)
+    if not n or lhs[-n:] != contracted or kernel[:n] != contracted:
+        return None
+    if out != lhs[:-n] + kernel[n:]:
+        return None
+    return n
 
 
 def path_support(op):

@@ -1,11 +1,20 @@
 """The linear algebra of `ChannelSparseUpdate`: a layer's forward map, its input gradient, and its
-kernel gradient on a subset of input channels (or of output neurons), for Dense, Conv2D (grouped
-and dilated included) and DepthwiseConv2D (dilated included). `kind` is "dense", "conv" or
-"depthwise". The two `*_sparse_linear` functions are the layer's map with the backward pass that
+kernel gradient on a subset of input channels (or of output neurons), for the three canonical maps
+of `layer_views`: dense, 2-D convolution (grouped and dilated included) and 2-D depthwise
+convolution (dilated included). `layer` is the wrapped layer's `LinearView` (its canonical
+parameters: `kernel_shape`, strides, padding, dilation, groups, bias); `kind` is "dense", "conv"
+or "depthwise". The two `*_sparse_linear` functions are the layer's map with the backward pass that
 keeps and computes only what the selection needs.
 """
 
 import tensorflow as tf
+
+from tf_tradyx.sparse_update import layer_views
+
+
+def _view(layer):
+    """A layer's `LinearView` (a view passes through): the functions here accept either."""
+    return layer if isinstance(layer, layer_views.LinearView) else layer_views.view_of(layer)
 
 
 def _conv_args(layer):
@@ -23,7 +32,7 @@ def _pointwise(layer, kind):
     their blocked layout and back at every step."""
     return (
         kind == "conv"
-        and tuple(layer.kernel.shape[:2]) == (1, 1)
+        and tuple(layer.kernel_shape[:2]) == (1, 1)
         and tuple(layer.strides) == (1, 1)
         and int(layer.groups) == 1
     )
@@ -35,6 +44,7 @@ def _as_dense(kernel):
 
 def linear(layer, kind, x, kernel):
     """The layer's linear map (no bias, no activation) with this kernel."""
+    layer = _view(layer)
     if kind == "dense":
         return tf.tensordot(x, kernel, [[x.shape.rank - 1], [0]])
     strides, padding, dilations = _conv_args(layer)
@@ -45,6 +55,7 @@ def linear(layer, kind, x, kernel):
 
 def input_grad(layer, kind, dy, kernel, x_shape):
     """d loss / d input: needs only the kernel."""
+    layer = _view(layer)
     if _pointwise(layer, kind):
         k = _as_dense(kernel)  # (in, out)
         return tf.reshape(tf.matmul(tf.reshape(dy, (-1, k.shape[1])), k, transpose_b=True), x_shape)
@@ -68,6 +79,7 @@ def input_grad(layer, kind, dy, kernel, x_shape):
 def selected_kernel_grad(layer, kind, x_sel, dy, idx, kernel_shape):
     """d loss / d kernel from the gathered input channels `x_sel` (channels `idx`), scattered
     into a zero kernel."""
+    layer = _view(layer)
     if _pointwise(layer, kind):
         g = selected_kernel_grad(layer, "dense", x_sel, dy, idx, kernel_shape[2:])
         return tf.reshape(g, kernel_shape)
@@ -119,6 +131,7 @@ def selected_kernel_grad(layer, kind, x_sel, dy, idx, kernel_shape):
 def selected_output_kernel_grad(layer, kind, x, dy_sel, idx, kernel_shape):
     """d loss / d kernel of the output neurons `idx` (dy_sel: their output gradients), from the
     whole input `x`, scattered into a zero kernel (Dense and ungrouped Conv2D)."""
+    layer = _view(layer)
     if _pointwise(layer, kind):
         g = selected_output_kernel_grad(layer, "dense", x, dy_sel, idx, kernel_shape[2:])
         return tf.reshape(g, kernel_shape)
@@ -163,7 +176,7 @@ def _leading(t, count):
 
 def _bias_of(layer, dtype):
     """(bias tensor or None, whether it trains: a scheme may train a bias of a wrapped layer)."""
-    if not layer.use_bias:
+    if not layer.use_bias:  # (an EinsumDense's bias is added outside, after its reshape)
         return None, False
     return tf.cast(tf.convert_to_tensor(layer.bias), dtype), bool(layer.bias.trainable)
 
@@ -198,7 +211,8 @@ def input_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
     """The linear map (plus the bias) whose backward pass keeps only the input channels `slots`
     and returns their kernel derivative. `valid` weighs the slots: per slot under XLA (padding
     slots 0), or a scalar 0/1 that scales the derivative (0: an empty draw padded to one slot)."""
-    kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+    layer = _view(layer)
+    kernel_shape = tuple(layer.kernel_shape)
     per_slot = valid is not None and valid.shape.rank == 1
 
     def body(x, kernel, bias):
@@ -224,7 +238,8 @@ def output_sparse_linear(layer, kind, x, kernel, slots, valid, input_gradient):
     """The linear map (plus the bias) whose backward pass computes the kernel derivative of the
     output neurons `slots` only, from the whole input: kept when a neuron is selected, else
     nothing (outside XLA; under XLA, with `valid` given, it is always kept)."""
-    kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+    layer = _view(layer)
+    kernel_shape = tuple(layer.kernel_shape)
     keep = None if valid is not None else tf.where(tf.size(slots) > 0, tf.shape(x)[0], 0)
 
     def body(x, kernel, bias):

@@ -22,6 +22,7 @@ from keras import layers
 
 from tf_tradyx import _keras_compat
 from tf_tradyx._graph import kinds, steps, walk
+from tf_tradyx.sparse_update import layer_views
 
 BYTES_PER_UNIT = 4  # float32
 
@@ -169,10 +170,21 @@ class CostTable:
         return "\n".join(lines)
 
 
-def channel_norms(kernel_like, kind):
-    """|| k[:, c] ||_2 for each input channel c of a kernel or kernel gradient (numpy or tensor)."""
+def channel_norms(kernel_like, kind, in_channels=None):
+    """|| k[:, c] ||_2 for each input channel c of a kernel or kernel gradient (numpy or tensor).
+
+    Args:
+      kernel_like: a kernel (or its gradient) of a selectable layer, in the layer's own shape.
+      kind: the `LayerCost.kind` ("dense", "conv", "depthwise").
+      in_channels: a "dense" layer's channel count, needed when its kernel has more than two
+        axes (an EinsumDense contracting several input axes: its channels are their entries).
+    """
     k = np.asarray(kernel_like, np.float64)
-    return np.sqrt((k**2).sum(axis=1 if kind == "dense" else (0, 1, 3)))
+    if kind == "dense":
+        return np.sqrt((k.reshape(in_channels or k.shape[0], -1) ** 2).sum(axis=1))
+    if k.ndim == 3:  # a 1-D convolution: height 1
+        k = k[None]
+    return np.sqrt((k**2).sum(axis=(0, 1, 3)))
 
 
 def _count(channels):
@@ -241,15 +253,21 @@ def layer_cost(layer):
             f"Layer {inner.name!r} ({type(inner).__name__}) is not selectable: supported "
             f"are {', '.join(kinds.names_of(lambda k: k.selectable))}, channels_last."
         )
-    in_channels = int(layer.input.shape[-1])
-    out_hw = _static(tuple(layer.output.shape)[1:-1], inner)
-    kind = kinds.selectable_kind(inner)
+    view = layer_views.view_of(inner)
+    kind = view.kind
+    in_channels = view.in_channels
+    if view.contracted:  # EinsumDense: positions are the input's free axes
+        in_hw = _static(tuple(layer.input.shape)[1 : -view.contracted], inner)
+        out_hw = in_hw
+    else:
+        in_hw = _input_hw(layer)
+        out_hw = _static(tuple(layer.output.shape)[1:-1], inner)
     if kind == "depthwise":
         c_out = int(inner.depth_multiplier)
     elif kind == "conv":  # an input channel reaches only its group's outputs
         c_out = int(inner.filters) // int(inner.groups)
     else:
-        c_out = int(inner.units)
+        c_out = view.kernel_shape[1]
     kernel = tuple(int(k) for k in inner.kernel_size) if kind != "dense" else (1, 1)
     return LayerCost(
         name=inner.name,
@@ -257,7 +275,7 @@ def layer_cost(layer):
         in_channels=in_channels,
         out_channels=c_out,
         kernel_size=kernel,
-        in_hw=_input_hw(layer),
+        in_hw=in_hw,
         out_hw=out_hw,
         alive=_alive(layer),
         groups=int(getattr(inner, "groups", 1)) if kind == "conv" else 1,
@@ -293,8 +311,8 @@ def cost_table(model, classifier="auto"):
         rows.append(layer_cost(layer))
     if not rows:
         raise ValueError(
-            "The model has no selectable layer (Conv2D, DepthwiseConv2D, Dense) besides "
-            "the classifier."
+            "The model has no selectable layer ("
+            f"{', '.join(kinds.names_of(lambda k: k.selectable))}) besides the classifier."
         )
     return CostTable(rows, classifier=classifier)
 

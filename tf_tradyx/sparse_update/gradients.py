@@ -15,11 +15,15 @@ from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 
-def channel_norms_tf(gradient, kind):
+def channel_norms_tf(gradient, kind, in_channels=None):
     """|| g[:, c] ||_2 of each input channel c of a kernel gradient, as a tensor (see
-    `costs.channel_norms` for numpy arrays)."""
-    axes = [1] if kind == "dense" else [0, 1, 3]
-    return tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=axes))
+    `costs.channel_norms` for numpy arrays and the arguments)."""
+    if kind == "dense":
+        gradient = tf.reshape(gradient, (in_channels or gradient.shape[0], -1))
+        return tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=[1]))
+    if gradient.shape.rank == 3:  # a 1-D convolution: height 1
+        gradient = gradient[None]
+    return tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=[0, 1, 3]))
 
 
 @contextlib.contextmanager

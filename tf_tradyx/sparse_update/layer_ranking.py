@@ -236,6 +236,7 @@ def rank_layers(
     kernels = [by_name[r.name].kernel for r in table]
     units = [r.units_per_channel for r in table]
     kinds = [r.kind for r in table]
+    channels = [r.in_channels for r in table]
     train_vars = work.trainable_variables
     kernel_pos = [next(i for i, v in enumerate(train_vars) if v is k) for k in kernels]
 
@@ -247,8 +248,8 @@ def rank_layers(
         optimizer.apply_gradients(zip(grads, train_vars))
         rgn = tf.stack(
             [
-                tf.reduce_sum(gradients.channel_norms_tf(grads[p], kind)) / u
-                for p, kind, u in zip(kernel_pos, kinds, units)
+                tf.reduce_sum(gradients.channel_norms_tf(grads[p], kind, c)) / u
+                for p, kind, c, u in zip(kernel_pos, kinds, channels, units)
             ]
         )
         return value, rgn

@@ -59,9 +59,7 @@ def reset_optimizer_state(model, optimizer):
             continue
         keep = np.zeros(w.in_channels, np.float32)
         keep[w.get_channels()] = 1.0
-        shape = [1] * len(w.kernel.shape)
-        shape[w.selection_axis] = w.in_channels
-        keep = keep.reshape(shape)
+        keep = w.kernel_channel_mask(keep)
         for slot, initial in slots:
             value = keras.ops.convert_to_tensor(slot) * keep + initial * (1.0 - keep)
             slot.assign(keras.ops.cast(value, slot.dtype))

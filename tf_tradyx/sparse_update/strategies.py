@@ -122,7 +122,9 @@ class DetRGN(Strategy):
             context.model, self.data, context.layers, batches=self.batches, loss=self.loss
         )
         scores = {
-            n: costs_lib.channel_norms(grads[n], context.costs[n].kind)
+            n: costs_lib.channel_norms(
+                grads[n], context.costs[n].kind, context.costs[n].in_channels
+            )
             / context.costs[n].channel_units(context.count_pruned)
             for n in context.layers
         }

@@ -115,7 +115,9 @@ class SparseUpdateScheme(Strategy):
             k = int(round(fraction * context.costs[name].in_channels))
             if k == 0:
                 continue
-            norms = costs_lib.channel_norms(wrappers[name].kernel, context.costs[name].kind)
+            norms = costs_lib.channel_norms(
+                wrappers[name].kernel, context.costs[name].kind, context.costs[name].in_channels
+            )
             out[name] = np.sort(np.argsort(-norms, kind="stable")[:k])
         return out
 

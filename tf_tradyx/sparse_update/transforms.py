@@ -44,8 +44,8 @@ def _set_trainability(model, sampler, update_bias, train_batchnorm):
     for layer in walk.flatten_layers(model):
         if isinstance(layer, ChannelSparseUpdate):
             layer.trainable = True
-            if layer.layer.use_bias:
-                layer.layer.bias.trainable = update_bias or layer.layer.name in bias_layers
+            if layer.layer_bias is not None:
+                layer.layer_bias.trainable = update_bias or layer.layer.name in bias_layers
             continue
         if isinstance(layer, keras.layers.BatchNormalization):
             if train_batchnorm is not None:

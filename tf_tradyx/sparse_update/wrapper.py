@@ -18,16 +18,27 @@ import tensorflow as tf
 from keras import layers
 
 from tf_tradyx import _keras_compat
-from tf_tradyx.sparse_update import channel_grads, compact_relu, costs, optimizer_state
+from tf_tradyx.sparse_update import (
+    channel_grads,
+    compact_relu,
+    costs,
+    layer_views,
+    optimizer_state,
+)
 
 
 @keras.saving.register_keras_serializable(package="tf_tradyx")
 class ChannelSparseUpdate(layers.Wrapper):
-    """Wraps Conv2D, DepthwiseConv2D or Dense; only the selected input channels' kernel slices train.
+    """Wraps a selectable layer; only the selected input channels' kernel slices train.
+
+    Selectable (`tf_tradyx.sparse_update.layer_views`): Conv2D, DepthwiseConv2D, Conv1D,
+    DepthwiseConv1D (channels_last), Dense on any rank (a channel is an input feature, kept for
+    every token of a sequence), and dense-like EinsumDense (the projections of
+    `MultiHeadAttention`; a channel is one entry of the contracted input axes).
 
     Args:
-      layer: the layer to wrap (channels_last; grouped and dilated convs included: a selected
-        input channel trains the kernel slice that reaches its own group's outputs).
+      layer: the layer to wrap (grouped and dilated convs included: a selected input channel
+        trains the kernel slice that reaches its own group's outputs).
       update_bias: also train the bias (it costs no activation memory); False keeps it frozen, so
         that only the selected channels change.
       input_gradient: return the gradient of the layer's input. `wrap` sets False when nothing
@@ -76,7 +87,17 @@ class ChannelSparseUpdate(layers.Wrapper):
         if not costs.is_selectable(layer):
             raise ValueError(
                 f"Cannot sparse-update layer {layer.name!r} ({type(layer).__name__}): supported are "
-                "Conv2D, DepthwiseConv2D and Dense, channels_last."
+                "Conv2D, DepthwiseConv2D, Conv1D, DepthwiseConv1D (channels_last), Dense and "
+                "EinsumDense with a dense-like equation (e.g. 'abc,cde->abde')."
+            )
+        if channel_axis == "output" and costs.kinds.selectable_kind(layer) not in (
+            "conv",
+            "depthwise",
+            "dense",
+        ):
+            raise ValueError(
+                f"{layer.name}: output-neuron selection supports Conv2D, DepthwiseConv2D and "
+                f"Dense, not {type(layer).__name__}."
             )
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             raise ValueError(f"Layer {layer.name!r} uses LoRA or quantization; not supported.")
@@ -104,8 +125,11 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     def build(self, input_shape=None):
         super().build(input_shape)
+        # How the layer is computed as a canonical dense/conv/depthwise map (a plain Python
+        # object: not tracked by Keras, rebuilt with the layer).
+        _keras_compat.set_untracked(self, "view", layer_views.view_of(self.layer))
         channels = (
-            int(input_shape[-1]) if not self.selects_outputs else int(self.layer.kernel.shape[-1])
+            self.view.in_channels if not self.selects_outputs else int(self.layer.kernel.shape[-1])
         )
         self.channel_indices = self.add_weight(
             name="channel_indices",
@@ -131,13 +155,18 @@ class ChannelSparseUpdate(layers.Wrapper):
                 trainable=False,
                 dtype=self.layer.kernel.dtype,
             )
-        if self.layer.use_bias:
-            self.layer.bias.trainable = self.update_bias
+        if self.layer_bias is not None:
+            self.layer_bias.trainable = self.update_bias
         self.built = True
 
     @property
     def kernel(self):
         return self.layer.kernel
+
+    @property
+    def layer_bias(self):
+        """The wrapped layer's bias variable, or None (EinsumDense has no `use_bias`)."""
+        return getattr(self.layer, "bias", None)
 
     @property
     def in_channels(self):
@@ -156,9 +185,17 @@ class ChannelSparseUpdate(layers.Wrapper):
 
     @property
     def kind(self):
-        if isinstance(self.layer, layers.DepthwiseConv2D):
-            return "depthwise"
-        return "conv" if isinstance(self.layer, layers.Conv2D) else "dense"
+        """The canonical map the layer is computed as: "dense", "conv" or "depthwise"."""
+        return layer_views.view_of(self.layer).kind
+
+    def kernel_channel_mask(self, keep):
+        """A per-channel 0/1 vector shaped to broadcast over the layer's kernel (the selection's
+        kernel slices)."""
+        if self.selects_outputs:
+            shape = [1] * len(self.layer.kernel.shape)
+            shape[-1] = self.in_channels
+            return keras.ops.reshape(keep, shape)
+        return self.view.kernel_channel_mask(keep)
 
     # Selection ---------------------------------------------------------------------------------
 
@@ -265,21 +302,23 @@ class ChannelSparseUpdate(layers.Wrapper):
         trainer = _keras_compat.training_call_entry()
         if trainer is not None:
             optimizer_state.check_kernels(getattr(trainer, "optimizer", None), [self])
-        layer = self.layer
-        x = tf.convert_to_tensor(inputs)
-        kernel = tf.convert_to_tensor(layer.kernel)
+        layer = self.view  # the canonical map's parameters
+        original = tf.convert_to_tensor(inputs)
+        x = layer.inputs(original)
+        kernel = tf.convert_to_tensor(self.layer.kernel)
         if self.kernel_mask is not None:  # pruned weights: zero in the forward, zero gradient
             kernel = kernel * tf.convert_to_tensor(self.kernel_mask)
-        kernel = tf.cast(kernel, x.dtype)
+        kernel = layer.kernel(tf.cast(kernel, x.dtype))
         num = tf.convert_to_tensor(self.num_channels)
         indices = tf.convert_to_tensor(self.channel_indices)
         if self.dense_gradient:
-            return self._finish(channel_grads.linear(self.layer, self.kind, x, kernel))
+            return self._finish(channel_grads.linear(layer, layer.kind, x, kernel), original)
         if self.simulate:
             return self._finish(
                 channel_grads.linear(
-                    self.layer, self.kind, x, self._masked_gradient(kernel, indices[:num])
-                )
+                    layer, layer.kind, x, self._masked_gradient(kernel, indices[:num])
+                ),
+                original,
             )
         if _keras_compat.tracing_for_xla():
             # Static shapes: `capacity` slots, the selection first, the rest zeroed (their kernel
@@ -294,14 +333,14 @@ class ChannelSparseUpdate(layers.Wrapper):
             # constant stays in the train function's graph for the whole fit, ~10 KB of host
             # memory each.
             slots = tf.slice(indices, [0], tf.reshape(tf.maximum(num, 1), [1]))
-            valid = None if self.selects_outputs else tf.cast(num > 0, x.dtype)
+            valid = tf.cast(num > 0, x.dtype)  # 0: an empty draw's one slot trains nothing
         sparse_linear = (
             channel_grads.output_sparse_linear
             if self.selects_outputs
             else channel_grads.input_sparse_linear
         )
-        y = sparse_linear(layer, self.kind, x, kernel, slots, valid, self.input_gradient)
-        return self._finish(y, biased=True)
+        y = sparse_linear(layer, layer.kind, x, kernel, slots, valid, self.input_gradient)
+        return self._finish(y, original, biased=layer.use_bias)
 
     def _masked_gradient(self, kernel, idx):
         """Identity on the kernel whose gradient is zeroed outside the selected channels."""
@@ -313,7 +352,7 @@ class ChannelSparseUpdate(layers.Wrapper):
                 keep = tf.scatter_nd(idx[:, None], tf.ones_like(idx, g.dtype), [channels])
                 if self.selects_outputs:
                     return g * tf.reshape(keep, [1] * (g.shape.rank - 1) + [channels])
-                groups = int(getattr(self.layer, "groups", 1))
+                groups = self.view.groups
                 if groups > 1:  # kernel row r of group k is input channel k * rows + r
                     rows, c_out = g.shape[-2], g.shape[-1]
                     keep = tf.transpose(tf.reshape(keep, (groups, rows)))
@@ -325,10 +364,14 @@ class ChannelSparseUpdate(layers.Wrapper):
 
         return masked(kernel)
 
-    def _finish(self, y, biased=False):
+    def _finish(self, y, original, biased=False):
+        """The layer's output from the canonical map's `y`: reshaped back, the bias unless the
+        map added it, the activation."""
         layer = self.layer
-        if layer.use_bias and not biased:
-            y = tf.nn.bias_add(y, tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
+        y = self.view.outputs(y, original)
+        if self.layer_bias is not None and not biased:
+            bias = tf.cast(tf.convert_to_tensor(self.layer_bias), y.dtype)
+            y = tf.nn.bias_add(y, bias) if bias.shape.rank == 1 else y + bias
         if layer.activation is None:
             return y
         compact = (
