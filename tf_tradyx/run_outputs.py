@@ -30,7 +30,6 @@ Commits, roll-forwards and clean-ups in one folder are serialized by an `flock` 
 """
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -38,6 +37,14 @@ import shutil
 import stat
 import tempfile
 import time
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; see _owner_alive and _folder_lock
+    fcntl = None
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_STALE_SECONDS = 24 * 3600  # without flock, a staging folder this old is taken for dead
 
 _STAGING = ".tf_tradyx-run-"
 _COMMITTED = ".tf_tradyx-commit-"
@@ -48,7 +55,12 @@ _OLD_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.\d+\.partial(?P<ext>\.[^.]*)?$")
 
 
 def _fsync(path, directory=False):
-    fd = os.open(path, (os.O_RDONLY if directory else os.O_RDWR) | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, (os.O_RDONLY if directory else os.O_RDWR) | _CLOEXEC)
+    except OSError:
+        if directory:  # folders cannot be opened on Windows; their entries are durable there
+            return
+        raise
     try:
         os.fsync(fd)
     finally:
@@ -58,14 +70,18 @@ def _fsync(path, directory=False):
 @contextlib.contextmanager
 def _folder_lock(folder):
     """Serializes commits, roll-forwards and clean-ups in `folder`: an `flock` on the folder itself
-    (nothing left behind) or, where the filesystem refuses that (NFS), on a hidden lock file."""
-    fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    (nothing left behind) or, where the filesystem refuses that (NFS), on a hidden lock file.
+    Without flock (Windows) runs sharing one --out are not serialized."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY | _CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError:
         os.close(fd)
         lock_file = os.path.join(folder, ".tf_tradyx.lock")
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
@@ -78,9 +94,15 @@ def _folder_lock(folder):
 
 
 def _owner_alive(run_dir):
-    """Whether the process that made a staging folder still runs: it holds the folder's lock."""
+    """Whether the process that made a staging folder still runs: it holds the folder's lock.
+    Without flock (Windows), a staging folder is taken for dead only after a day."""
+    lock = os.path.join(run_dir, _RUN_LOCK)
+    if fcntl is None:
+        with contextlib.suppress(OSError):
+            return time.time() - os.path.getmtime(lock) < _STALE_SECONDS
+        return False
     try:
-        fd = os.open(os.path.join(run_dir, _RUN_LOCK), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(lock, os.O_RDWR | _CLOEXEC)
     except OSError:
         return False
     try:
@@ -209,10 +231,11 @@ class RunOutputs:
                 self._staging = tempfile.mkdtemp(prefix=_STAGING, dir=folder)
                 self._lock_fd = os.open(
                     os.path.join(self._staging, _RUN_LOCK),
-                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                    os.O_RDWR | os.O_CREAT | _CLOEXEC,
                     0o644,
                 )
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                if fcntl is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         except OSError as e:
             self.discard()
             raise ValueError(f"Cannot write into --out {folder!r}: {e.strerror or e}.") from None

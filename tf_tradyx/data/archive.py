@@ -19,7 +19,6 @@ directory is fast, re-extracting them every run is not. An archive is also untru
 """
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +29,15 @@ import tempfile
 import time
 import warnings
 import zipfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; extractions there are not serialized between processes
+    fcntl = None
+
+# Flags that do not exist everywhere (O_NOFOLLOW and O_CLOEXEC are POSIX).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 DEFAULT_CACHE_ENV = "TF_TRADYX_CACHE"
 # What keras.utils.image_dataset_from_directory reads (and tf.io.decode_image decodes).
@@ -94,10 +102,11 @@ def locked(lock_path, blocking=True):
     """Holds an exclusive `flock` on `lock_path` (created if missing) inside the block, yielding
     whether it was acquired (always True when `blocking`). The kernel drops it with its process."""
     os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             acquired = True
         except BlockingIOError:
             acquired = False
@@ -109,13 +118,13 @@ def locked(lock_path, blocking=True):
 def clean_stale_partials(folder, held=None):
     """Removes half-extracted folders that no extraction owns any more: those whose lock file no
     process holds (or whose lock this process holds, for cache name `held`: they are its own dead
-    attempts) and, from older versions without a lock, those untouched for a day."""
+    attempts) and, from older versions or without flock (Windows), those untouched for a day."""
     locks = os.path.join(os.path.dirname(folder), "locks")
     for entry in os.listdir(folder):
         path = os.path.join(folder, entry)
         if not entry.startswith(".") or "partial" not in entry or not os.path.isdir(path):
             continue
-        if ".partial-" in entry:
+        if ".partial-" in entry and fcntl is not None:
             name = entry[1:].rsplit(".partial-", 1)[0]
             if name == held:
                 shutil.rmtree(path, ignore_errors=True)
@@ -362,7 +371,7 @@ def _write_members(path, dest, members, cap, archive_size):
         rel = "/".join(parts)
         if rel in files:  # a later copy of a member wins, as with tar
             os.unlink(target)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
         written = 0
         with opener() as src, os.fdopen(os.open(target, flags, 0o644), "wb") as out:
             for block in iter(lambda: src.read(1 << 20), b""):

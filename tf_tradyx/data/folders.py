@@ -114,7 +114,7 @@ def _open_regular(path):
     """Opens `path` for reading only when it is a regular file (following links), without ever
     blocking on a FIFO or a device; None otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
