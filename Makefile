@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # and timings are this CPU's); demos and benchmarks use a GPU when there is one.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo demo-px check lint format test test-fast docs bazel-test bench bench-px bench-px-long bench-tradi bench-tradi-long bench-px-pretrained bench-all results install clean
+.PHONY: bazel-available demo demo-px check lint format test test-fast docs bazel-test bench bench-px bench-px-long bench-tradi bench-tradi-long bench-px-pretrained bench-all results install clean
 
 install: $(STAMP)
 
@@ -18,13 +18,23 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,plots,tensorboard,tfds,docs]"
 	touch $(STAMP)
 
+# The demos need only the package and its dependencies (plus matplotlib for the density plot),
+# not the test, docs and TFDS extras: a stamp of their own. A full install serves them too.
+DEMO_STAMP := $(VENV)/.demo-stamp
+
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[plots]"
+	touch $(DEMO_STAMP)
+
 # PX-prune the pretrained MobileNetV2-w0.35, then TraDy-fine-tune it under 27,946 units, offline.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/prune_then_finetune.py --dataset=cifar10_sample --epochs=8 \
 		--out=out/demo
 
 # PX vs random pruning of ResNet-20 at initialization, trained briefly.
-demo-px: $(STAMP)
+demo-px: $(DEMO_STAMP)
 	$(BIN)/python examples/demo.py
 
 # A few minutes: both experiment sweeps (experiments/) on the bundled sample with tiny settings
@@ -80,10 +90,15 @@ clean:
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+bazel-available:
+	@command -v bazel >/dev/null || { echo "make bazel-test needs Bazel, which is not installed." \
+		"On Debian or Ubuntu: sudo apt-get install bazel-bootstrap (it runs offline with" \
+		"third_party/); elsewhere see https://bazel.build/install." >&2; exit 1; }
+
 # Bazel (Debian's bazel-bootstrap, offline): every py_test target except the slow tier and the
 # tests of the checkout itself (tag "repository": Bazel's sandbox holds only declared files), each test
 # file run as a script, with this project's venv as the Python (see WORKSPACE and third_party/).
-bazel-test: $(STAMP)
+bazel-test: bazel-available $(STAMP)
 	bazel test --incompatible_use_python_toolchains=false --python_path=$(CURDIR)/$(BIN)/python \
 		--local_test_jobs=2 --test_output=errors --test_tag_filters=-slow,-repository \
 		--test_arg=-m --test_arg="not slow" \

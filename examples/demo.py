@@ -97,7 +97,8 @@ def main(argv):
 
     print(
         f"\nResNet-20 on the bundled CIFAR-10 sample (1,000 train / 200 test images), "
-        f"{FLAGS.epochs} epochs; a short run, so accuracies are low and close.\n"
+        f"{FLAGS.epochs} epoch{'' if FLAGS.epochs == 1 else 's'}; a short run, so accuracies are "
+        "low and close.\n"
     )
     print(
         f"{'method':<8} {'density':>8} {'test acc':>9} {'zeros held':>11} {'prune s':>8} {'train s':>8}"

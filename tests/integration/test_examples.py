@@ -151,13 +151,26 @@ def test_prune_then_finetune_script(tmp_path):
     assert summary["units_unpruned_weights"] == summary["units_used"]  # count_pruned=False
     assert summary["units_all_weights"] >= summary["units_used"]
     assert os.path.exists(summary["model_file"])
-    assert "accuracy after TraDy" in result.stdout
+    assert "accuracy after TraDy" in result.stdout and "(1 epoch," in result.stdout
 
 
 def _script(name, *args, timeout=600):
     cmd = [sys.executable, os.path.join(ROOT, "examples", name), *args]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "script", ["prune_at_init.py", "finetune_under_budget.py", "prune_then_finetune.py"]
+)
+def test_a_bad_value_found_once_running_is_one_line_and_leaves_no_folder(tmp_path, script):
+    out = tmp_path / "out"
+    result = _script(script, f"--data_dir={tmp_path / 'missing'}", f"--out={out}")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error: ") and "does not exist" in last, last
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,11 @@
-"""The command-line programs installed with the package (absl flags; `--helpshort` lists them):
+"""The command-line programs installed with the package:
 
-    tf-tradyx-prune             prune at initialization, train, evaluate, report (prune_at_init)
-    tf-tradyx-finetune          fine-tune under a memory budget (finetune_under_budget)
-    tf-tradyx-prune-finetune    PX-prune a pretrained net, then TraDy-fine-tune it
-                                (prune_then_finetune)
+    tf-tradyx-prune             prune a network at initialization, train it, evaluate it
+    tf-tradyx-finetune          fine-tune a pretrained network under a memory budget (TraDy)
+    tf-tradyx-prune-finetune    PX-prune a pretrained network, then fine-tune it with TraDy
 
-Each module defines its own flags, so import only the one you run.
+Each runs offline on the bundled CIFAR-10 sample by default; `<program> --helpshort` lists its
+flags.
 """
 
 __all__ = []

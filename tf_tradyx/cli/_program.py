@@ -7,6 +7,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from tf_tradyx.data import preprocessing
+from tf_tradyx.data.datasets import DatasetUnavailableError
 from tf_tradyx.sparse_update import costs
 
 
@@ -17,7 +18,34 @@ def start(main, module_name):
         module = sys.modules[module_name]
         print(module.__doc__.strip() + "\n\nflags:\n" + flags.FLAGS.module_help(module))
         sys.exit(0)
-    app.run(main)
+    app.run(_one_line_errors(main))
+
+
+# What a bad flag value or input raises once the run has started (a data folder that does not
+# exist, an unknown dataset, a budget below the cheapest channel, an unreadable ranking): the
+# library's messages name the cause, so the user gets that line, not a traceback.
+USER_ERRORS = (ValueError, OSError, DatasetUnavailableError)
+
+
+def _one_line_errors(main):
+    """`main`, with a user error printed as one line `<program>: error: <message>` (exit status
+    1). TF_TRADYX_TRACEBACK=1 shows the traceback instead."""
+
+    def run(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            if os.environ.get("TF_TRADYX_TRACEBACK"):
+                raise
+            message = " ".join(str(e).split()) or type(e).__name__
+            sys.exit(f"{os.path.basename(sys.argv[0])}: error: {message}")
+
+    return run
+
+
+def count(n, noun):
+    """ "1 epoch", "8 epochs"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def require_at_least(minimum, *names, unset_ok=False):

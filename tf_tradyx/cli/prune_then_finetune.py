@@ -201,7 +201,10 @@ def _run(outputs, model_file):
         ),
         ("kernel sparsity after fine-tuning", f"{zeros:.2%} (pruned weights stayed exactly 0)"),
         ("accuracy before fine-tuning", f"{acc_before:.2%}"),
-        ("accuracy after TraDy", f"{acc_after:.2%} ({FLAGS.epochs} epochs, {train_seconds:.0f} s)"),
+        (
+            "accuracy after TraDy",
+            f"{acc_after:.2%} ({_program.count(FLAGS.epochs, 'epoch')}, {train_seconds:.0f} s)",
+        ),
         ("memory budget", f"{budget:,} units ({budget * 4 / 1024:.1f} KiB of float32)"),
         (
             "units used (last epoch)",
