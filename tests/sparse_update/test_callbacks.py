@@ -2,13 +2,10 @@
 alongside Keras' own callbacks and checkpoints."""
 
 import json
-import os
 import sys
-import tempfile
 
 import keras
 import pytest
-from absl.testing import parameterized
 
 import tf_tradyx as tx
 from tests.testing_utils import CANDIDATES, LOSS, Recorder, data, small_cnn, tiny_cnn, tiny_data
@@ -18,46 +15,45 @@ SP = tx.sparse_update
 SU = tx.sparse_update
 
 
-class FitTest(parameterized.TestCase):
-    def test_resamples_each_epoch_without_retracing_and_with_keras_callbacks(self):
-        sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES, strategy="tradi", seed=0)
-        sparse.compile(keras.optimizers.SGD(0.05), LOSS, metrics=["accuracy"])
-        _, _, ds = data()
-        rec = Recorder()
-        path = os.path.join(tempfile.mkdtemp(), "ep{epoch}.keras")
-        history = sparse.fit(
-            ds,
-            epochs=5,
-            verbose=0,
-            validation_data=ds.take(1),
-            callbacks=[
-                SU.ChannelResampler(),
-                rec,
-                SU.EfficiencyLogger(),
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=10),
-                keras.callbacks.ModelCheckpoint(path),
-            ],
-        )
-        self.assertLen(rec.selections, 5)
-        distinct = {json.dumps(s, sort_keys=True) for s in rec.selections}
-        self.assertGreaterEqual(len(distinct), 4)
-        self.assertEqual(rec.traces[0], rec.traces[-1])  # no retrace after the first epoch
-        self.assertIn("val_loss", history.history)
-        self.assertLen(history.history["sparse_update/units"], 5)
-        self.assertTrue(all(u <= 400 for u in history.history["sparse_update/units"]))
-        # A checkpoint holds the selection of its epoch and round-trips through .keras.
-        loaded = keras.models.load_model(path.format(epoch=3))
-        got = {k: v.tolist() for k, v in SU.selection(loaded).items()}
-        self.assertEqual(got, rec.selections[2])
-        x, _, _ = data(4)
-        for w in SU.sparse_layers(loaded):
-            w.check_selection()
-        # Same seed -> same stream of selections.
-        again = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES, strategy="tradi", seed=0)
-        again.compile(keras.optimizers.SGD(0.05), LOSS)
-        rec2 = Recorder()
-        again.fit(ds, epochs=5, verbose=0, callbacks=[SU.ChannelResampler(), rec2])
-        self.assertEqual(rec.selections, rec2.selections)
+def test_resamples_each_epoch_without_retracing_and_with_keras_callbacks(tmp_path):
+    sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES, strategy="tradi", seed=0)
+    sparse.compile(keras.optimizers.SGD(0.05), LOSS, metrics=["accuracy"])
+    _, _, ds = data()
+    rec = Recorder()
+    path = str(tmp_path / "ep{epoch}.keras")
+    history = sparse.fit(
+        ds,
+        epochs=5,
+        verbose=0,
+        validation_data=ds.take(1),
+        callbacks=[
+            SU.ChannelResampler(),
+            rec,
+            SU.EfficiencyLogger(),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=10),
+            keras.callbacks.ModelCheckpoint(path),
+        ],
+    )
+    assert len(rec.selections) == 5
+    distinct = {json.dumps(s, sort_keys=True) for s in rec.selections}
+    assert len(distinct) >= 4
+    assert rec.traces[0] == rec.traces[-1]  # no retrace after the first epoch
+    assert "val_loss" in history.history
+    assert len(history.history["sparse_update/units"]) == 5
+    assert all(u <= 400 for u in history.history["sparse_update/units"])
+    # A checkpoint holds the selection of its epoch and round-trips through .keras.
+    loaded = keras.models.load_model(path.format(epoch=3))
+    got = {k: v.tolist() for k, v in SU.selection(loaded).items()}
+    assert got == rec.selections[2]
+    x, _, _ = data(4)
+    for w in SU.sparse_layers(loaded):
+        w.check_selection()
+    # Same seed -> same stream of selections.
+    again = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES, strategy="tradi", seed=0)
+    again.compile(keras.optimizers.SGD(0.05), LOSS)
+    rec2 = Recorder()
+    again.fit(ds, epochs=5, verbose=0, callbacks=[SU.ChannelResampler(), rec2])
+    assert rec.selections == rec2.selections
 
 
 def test_efficiency_callbacks_refuse_a_plain_model_and_pruning_strip_asks_for_order():
