@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl.testing import parameterized
 
 import tf_tradyx as tx
 from tests.testing_utils import CANDIDATES, LOSS, data, small_cnn
@@ -17,151 +16,152 @@ from tests.testing_utils import CANDIDATES, LOSS, data, small_cnn
 SU = tx.sparse_update
 
 
-class GradientTest(parameterized.TestCase):
-    @parameterized.parameters(
-        ({"c1": [1], "dw": [0, 5, 7], "pw": [2, 3], "fc": [4]},),
-        ({"c1": [0, 1, 2], "dw": list(range(8)), "pw": list(range(8)), "fc": list(range(5))},),
-        ({"pw": [6]},),
-        ({},),
-    )
-    def test_kernel_and_input_gradients_equal_dense_ones(self, chosen):
-        model = small_cnn()
-        sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES, strategy="tradi")
-        SU.set_selection(sparse, chosen)
-        self.assertEqual(
-            [w.input_gradient for w in SU.sparse_layers(sparse)], [False, True, True, True]
-        )  # nothing trains before c1
-        SU.sparse_layers(sparse)[0].input_gradient = True  # to compare the model input's gradient
-        x, y, _ = data(8)
-        x = tf.constant(x)
-        names = CANDIDATES + ["head"]
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        {"c1": [1], "dw": [0, 5, 7], "pw": [2, 3], "fc": [4]},
+        {"c1": [0, 1, 2], "dw": list(range(8)), "pw": list(range(8)), "fc": list(range(5))},
+        {"pw": [6]},
+        {},
+    ],
+)
+def test_kernel_and_input_gradients_equal_dense_ones(chosen):
+    model = small_cnn()
+    sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES, strategy="tradi")
+    SU.set_selection(sparse, chosen)
+    # nothing trains before c1
+    assert [w.input_gradient for w in SU.sparse_layers(sparse)] == [False, True, True, True]
+    SU.sparse_layers(sparse)[0].input_gradient = True  # to compare the model input's gradient
+    x, y, _ = data(8)
+    x = tf.constant(x)
+    names = CANDIDATES + ["head"]
 
-        def grads(m, kernels):
-            @tf.function
-            def g():
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    loss = LOSS(y, m(x, training=False))
-                return tape.gradient(loss, [x] + kernels)
-
-            return [t.numpy() for t in g()]
-
-        dense = grads(model, [model.get_layer(n).kernel for n in names])
-        by_name = {w.layer.name: w for w in SU.sparse_layers(sparse)}
-        got = grads(
-            sparse, [by_name[n].kernel for n in CANDIDATES] + [sparse.get_layer("head").kernel]
-        )
-        np.testing.assert_allclose(got[0], dense[0], rtol=1e-5, atol=1e-7)  # input gradient
-        for name, g, d in zip(names, got[1:], dense[1:]):
-            if name == "head":
-                np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-7)
-                continue
-            sel = np.asarray(chosen.get(name, []), int)
-            unsel = np.setdiff1d(np.arange(d.shape[-2]), sel)
-            np.testing.assert_allclose(
-                np.take(g, sel, axis=-2),
-                np.take(d, sel, axis=-2),
-                rtol=1e-5,
-                atol=1e-7,
-                err_msg=name,
-            )
-            self.assertTrue(np.all(np.take(g, unsel, axis=-2) == 0), name)
-            if len(sel):
-                self.assertGreater(np.abs(np.take(d, sel, axis=-2)).sum(), 0)
-
-    @parameterized.parameters((False, False), (True, False), (True, True))
-    def test_a_trainable_bias_gets_its_dense_gradient(self, update_bias, jit):
-        """The bias is added inside the wrapper's custom gradient (so the conv and bias add
-        fuse); its gradient must still be the dense one, and only when it trains."""
-        model = small_cnn()
-        sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES, update_bias=update_bias)
-        SU.set_selection(sparse, {"dw": [1], "pw": [2], "fc": [0]})  # c1 draws nothing
-        x, y, _ = data(8)
-        x = tf.constant(x)
-
-        def grads(m, biases):
-            @tf.function(jit_compile=jit)
-            def g():
-                with tf.GradientTape() as tape:
-                    loss = LOSS(y, m(x, training=False))
-                return tape.gradient(loss, biases)
-
-            return g()
-
-        by_name = {w.layer.name: w for w in SU.sparse_layers(sparse)}
-        got = grads(sparse, [by_name[n].layer.bias for n in CANDIDATES])
-        if not update_bias:  # frozen: not even computed
-            self.assertEqual(got, [None] * len(CANDIDATES))
-            return
-        dense = grads(model, [model.get_layer(n).bias for n in CANDIDATES])
-        for name, g, d in zip(CANDIDATES, got, dense):
-            self.assertGreater(np.abs(d.numpy()).sum(), 0, name)
-            np.testing.assert_allclose(g.numpy(), d.numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
-
-    def test_no_backward_pass_before_the_earliest_wrapped_layer(self):
-        sparse = SU.wrap(small_cnn(), budget=10_000, layers=["pw", "fc"])
-        self.assertEqual([w.input_gradient for w in SU.sparse_layers(sparse)], [False, True])
-        x, y, _ = data(8)
-        x = tf.constant(x)
-
+    def grads(m, kernels):
         @tf.function
-        def grads():
+        def g():
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                loss = LOSS(y, sparse(x, training=False))
-            return tape.gradient(loss, [x] + sparse.trainable_variables)
+                loss = LOSS(y, m(x, training=False))
+            return tape.gradient(loss, [x] + kernels)
 
-        g = grads()
-        self.assertIsNone(g[0])
-        self.assertTrue(all(t is not None for t in g[1:]))
-        ops = {op.type for op in grads.get_concrete_function().graph.get_operations()}
-        # Even with the input watched, nothing propagates below 'pw' (c1 and dw are frozen).
-        self.assertNotIn("Conv2DBackpropInput", ops)
-        self.assertNotIn("DepthwiseConv2dNativeBackpropInput", ops)
+        return [t.numpy() for t in g()]
 
-    def test_forward_is_the_layers_own_computation(self):
-        model = small_cnn()
-        sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES)
-        x, _, _ = data(4)
-        np.testing.assert_allclose(sparse(x), model(x, training=False), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(SU.strip(sparse)(x), model(x), rtol=1e-5, atol=1e-6)
+    dense = grads(model, [model.get_layer(n).kernel for n in names])
+    by_name = {w.layer.name: w for w in SU.sparse_layers(sparse)}
+    got = grads(sparse, [by_name[n].kernel for n in CANDIDATES] + [sparse.get_layer("head").kernel])
+    np.testing.assert_allclose(got[0], dense[0], rtol=1e-5, atol=1e-7)  # input gradient
+    for name, g, d in zip(names, got[1:], dense[1:]):
+        if name == "head":
+            np.testing.assert_allclose(g, d, rtol=1e-5, atol=1e-7)
+            continue
+        sel = np.asarray(chosen.get(name, []), int)
+        unsel = np.setdiff1d(np.arange(d.shape[-2]), sel)
+        np.testing.assert_allclose(
+            np.take(g, sel, axis=-2),
+            np.take(d, sel, axis=-2),
+            rtol=1e-5,
+            atol=1e-7,
+            err_msg=name,
+        )
+        assert np.all(np.take(g, unsel, axis=-2) == 0), name
+        if len(sel):
+            assert np.abs(np.take(d, sel, axis=-2)).sum() > 0
 
 
-class BadInputTest(parameterized.TestCase):
-    def test_models_and_layers_that_cannot_be_wrapped(self):
-        # (A subclassed model is refused: tests/integration/test_bad_input.py.)
-        sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES)
-        with pytest.raises(ValueError, match="already wrapped"):
-            SU.wrap(sparse, budget=400, layers=CANDIDATES)
-        with pytest.raises(ValueError, match="nothing to strip"):
-            SU.strip(small_cnn())
-        with pytest.raises(ValueError, match="Cannot sparse-update"):
-            SU.ChannelSparseUpdate(keras.layers.Conv2D(4, 3, data_format="channels_first"))
-        with pytest.raises(ValueError, match="Cannot sparse-update"):
-            SU.ChannelSparseUpdate(keras.layers.Conv1D(4, 3, data_format="channels_first"))
-        with pytest.raises(ValueError, match="unknown size"):
-            inp = keras.Input((None, None, 3))
-            SU.cost_table(
-                keras.Model(
-                    inp,
-                    keras.layers.Dense(2)(
-                        keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
-                    ),
-                )
+@pytest.mark.parametrize("update_bias,jit", [(False, False), (True, False), (True, True)])
+def test_a_trainable_bias_gets_its_dense_gradient(update_bias, jit):
+    """The bias is added inside the wrapper's custom gradient (so the conv and bias add
+    fuse); its gradient must still be the dense one, and only when it trains."""
+    model = small_cnn()
+    sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES, update_bias=update_bias)
+    SU.set_selection(sparse, {"dw": [1], "pw": [2], "fc": [0]})  # c1 draws nothing
+    x, y, _ = data(8)
+    x = tf.constant(x)
+
+    def grads(m, biases):
+        @tf.function(jit_compile=jit)
+        def g():
+            with tf.GradientTape() as tape:
+                loss = LOSS(y, m(x, training=False))
+            return tape.gradient(loss, biases)
+
+        return g()
+
+    by_name = {w.layer.name: w for w in SU.sparse_layers(sparse)}
+    got = grads(sparse, [by_name[n].layer.bias for n in CANDIDATES])
+    if not update_bias:  # frozen: not even computed
+        assert got == [None] * len(CANDIDATES)
+        return
+    dense = grads(model, [model.get_layer(n).bias for n in CANDIDATES])
+    for name, g, d in zip(CANDIDATES, got, dense):
+        assert np.abs(d.numpy()).sum() > 0, name
+        np.testing.assert_allclose(g.numpy(), d.numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_no_backward_pass_before_the_earliest_wrapped_layer():
+    sparse = SU.wrap(small_cnn(), budget=10_000, layers=["pw", "fc"])
+    assert [w.input_gradient for w in SU.sparse_layers(sparse)] == [False, True]
+    x, y, _ = data(8)
+    x = tf.constant(x)
+
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = LOSS(y, sparse(x, training=False))
+        return tape.gradient(loss, [x] + sparse.trainable_variables)
+
+    g = grads()
+    assert g[0] is None
+    assert all(t is not None for t in g[1:])
+    ops = {op.type for op in grads.get_concrete_function().graph.get_operations()}
+    # Even with the input watched, nothing propagates below 'pw' (c1 and dw are frozen).
+    assert "Conv2DBackpropInput" not in ops
+    assert "DepthwiseConv2dNativeBackpropInput" not in ops
+
+
+def test_forward_is_the_layers_own_computation():
+    model = small_cnn()
+    sparse = SU.wrap(model, budget=10_000, layers=CANDIDATES)
+    x, _, _ = data(4)
+    np.testing.assert_allclose(sparse(x), model(x, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(SU.strip(sparse)(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_models_and_layers_that_cannot_be_wrapped():
+    # (A subclassed model is refused: tests/integration/test_bad_input.py.)
+    sparse = SU.wrap(small_cnn(), budget=400, layers=CANDIDATES)
+    with pytest.raises(ValueError, match="already wrapped"):
+        SU.wrap(sparse, budget=400, layers=CANDIDATES)
+    with pytest.raises(ValueError, match="nothing to strip"):
+        SU.strip(small_cnn())
+    with pytest.raises(ValueError, match="Cannot sparse-update"):
+        SU.ChannelSparseUpdate(keras.layers.Conv2D(4, 3, data_format="channels_first"))
+    with pytest.raises(ValueError, match="Cannot sparse-update"):
+        SU.ChannelSparseUpdate(keras.layers.Conv1D(4, 3, data_format="channels_first"))
+    with pytest.raises(ValueError, match="unknown size"):
+        inp = keras.Input((None, None, 3))
+        SU.cost_table(
+            keras.Model(
+                inp,
+                keras.layers.Dense(2)(
+                    keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
+                ),
             )
-        w = SU.sparse_layers(sparse)[0]
-        for bad in ([5], [-1], [0, 0]):
-            with pytest.raises(ValueError):
-                w.set_channels(bad)
-        before = {k: v.tolist() for k, v in SU.selection(sparse).items()}
-        with pytest.raises(ValueError, match="pw"):  # c1 is valid, pw is not: nothing changes
-            SU.set_selection(sparse, {"c1": [0, 1], "pw": [99]})
-        self.assertEqual({k: v.tolist() for k, v in SU.selection(sparse).items()}, before)
-        w.num_channels.assign(99)  # a corrupted selection is detected
-        with pytest.raises(ValueError, match="invalid"):
-            w.check_selection()
-        with pytest.raises(ValueError, match="no sparse-update sampler"):
-            SU.resample(keras.models.clone_model(small_cnn()))
+        )
+    w = SU.sparse_layers(sparse)[0]
+    for bad in ([5], [-1], [0, 0]):
+        with pytest.raises(ValueError):
+            w.set_channels(bad)
+    before = {k: v.tolist() for k, v in SU.selection(sparse).items()}
+    with pytest.raises(ValueError, match="pw"):  # c1 is valid, pw is not: nothing changes
+        SU.set_selection(sparse, {"c1": [0, 1], "pw": [99]})
+    assert {k: v.tolist() for k, v in SU.selection(sparse).items()} == before
+    w.num_channels.assign(99)  # a corrupted selection is detected
+    with pytest.raises(ValueError, match="invalid"):
+        w.check_selection()
+    with pytest.raises(ValueError, match="no sparse-update sampler"):
+        SU.resample(keras.models.clone_model(small_cnn()))
 
 
 def _grouped_dilated_model():
