@@ -44,10 +44,11 @@ DEFAULT_CACHE_ENV = "TF_TRADYX_CACHE"
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 # Default cap on the bytes an extraction writes: this many times the archive's size, and at least
 # MIN_EXTRACTED_BYTES. JPEG and PNG do not compress further, so a dataset archive expands by about
-# 1x; gzip can reach 1000x on crafted data. Each file and folder is charged at least one disk block.
+# 1x; gzip can reach 1000x on crafted data. Each file and folder is also charged _ENTRY bytes (a tar
+# header's size), so that a flood of empty files counts too.
 MAX_EXPANSION = 20
 MIN_EXTRACTED_BYTES = 64 << 20
-_BLOCK = 4096
+_ENTRY = 512
 MANIFEST = ".tf_tradyx-manifest.json"
 _MANIFEST_FORMAT = 2
 STALE_SECONDS = 24 * 3600  # a partial folder of an older version (no lock) this old is dead
@@ -179,7 +180,7 @@ def extract(path, sha256=None, cache_dir=None, *, max_extracted_bytes=None):
       sha256: optional hex checksum of the archive, verified before it is used.
       cache_dir: where to extract (default $TF_TRADYX_CACHE or ~/.cache/tf_tradyx).
       max_extracted_bytes: refuse the archive when extracting it would write more bytes than this
-        (each file counted at least one 4 KiB block). Default: `MAX_EXPANSION` times the archive's
+        (each file and folder counted 512 bytes more than its size). Default: `MAX_EXPANSION` times the archive's
         size, at least `MIN_EXTRACTED_BYTES`. Raise it for an archive you trust that compresses
         very well (uncompressed BMPs, say).
 
@@ -335,7 +336,7 @@ def _write_members(path, dest, members, cap, archive_size):
 
     def charge(nbytes, member):
         nonlocal used
-        used += max(_BLOCK, -(-nbytes // _BLOCK) * _BLOCK)
+        used += nbytes + _ENTRY
         if used > cap:
             raise ArchiveError(
                 f"Extracting {path!r} would write more than max_extracted_bytes={cap:,} bytes "
@@ -377,7 +378,7 @@ def _write_members(path, dest, members, cap, archive_size):
             for block in iter(lambda: src.read(1 << 20), b""):
                 written += len(block)
                 if written > declared:  # more than the header said (sparse files): count it
-                    charge(min(len(block), written - declared), name)
+                    charge(min(len(block), written - declared) - _ENTRY, name)
                 out.write(block)
         files[rel] = written
     if skipped:
