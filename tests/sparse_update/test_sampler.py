@@ -96,6 +96,57 @@ def test_backup_and_restore_resumes_the_same_draws(tmp_path):
     assert first.selections + rest.selections == whole.selections
 
 
+@pytest.mark.parametrize("resampler_first", [True, False])
+def test_a_mid_epoch_backup_and_restore_resume_trains_the_same_channels(tmp_path, resampler_first):
+    """BackupAndRestore(save_freq=1) saves mid-epoch, after that epoch's draw; the resumed fit
+    restarts the epoch, which must train the channels it was drawn, not the next draw's."""
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:
+                raise RuntimeError("interrupted")
+
+    def fit(model, record, others):
+        """BackupAndRestore after the resampler, or before it (the record always after it)."""
+        model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(True))
+        resampler = SP.ChannelResampler()
+        order = [resampler, record, *others] if resampler_first else [*others, resampler, record]
+        model.fit(tiny_data(), epochs=4, verbose=0, shuffle=False, callbacks=order)
+
+    strategy = SP.TraDy(["c1", "pw", "fc"])
+    whole, first, rest = SelectionRecord(), SelectionRecord(), SelectionRecord()
+    uninterrupted = SP.wrap(tiny_cnn(), budget=300, strategy=strategy, seed=5)
+    fit_with_resampler(uninterrupted, 4, [whole])
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=1)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(
+            SP.wrap(tiny_cnn(), budget=300, strategy=strategy, seed=5), first, [backup, Interrupt()]
+        )
+    resumed = SP.wrap(tiny_cnn(), budget=300, strategy=strategy, seed=5)
+    fit(resumed, rest, [backup])
+    assert first.selections == whole.selections[:2]
+    assert rest.selections == whole.selections[1:]  # epoch 1 again, with its own channels
+    assert SP.draws(resumed) == SP.draws(uninterrupted) == 4
+
+
+def test_a_file_saved_without_the_epoch_marker_still_loads():
+    """Files written before the wrappers kept the epoch in progress load, with no epoch marked."""
+    sparse = SP.wrap(tiny_cnn(), budget=300, strategy=SP.TraDy(["c1", "pw", "fc"]), seed=5)
+    w = SP.sparse_layers(sparse)[0]
+    store = {}
+    w.save_own_variables(store)
+    marker = max(store, key=int)
+    chosen = w.get_channels()
+    w.epoch_in_progress.assign(3)
+    w.channel_indices.assign(np.zeros(w.in_channels, np.int32))
+    w.load_own_variables({k: v for k, v in store.items() if k != marker})
+    assert int(w.epoch_in_progress.numpy()) == -1
+    np.testing.assert_array_equal(w.get_channels(), chosen)
+
+
 def test_seed_none_follows_keras_global_seed_and_an_explicit_seed_wins():
     def draw(global_seed, seed=None):
         model, masked = tiny_cnn(), tx.pruning.wrap(tiny_cnn())  # (_model seeds with 0 itself)

@@ -48,15 +48,23 @@ class ChannelResampler(keras.callbacks.Callback):
         strategy = sampler_lib.sampler_of(self.model).strategy
         if not strategy.dynamic or strategy.mode != "channels":
             return
+        # A run saved mid-epoch and resumed (BackupAndRestore(save_freq=...)) restarts this epoch
+        # with its draw already made and the draw counter past it: it keeps that draw.
+        if sampler_lib.epoch_in_progress(self.model) == epoch:
+            return
         # The draw follows the model's own stream (saved with it), not `epoch`, which restarts at
         # 0 in every `fit` call: four fit(epochs=1) calls draw four selections, not one.
         sampler_lib.resample(self.model, optimizer=getattr(self.model, "optimizer", None))
+        sampler_lib.mark_epoch(self.model, epoch)
         if self.verbose:
             e = efficiency_lib.efficiency(self.model)
             _keras_compat.print_msg(
                 f"\nEpoch {epoch + 1}: {e.channels} channels in {e.layers_updated} layers, "
                 f"{e.units:,} of {e.budget:,} units"
             )
+
+    def on_epoch_end(self, epoch, logs=None):
+        sampler_lib.mark_epoch(self.model, -1)  # the epoch's draw is spent
 
 
 class EfficiencyLogger(keras.callbacks.Callback):

@@ -187,6 +187,19 @@ def draws(model):
     return int(wrappers[0].draws.numpy()) if wrappers else 0
 
 
+def epoch_in_progress(model):
+    """The `fit` epoch whose draw the model's selection is while that epoch trains (-1 between
+    epochs); saved with the model, so that a mid-epoch resume keeps the epoch's channels."""
+    wrappers = sparse_layers(model)
+    return int(wrappers[0].epoch_in_progress.numpy()) if wrappers else -1
+
+
+def mark_epoch(model, epoch):
+    """Records that the current selection is `epoch`'s draw (-1: no epoch in progress)."""
+    for w in sparse_layers(model):
+        w.epoch_in_progress.assign(int(epoch))
+
+
 def resample(model, epoch=None, optimizer="auto"):
     """Draws a new selection with the model's strategy; returns it ({layer: indices}).
 

@@ -155,6 +155,14 @@ class ChannelSparseUpdate(layers.Wrapper):
                 trainable=False,
                 dtype=self.layer.kernel.dtype,
             )
+        # The epoch of `fit` (Keras' epoch index) whose draw the selection is while that epoch
+        # trains, -1 between epochs: a run saved mid-epoch (`BackupAndRestore(save_freq=...)`) and
+        # resumed restarts that epoch with the draw it had, not the next one. Created last, so
+        # that files saved before it keep their keys.
+        self.epoch_in_progress = self.add_weight(
+            name="epoch_in_progress", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
+        self.epoch_in_progress.assign(-1)
         if self.layer_bias is not None:
             self.layer_bias.trainable = self.update_bias
         self.built = True
@@ -255,6 +263,9 @@ class ChannelSparseUpdate(layers.Wrapper):
                     f"{self.name}: the stored kernel mask holds values other than 0 "
                     "and 1; the file is corrupted."
                 )
+        marker = _keras_compat.own_variable_key(self, self.epoch_in_progress)
+        if marker not in store:  # a file from before the epoch marker: no epoch in progress
+            store = {**{k: store[k] for k in store.keys()}, marker: np.int32(-1)}
         super().load_own_variables(store)
 
     def check_selection(self):
