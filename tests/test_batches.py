@@ -48,7 +48,8 @@ def test_two_input_models_unbatched_and_non_finite_data_get_clear_errors():
     x = keras.layers.Conv2D(4, 3, name="c1")(keras.layers.Concatenate()([a, b]))
     two = keras.Model([a, b], keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
     data = (np.zeros((4, 8, 8, 3), np.float32), np.zeros(4, int))
-    with pytest.raises(ValueError, match="supports models with one input; this model has 2"):
+    # One array for two inputs: the error says how to give both (a dict by name, or a list).
+    with pytest.raises(ValueError, match="has 2 inputs.*dict keyed by these names or a list"):
         tx.pruning.SNIPPruner(verbose=False).prune(tx.pruning.wrap(two), 0.5, data)
     with pytest.raises(ValueError, match="one example, not a batch.*ds.batch"):
         tx.sparse_update.rank_layers(tiny_cnn(), tiny_data().unbatch(), epochs=1, verbose=0)

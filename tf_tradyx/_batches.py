@@ -5,11 +5,15 @@ import tensorflow as tf
 
 
 def as_dataset(data, batch_size=32):
-    """A dataset of (x, y) batches from a dataset or an (x, y) tuple of arrays."""
+    """A dataset of (x, y) batches from a dataset or an (x, y) tuple of arrays (x a dict or a list
+    of arrays for a model with several inputs)."""
     if isinstance(data, tf.data.Dataset):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
+        x, y = data
+        if isinstance(x, list):  # several inputs: a list would be stacked into one tensor
+            x = tuple(x)
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
     raise TypeError(
         f"data must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple, got "
         f"{type(data).__name__}."
@@ -65,11 +69,39 @@ def check_single_input(model, what="This method"):
         )
 
 
+def _input_names(model):
+    return [t.name for t in model.inputs]
+
+
 def model_input(model, x):
-    """The input tensor from `x` as `model.fit` accepts it: a tensor, or a dict with one entry (or
-    one keyed by the model's input name), as in datasets of ({"image": x}, y)."""
+    """The model's input from `x` as `model.fit` accepts it.
+
+    One input: a tensor, or a dict with one entry (or one keyed by the model's input name), as in
+    datasets of ({"image": x}, y). Several inputs (token ids and a padding mask, say): a dict keyed
+    by the inputs' names, or a list or tuple in the order of `model.inputs`; returned as a list in
+    that order.
+
+    Raises:
+      ValueError: for a dict that lacks an input, or a list of the wrong length.
+    """
+    if len(model.inputs) > 1:
+        names = _input_names(model)
+        if isinstance(x, dict):
+            missing = [n for n in names if n not in x]
+            if missing:
+                raise ValueError(
+                    f"The data's inputs are a dict with keys {sorted(x)}; the model needs "
+                    f"{names} (missing {missing}). Key the data by the model's input names."
+                )
+            return [x[n] for n in names]
+        if isinstance(x, (list, tuple)) and len(x) == len(names):
+            return list(x)
+        raise ValueError(
+            f"The model has {len(names)} inputs {names}: give the data's x as a dict keyed by "
+            f"these names or a list in this order, got {type(x).__name__}."
+        )
     if isinstance(x, dict):
-        names = [t.name for t in model.inputs] + list(getattr(model, "input_names", None) or [])
+        names = _input_names(model) + list(getattr(model, "input_names", None) or [])
         for name in names:
             if name in x:
                 return x[name]
@@ -84,27 +116,37 @@ def model_input(model, x):
 
 def check_batch(model, x, y=None):
     """Raises ValueError for a batch the model cannot learn from: non-numeric, misshaped,
-    unbatched or non-finite inputs, or integer labels outside [0, number of outputs)."""
+    unbatched or non-finite inputs, or integer labels outside [0, number of outputs). `x` is
+    `model_input`'s result: a list, one tensor per input, for a model with several inputs."""
+    if len(model.inputs) > 1:
+        for tensor, spec in zip(x, model.inputs):
+            _check_input(tf.convert_to_tensor(tensor), spec, f" {spec.name!r}")
+    else:
+        _check_input(tf.convert_to_tensor(x), model.inputs[0], "")
+    _check_labels(model, y)
+
+
+def _check_input(x, spec, which):
     dtype = tf.as_dtype(x.dtype)
     if not (dtype.is_floating or dtype.is_integer):
         raise ValueError(
             f"Inputs must be numeric images, got dtype {dtype.name}; decode and "
             "preprocess them first (e.g. tf_tradyx.models.preprocess)."
         )
-    expected = tuple(model.inputs[0].shape[1:])
+    expected = tuple(spec.shape[1:])
     shape = tuple(x.shape[1:])
     if len(x.shape) == len(expected) and all(
         a is None or a == b for a, b in zip(expected, tuple(x.shape))
     ):
         raise ValueError(
-            f"Data of shape {tuple(x.shape)} is one example, not a batch: the model takes "
+            f"Data{which} of shape {tuple(x.shape)} is one example, not a batch: the model takes "
             f"(batch, {', '.join(map(str, expected))}). Batch the dataset first, e.g. ds.batch(32)."
         )
     if len(shape) != len(expected) or any(
         a is not None and b is not None and a != b for a, b in zip(expected, shape)
     ):
         raise ValueError(
-            f"Data of shape {tuple(x.shape)} does not fit the model input "
+            f"Data{which} of shape {tuple(x.shape)} does not fit the model input "
             f"(batch, {', '.join(map(str, expected))}); preprocess it to the "
             "model's input size first (e.g. tf_tradyx.models.preprocess)."
         )
@@ -113,6 +155,9 @@ def check_batch(model, x, y=None):
             "The input data holds NaN or Inf values; clean or re-preprocess it (a division by a "
             "zero standard deviation, say) before pruning or ranking."
         )
+
+
+def _check_labels(model, y):
     if y is None:
         return
     labels = np.asarray(y)

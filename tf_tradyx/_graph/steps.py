@@ -115,18 +115,20 @@ def run_step(step, tensors, training=None, call_fn=None):
 
 
 def run_graph(model, steps, inputs, call_fn=None, training=None):
-    """The model's output computed step by step (one input and one output).
+    """The model's (first) output computed step by step.
 
     Args:
       model: the model `steps` were made from.
       steps: `graph_steps(model)`.
-      inputs: the value of the model's input.
+      inputs: the value of the model's input; for several inputs, a list in the order of
+        `model.inputs`.
       call_fn, training: as in `run_step`.
 
     Returns:
       The value of the model's output.
     """
-    tensors = {id(model.inputs[0]): inputs}
+    values = inputs if len(model.inputs) > 1 else [inputs]
+    tensors = {id(t): v for t, v in zip(model.inputs, values)}
     for step in steps:
         run_step(step, tensors, training, call_fn)
     return tensors[id(model.outputs[0])]

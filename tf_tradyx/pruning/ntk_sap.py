@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_tradyx import _batches as batch_utils
 from tf_tradyx.pruning import stateless
 from tf_tradyx.pruning.pruner import Pruner
 
@@ -94,6 +95,7 @@ class NTKSAPPruner(Pruner):
         """The `samples` random networks of one round, a list of `Draw` (deterministic in the
         seed and the round)."""
         entries = self.entries(model) if entries is None else entries
+        batch_utils.check_single_input(model, "NTK-SAP (random Gaussian images)")
         shape = (self.batch_size,) + tuple(model.input_shape[1:])
         if any(d is None for d in shape):
             raise ValueError(

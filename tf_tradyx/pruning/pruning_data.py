@@ -66,9 +66,16 @@ class PruningData:
                 )
             self.first = None
             return
-        batch_utils.check_single_input(model, "Pruning with data")
+        several = len(model.inputs) > 1
         if isinstance(data, tf.data.Dataset):
             self._dataset = self._batched(data)
+        elif several and isinstance(data, (tuple, list)) and len(data) == 2:
+            # Several inputs (token ids and a padding mask): x is a dict or list of arrays.
+            x = batch_utils.model_input(model, data[0])
+            x = [_array(v, "x") for v in x]
+            self._dataset = tf.data.Dataset.from_tensor_slices(
+                (tuple(x), _array(data[1], "y"))
+            ).batch(BATCH_SIZE)
         elif isinstance(data, (tuple, list)) and len(data) == 2:
             self._arrays = (_array(data[0], "x"), _array(data[1], "y"))
         else:
@@ -81,6 +88,11 @@ class PruningData:
         input_rank = len(self.model.inputs[0].shape)
         spec = dataset.element_spec
         x_spec = spec[0] if isinstance(spec, tuple) else spec
+        if len(self.model.inputs) > 1:  # several inputs: the first one tells batched or not
+            x_spec = batch_utils.model_input(self.model, x_spec)[0]
+            if x_spec.shape.rank == input_rank - 1:
+                dataset = dataset.batch(BATCH_SIZE)
+            return batch_utils.bounded(dataset, MAX_PRUNING_BATCHES, "pruning data")
         if isinstance(x_spec, dict):
             x_spec = next(iter(x_spec.values())) if len(x_spec) == 1 else x_spec
         if isinstance(x_spec, dict):
@@ -104,11 +116,17 @@ class PruningData:
         model = self.model
         for item in self._items():
             x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
-            x = tf.convert_to_tensor(batch_utils.model_input(model, x))
+            x = batch_utils.model_input(model, x)
+            several = len(model.inputs) > 1
+            x = [tf.convert_to_tensor(v) for v in x] if several else tf.convert_to_tensor(x)
             batch_utils.check_batch(model, x, y)
             if self.needs_labels and y is None:
                 raise ValueError("This pruner needs labels: pass data as (x, y) pairs.")
-            yield tf.cast(x, model.inputs[0].dtype), None if y is None else tf.convert_to_tensor(y)
+            if several:  # each input in its own dtype (token ids stay integers)
+                x = [tf.cast(v, t.dtype) for v, t in zip(x, model.inputs)]
+            else:
+                x = tf.cast(x, model.inputs[0].dtype)
+            yield x, None if y is None else tf.convert_to_tensor(y)
 
     def __bool__(self):
         return self.first is not None

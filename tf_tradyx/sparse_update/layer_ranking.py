@@ -222,7 +222,6 @@ def rank_layers(
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
-    _batches.check_single_input(model, "rank_layers")
     work = plain_copy(model)
     if not all(np.all(np.isfinite(np.asarray(v))) for v in work.weights):
         raise ValueError("The model's weights hold NaN or Inf; rank_layers needs a finite model.")

@@ -76,7 +76,10 @@ class LinearView:
         return x
 
     def kernel(self, k):
-        """The layer's kernel in the canonical map's shape."""
+        """The layer's kernel in the canonical map's shape (no op when it already is: every op
+        stays in the train function's graph for the whole fit)."""
+        if tuple(k.shape) == tuple(self.kernel_shape):
+            return k
         return tf.reshape(k, self.kernel_shape)
 
     def outputs(self, y, x):

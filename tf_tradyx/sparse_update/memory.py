@@ -62,7 +62,9 @@ def train_step_graph(model, batch_size=1, loss=None):
     variables = model.trainable_variables
     if not variables:
         raise ValueError("The model has no trainable variable; there is no backward pass.")
-    x_spec = tf.TensorSpec((batch_size, *model.inputs[0].shape[1:]), model.inputs[0].dtype)
+    # Every input of the model (token ids and a padding mask, say), as a list in its order.
+    x_spec = [tf.TensorSpec((batch_size, *t.shape[1:]), t.dtype) for t in model.inputs]
+    x_spec = x_spec[0] if len(x_spec) == 1 else x_spec
     y_spec = tf.TensorSpec((batch_size,), tf.int32)
 
     @tf.function
@@ -95,9 +97,10 @@ def retained_tensors(model, batch_size=1, loss=None):
     graph = train_step_graph(model, batch_size, loss)
     loss_tensor, grads = graph.outputs[0], graph.outputs[1:]
     needed = _ancestors(grads) | _ancestors([loss_tensor])
-    backward = _depends_on(graph, {graph.inputs[2].op}) & needed
-    data_ops = _depends_on(graph, {graph.inputs[0].op})
-    label_ops = _depends_on(graph, {graph.inputs[1].op})
+    n = len(model.inputs)  # the graph's placeholders: the inputs, the labels, the seed
+    backward = _depends_on(graph, {graph.inputs[n + 1].op}) & needed
+    data_ops = _depends_on(graph, {t.op for t in graph.inputs[:n]})
+    label_ops = _depends_on(graph, {graph.inputs[n].op})
     selected = {
         w.name: int(w.num_channels.numpy()) for w in walk.layers_of_type(model, ChannelSparseUpdate)
     }
