@@ -35,7 +35,24 @@ def scale_to_symmetric(image):
 
 
 def normalization(model_name, dataset="cifar10"):
-    """The normalization function a model of the zoo expects (image uint8 -> float32)."""
+    """The normalization function a model of the zoo expects (image uint8 -> float32).
+
+    Args:
+      model_name (str): "resnet20", "vgg16_bn" (per-channel mean and std of the dataset) or a
+        tinyML network (scaled to [-1, 1]).
+      dataset (str): "cifar10" or "cifar100", for the CIFAR networks' statistics.
+
+    Returns:
+      Callable: uint8 image -> float32 image of the same shape.
+
+    Raises:
+      ValueError: for a model name it does not know.
+
+    Examples:
+      >>> norm = tx.data.normalization("mbv2-w0.35")
+      >>> float(norm(np.zeros((2, 2, 3), np.uint8))[0, 0, 0])
+      -1.0
+    """
     if model_name in _TINYML:
         return scale_to_symmetric
     if model_name in ("resnet20", "vgg16_bn"):
@@ -78,6 +95,29 @@ def prepare(
 
     `augment` runs before `preprocess` on the uint8 image, as a per-example function; `cache=True`
     caches the decoded images in memory before augmentation (worth it for small datasets).
+
+    Args:
+      ds (tf.data.Dataset): unbatched (image, label) examples.
+      batch_size (int): examples per batch.
+      preprocess (Callable | None): image -> model input, e.g. `normalization(name)`.
+      augment (Callable | None): image -> image, e.g. `cifar_augment`.
+      shuffle_buffer (int): 0 keeps the order; else the size of the shuffle buffer.
+      seed (int | None): the shuffle's seed.
+      drop_remainder (bool): drop a last, smaller batch.
+      cache (bool): cache the images in memory before augmentation.
+
+    Returns:
+      tf.data.Dataset: batched, prefetched (input, label) pairs.
+
+    Raises:
+      ValueError: for a batch size below 1.
+
+    Examples:
+      >>> ds = tx.data.cifar10_sample("test")
+      >>> batches = tx.data.prepare(ds, 50, preprocess=tx.data.normalization("resnet20"))
+      >>> x, y = next(iter(batches))
+      >>> tuple(x.shape), x.dtype.name
+      ((50, 32, 32, 3), 'float32')
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -96,7 +136,23 @@ def balanced_subset(ds, per_class=10, num_classes=None):
     """The first `per_class` examples of each class, in dataset order: the pruning split.
 
     Deterministic for a deterministic `ds`. Stops reading as soon as every class is full when
-    `num_classes` is known (given, or from `ds.class_names`). Returns a dataset of (image, label).
+    `num_classes` is known (given, or from `ds.class_names`).
+
+    Args:
+      ds (tf.data.Dataset): unbatched (image, label) examples.
+      per_class (int): examples to keep of each class.
+      num_classes (int | None): the class count, if `ds` does not tell it.
+
+    Returns:
+      tf.data.Dataset: unbatched (image, label) examples, `per_class` of each class.
+
+    Raises:
+      ValueError: for `per_class` below 1, or classes with fewer examples (named with counts).
+
+    Examples:
+      >>> subset = tx.data.balanced_subset(tx.data.cifar10_sample("test"), per_class=2)
+      >>> sorted(int(label) for _, label in subset)
+      [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9]
     """
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}.")

@@ -21,8 +21,24 @@ SAMPLE_PER_CLASS = {"train": 100, "test": 20}
 def cifar10_sample(split="train", **kwargs):
     """The bundled CIFAR-10 sample as a dataset of (uint8 32x32x3 image, int64 label).
 
-    1,000 train and 200 test images, 10 classes in CIFAR-10's label order. Keyword arguments go to
-    `from_folder`.
+    1,000 train and 200 test images, 10 classes in CIFAR-10's label order, offline. Keyword
+    arguments go to `from_folder`.
+
+    Args:
+      split (str): "train" or "test".
+      **kwargs: arguments of `from_folder` (e.g. `cache_dir`).
+
+    Returns:
+      tf.data.Dataset: unbatched (image, label) examples; `class_names` lists the classes.
+
+    Raises:
+      ValueError: for another split.
+
+    Examples:
+      >>> test = tx.data.cifar10_sample("test")
+      >>> image, label = next(iter(test))
+      >>> tuple(image.shape), image.dtype.name, len(test.class_names)
+      ((32, 32, 3), 'uint8', 10)
     """
     if split not in SAMPLE_PER_CLASS:
         raise ValueError(

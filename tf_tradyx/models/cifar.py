@@ -28,7 +28,23 @@ def _conv_bn(x, filters, kernel, stride, name, use_bias=False):
 
 
 def resnet20(num_classes=10, input_shape=(32, 32, 3)):
-    """CIFAR ResNet-20 (open_lth "cifar_resnet_20"): 22 prunable kernels, 270,896 weights at 10 classes."""
+    """CIFAR ResNet-20 (open_lth "cifar_resnet_20"): 22 prunable kernels, 270,896 weights at 10 classes.
+
+    Args:
+      num_classes (int): outputs of the classifier (logits).
+      input_shape (tuple): the image shape, channels last.
+
+    Returns:
+      keras.Model: a Functional model with random (He normal) weights.
+
+    Raises:
+      ValueError: for a class count that is not a positive integer.
+
+    Examples:
+      >>> model = tx.models.resnet20(num_classes=10)
+      >>> model.output_shape, model.count_params() > 270_000
+      ((None, 10), True)
+    """
     _check_classes(num_classes)
     inputs = keras.Input(input_shape, name="image")
     x = layers.ReLU(name="stem_relu")(_conv_bn(inputs, 16, 3, 1, "stem"))

@@ -123,6 +123,21 @@ def load_pretrained(name, num_classes=None, input_size=128, head_initializer="ze
       num_classes: None keeps the 1000-way ImageNet classifier; an int replaces it with a new Dense
         head initialized by `head_initializer` ("zeros" or "glorot_uniform"), bias zero.
       input_size: a multiple of 32 (the weights were trained at 128).
+
+    Returns:
+      keras.Model: a float32 Functional model on (input_size, input_size, 3) images in [-1, 1]
+        (see `preprocess`), returning logits; its head is the Dense layer "classifier".
+
+    Raises:
+      ValueError: for an unknown name, an input size that is not a multiple of 32, or an invalid
+        `num_classes` or `head_initializer`.
+
+    Examples:
+      >>> model = tx.models.load_pretrained("mbv2-w0.35", num_classes=10)
+      >>> model.input_shape, model.output_shape
+      ((None, 128, 128, 3), (None, 10))
+      >>> float(np.abs(model.get_layer("classifier").kernel).max())  # a new, zero head
+      0.0
     """
     name = canonical_name(name)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
@@ -162,6 +177,23 @@ def preprocess(name, input_size=128):
     crop. Small images (shorter side <= 64, e.g. CIFAR) are resized straight to input_size. Values are
     scaled to [-1, 1] by pixel / 127.5 - 1, the networks' int8 input convention. Works eagerly on
     numpy arrays and inside `tf.data` `.map`.
+
+    Args:
+      name (str): "mbv2-w0.35", "mcunet-in1" or "proxyless-w0.3".
+      input_size (int): the side of the images the network takes.
+
+    Returns:
+      Callable: uint8 image (H, W, 3) -> float32 (input_size, input_size, 3) in [-1, 1].
+
+    Raises:
+      ValueError: for an unknown name or an input size that is not a positive integer.
+
+    Examples:
+      >>> pre = tx.models.preprocess("mbv2-w0.35")
+      >>> image = np.full((32, 32, 3), 255, np.uint8)
+      >>> x = pre(image)
+      >>> tuple(x.shape), float(x[0, 0, 0])
+      ((128, 128, 3), 1.0)
     """
     canonical_name(name)
     if not isinstance(input_size, int) or input_size < 1:

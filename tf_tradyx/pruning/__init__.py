@@ -81,7 +81,24 @@ PRUNERS = {
 
 
 def get_pruner(method, **kwargs):
-    """A pruner by name: px, synflow, snip, grasp, itersnip, ntk_sap, prospr, magnitude, random."""
+    """A pruner by name: px, synflow, snip, grasp, itersnip, ntk_sap, prospr, magnitude, random.
+
+    Args:
+      method (str): a key of `PRUNERS`.
+      **kwargs: the pruner's arguments (`rounds`, `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`, and its own).
+
+    Returns:
+      Pruner: a new pruner of that method.
+
+    Raises:
+      ValueError: for an unknown method, naming the known ones.
+
+    Examples:
+      >>> pruner = tx.pruning.get_pruner("synflow", rounds=10)
+      >>> type(pruner).__name__, pruner.rounds
+      ('SynFlowPruner', 10)
+    """
     if method not in PRUNERS:
         raise ValueError(f"Unknown pruning method {method!r}; choose from {sorted(PRUNERS)}.")
     return PRUNERS[method](**kwargs)
@@ -90,8 +107,33 @@ def get_pruner(method, **kwargs):
 def prune_at_init(model, method="px", sparsity=0.9, data=None, rounds=None, skip=(), **kwargs):
     """One call: wrap `model`, prune it with `method` to `sparsity`, return the masked model.
 
-    The report is attached as `masked.pruning_report`. Extra keyword arguments go to the pruner
-    (scope, min_density, schedule, seed, verbose, ...).
+    Args:
+      model (keras.Model): a built Functional or Sequential model (not modified).
+      method (str): a key of `PRUNERS` ("px", "snip", "synflow", ...).
+      sparsity (float): the share of prunable weights to remove, in [0, 1).
+      data: pruning examples, (images, labels) arrays or a `tf.data.Dataset`; the data-free
+        methods (synflow, ntk_sap, magnitude, random) take None.
+      rounds (int | None): pruning rounds; None takes the method's own (100 for PX).
+      skip: layer names or classes to leave dense.
+      **kwargs: the pruner's other arguments (`scope`, `min_density`, `schedule`, `seed`,
+        `verbose`, ...).
+
+    Returns:
+      keras.Model: the masked clone (see `wrap`), its report attached as `pruning_report`.
+
+    Raises:
+      ValueError: for an unknown method or an invalid argument, from the pruner.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.prune_at_init(model, "magnitude", sparsity=0.5, verbose=0)
+      >>> masked.pruning_report.density
+      0.5
     """
     pruner = get_pruner(method, rounds=rounds, **kwargs)
     masked = wrap(model, skip=skip)

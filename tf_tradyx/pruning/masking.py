@@ -203,12 +203,32 @@ def matches_skip(layer, skip):
 def wrap(model, skip=()):
     """A clone of `model` with a `MaskedLayer` (all-ones mask) around every prunable layer.
 
+    Prunable layers are convolutions (depthwise and separable included), dense layers and layers
+    that implement `PrunableLayer`. A pruner then sets the masks; through `fit`, pruned weights
+    stay exactly zero, also in the raw kernels.
+
     Args:
-      model: a Functional or Sequential Keras model (nested ones too). It is not modified.
+      model (keras.Model): a built Functional or Sequential model (nested ones too). It is not
+        modified.
       skip: layer names or layer classes to leave unmasked (never pruned).
 
     Returns:
-      The masked model, with the original weights copied in.
+      keras.Model: the masked model, with the original weights copied in.
+
+    Raises:
+      ValueError: for a model that is not built, already masked or wrapped for sparse updates,
+        or `skip` names that are not in the model.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> [type(layer).__name__ for layer in masked.layers]
+      ['MaskedLayer', 'GlobalAveragePooling2D', 'MaskedLayer']
     """
     check_cloneable(model)
     if not model.built:
@@ -249,12 +269,43 @@ def wrap(model, skip=()):
 
 
 def masked_layers(model):
-    """The `MaskedLayer`s of a model, in graph order."""
+    """The `MaskedLayer`s of a model, in graph order.
+
+    Args:
+      model (keras.Model): any model.
+
+    Returns:
+      list[MaskedLayer]: empty for a model without masks.
+
+    Examples:
+      >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+      >>> len(tx.pruning.masked_layers(tx.pruning.wrap(model)))
+      1
+    """
     return [l for l in flatten_layers(model) if isinstance(l, MaskedLayer)]
 
 
 def strip(model):
-    """An ordinary Keras model: every MaskedLayer replaced by its layer with kernel * mask baked in."""
+    """An ordinary Keras model: every MaskedLayer replaced by its layer with kernel * mask baked in.
+
+    Args:
+      model (keras.Model): a masked model (from `wrap`); not modified.
+
+    Returns:
+      keras.Model: a clone without masks, its pruned weights exactly zero; it saves and loads
+        without this package.
+
+    Raises:
+      ValueError: for a model without masks, or one that still holds sparse-update wrappers
+        (strip those first with `tx.sparse_update.strip`).
+
+    Examples:
+      >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(10)])
+      >>> masked = tx.pruning.prune_at_init(model, "magnitude", sparsity=0.75, verbose=0)
+      >>> plain = tx.pruning.strip(masked)
+      >>> int(np.count_nonzero(plain.layers[0].kernel))
+      10
+    """
     check_cloneable(model)
     if any(is_sparse_update_wrapper(layer) for layer in flatten_layers(model)):
         raise ValueError(

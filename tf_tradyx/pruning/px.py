@@ -18,14 +18,39 @@ from tf_tradyx.pruning.pruner import Pruner
 class PXPruner(Pruner):
     """Iterative PX, 100 rounds with the exponential schedule by default (docs/METHODS.md 2.3).
 
-    Takes the arguments of `Pruner` (rounds, schedule, scope, min_density, skip, seed, verbose)
-    and one of its own.
+    Scores every weight by its share of an upper bound of the neural tangent kernel's trace (a
+    data term times a path term, docs/METHODS.md 2.2) and removes the lowest, rescoring the
+    masked network every round. `prune` needs a few (image, label) examples of the training data
+    (the paper: 10 per class); labels are not used.
 
     Args:
-      exact_data_term: compute the data term z1 in float64 throughout. By default it runs in a
-        scaled float32 form (mantissa and log-scale per tensor; z1 has no cancellations, so its
-        relative error stays near float32 epsilon); the path term and the scores are always
+      rounds (int | None): pruning rounds; None means 100.
+      exact_data_term (bool): compute the data term z1 in float64 throughout. By default it runs
+        in a scaled float32 form (mantissa and log-scale per tensor; z1 has no cancellations, so
+        its relative error stays near float32 epsilon); the path term and the scores are always
         float64. The two rank the same weights; the default is about twice as fast.
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Raises:
+      ValueError: from `prune`, for a sparsity outside [0, 1), data that cannot be read, or
+        a round whose scores cannot rank the weights (a zero-initialized head).
+      tx.pruning.UnsupportedLayerError: from `prune`, for a model with layers the path networks
+        cannot compute (a `Lambda`, a `PReLU`), every one named; SNIP and GraSP accept them.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> images = np.random.default_rng(0).normal(size=(20, 8, 8, 3)).astype("float32")
+      >>> labels = np.arange(20) % 10
+      >>> report = tx.pruning.PXPruner(rounds=3, verbose=0).prune(masked, 0.8, data=(images, labels))
+      >>> print(f"kept {report.kept} of {report.total} weights")
+      kept 59 of 296 weights
     """
 
     default_rounds = 100

@@ -285,9 +285,34 @@ def layer_cost(layer):
 def cost_table(model, classifier="auto"):
     """Per-layer costs of every selectable layer of `model` except the classifier.
 
+    A channel's units are its weights plus its input map, C' D^2 + H W (docs/METHODS.md 1.1).
+
     Args:
-      model: a built Functional or Sequential model with a fixed input size (a wrapped model too).
-      classifier: the head's layer name, "auto" (the layer producing the output), or None.
+      model (keras.Model): a built Functional or Sequential model with a fixed input size (a
+        wrapped model too).
+      classifier (str | None): the head's layer name, "auto" (the layer producing the output),
+        or None.
+
+    Returns:
+      CostTable: one `LayerCost` per selectable layer, in graph order, indexable by name;
+        `full_units` is the cost of full fine-tuning.
+
+    Raises:
+      ValueError: for a model that is not built or has no fixed input size.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> costs = tx.sparse_update.cost_table(model)
+      >>> costs["conv2"].units_per_channel  # 16 * 3 * 3 weights + a 6 x 6 input map
+      180
+      >>> costs.full_units  # 3 channels of conv1 at 8 * 9 + 64, 8 of conv2 at 180
+      1848
     """
     walk.check_cloneable(model)
     if not model.built or not getattr(model, "inputs", None):
@@ -322,7 +347,22 @@ _FACTORS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
 
 
 def units_from_bytes(nbytes, bytes_per_element=BYTES_PER_UNIT):
-    """Memory units that fit in `nbytes` (one unit = one stored element)."""
+    """Memory units that fit in `nbytes` (one unit = one stored element).
+
+    Args:
+      nbytes (int | float): a positive size in bytes.
+      bytes_per_element (int): bytes of one unit (4: float32).
+
+    Returns:
+      int: the whole units that fit.
+
+    Raises:
+      ValueError: for a size or element size that is not positive.
+
+    Examples:
+      >>> tx.sparse_update.units_from_bytes(256 * 1024)
+      65536
+    """
     number = isinstance(nbytes, (int, float, np.integer, np.floating)) and nbytes is not True
     if not number or nbytes is False or not np.isfinite(nbytes) or nbytes <= 0:
         raise ValueError(f"nbytes must be a positive number, got {nbytes!r}.")
@@ -332,7 +372,24 @@ def units_from_bytes(nbytes, bytes_per_element=BYTES_PER_UNIT):
 
 
 def parse_budget(value, bytes_per_element=BYTES_PER_UNIT):
-    """A budget in units from an int/float (units) or a string: "27946", "109KiB", "111784B", "2MB"."""
+    """A budget in units from an int/float (units) or a string: "27946", "109KiB", "111784B", "2MB".
+
+    Args:
+      value (int | float | str): whole units, or a size with a suffix (B, KB, KiB, MB, MiB, ...).
+      bytes_per_element (int): bytes of one unit (4: float32).
+
+    Returns:
+      int: the budget in units.
+
+    Raises:
+      ValueError: for a fraction of a unit, a non-finite number or an unreadable string.
+
+    Examples:
+      >>> tx.sparse_update.parse_budget("109KiB")  # 111,616 bytes of float32
+      27904
+      >>> tx.sparse_update.parse_budget(27_946)
+      27946
+    """
     if isinstance(value, bool):
         raise ValueError(f"A budget must be a number of units or a size string, got {value!r}.")
     if isinstance(value, (int, np.integer)):  # any size: Python ints do not overflow

@@ -50,7 +50,29 @@ class Efficiency:
 
 
 def efficiency(model):
-    """`Efficiency` of the model's current selection against full fine-tuning of all its layers."""
+    """`Efficiency` of the model's current selection against full fine-tuning of all its layers.
+
+    Args:
+      model (keras.Model): a model from `wrap` (or `attach`).
+
+    Returns:
+      Efficiency: units used (`units`, and counted with and without pruned weights), the
+        budget, activation and weight-derivative sparsity, and the weight-derivative FLOPs saved
+        (docs/METHODS.md 1.6).
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> eff = sp.efficiency(sp.wrap(model, budget=400, layers=["conv2"], seed=0))
+      >>> eff.units, eff.full_units
+      (360, 1848)
+    """
     sampler = sampler_lib.sampler_of(model, required=False)
     table = sampler.costs if sampler is not None else costs_lib.cost_table(model)
     chosen = sampler_lib.selection(model)

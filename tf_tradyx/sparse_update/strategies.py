@@ -75,7 +75,28 @@ class RandomChannels(Strategy):
 
 @_register
 class TraDy(RandomChannels):
-    """TraDy: channels of the preselected (top-K RGN) layers, drawn at random every epoch."""
+    """TraDy: channels of the preselected (top-K RGN) layers, drawn at random every epoch.
+
+    Every epoch (`ChannelResampler`), the input channels of `layers` are shuffled and taken in
+    that order while they fit the budget (docs/METHODS.md 1.4).
+
+    Args:
+      layers (list[str]): the preselected layer names, usually
+        `rank_layers(model, data).top_k(coverage=0.97)`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, strategy=sp.TraDy(["conv2"]), seed=0)
+      >>> {name: len(channels) for name, channels in sp.selection(sparse).items()}
+      {'conv2': 2}
+    """
 
     def __init__(self, layers=None):
         super().__init__(layers=layers, dynamic=True)

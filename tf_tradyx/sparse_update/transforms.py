@@ -148,6 +148,33 @@ def wrap(
         maps (`recompute` module): one more forward pass per step, for most of the memory saving
         on swish, GELU, hard-swish, squeeze-excite, LayerNorm and max-pooling networks. "auto"
         turns it on for models that have such layers; ReLU networks need none of it.
+
+    Returns:
+      keras.Model: the wrapped clone. Its selectable layers sit in `ChannelSparseUpdate`
+        wrappers holding the current selection; compile and fit it as usual, with a
+        `ChannelResampler` among the callbacks to draw new channels every epoch.
+
+    Raises:
+      ValueError: for a model that is not built or already wrapped, a missing or unusable budget
+        (below the cheapest channel: the message names the minimum), a strategy that lacks its
+        arguments, or kernel regularizers and constraints on the layers to wrap.
+      KeyError: for a layer name that is not a selectable layer, naming those that are.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu", name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, activation="relu", name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=500, strategy=sp.TraDy(["conv1", "conv2"]), seed=0)
+      >>> sparse.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      >>> x = np.zeros((4, 8, 8, 3), "float32")
+      >>> history = sparse.fit(x, np.zeros(4), callbacks=[sp.ChannelResampler()], verbose=0)
+      >>> sp.efficiency(sparse).units <= 500
+      True
     """
     walk.check_cloneable(model)
     if recompute not in (True, False, "auto"):
@@ -240,6 +267,37 @@ def attach(
     saved). For "full", "classifier" and "bias" (no wrappers) pass `strategy=`; for "bias" (and an
     "su" scheme's bias layers) the kernels are frozen again: Keras files keep which layers train,
     not which of a layer's variables do. `train_batchnorm=None` keeps what the file recorded.
+
+    Args:
+      model (keras.Model): a wrapped model loaded with `keras.models.load_model`.
+      budget: as in `wrap`; None keeps the saved budget.
+      strategy: as in `wrap`; None keeps the saved strategy.
+      seed: as in `wrap`; None keeps the saved seed.
+      data: for the Det RGN strategies, whose data is not saved.
+      scheme: for "su", as in `wrap`.
+      classifier: as in `wrap`.
+      count_pruned: as in `wrap`; None keeps the saved choice.
+      train_batchnorm: as in `wrap`; None keeps what the file recorded.
+
+    Returns:
+      keras.Model: `model` itself, ready to compile and fit with a `ChannelResampler`.
+
+    Raises:
+      ValueError: for a model whose stored selection does not fit its layers, or an optimizer
+        that would move frozen channels.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sp.wrap(model, budget=200, layers=["conv"], seed=3).save("sparse.keras")
+      >>> loaded = sp.attach(keras.models.load_model("sparse.keras"))
+      >>> sp.sampler_of(loaded).seed, sp.sampler_of(loaded).budget
+      (3, 200)
     """
     walk.check_cloneable(model)
     wrappers = sampler_lib.sparse_layers(model)
@@ -306,7 +364,30 @@ def attach(
 
 
 def strip(model):
-    """An ordinary Keras model: every wrapper replaced by its layer, all layers trainable again."""
+    """An ordinary Keras model: every wrapper replaced by its layer, all layers trainable again.
+
+    Args:
+      model (keras.Model): a model from `wrap` (or `attach`); not modified.
+
+    Returns:
+      keras.Model: a clone with the trained weights and no wrappers; it saves and loads without
+        this package. A pruned model keeps its masks: `tx.pruning.strip` removes those next.
+
+    Raises:
+      ValueError: for a model with no sparse-update wrappers.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sparse = tx.sparse_update.wrap(model, budget=200, layers=["conv"])
+      >>> plain = tx.sparse_update.strip(sparse)
+      >>> [type(layer).__name__ for layer in plain.layers]
+      ['Conv2D', 'GlobalAveragePooling2D', 'Dense']
+    """
     walk.check_cloneable(model)
     if not sampler_lib.sparse_layers(model) and sampler_lib.sampler_of(model, False) is None:
         raise ValueError("The model has no sparse-update wrappers; there is nothing to strip.")
