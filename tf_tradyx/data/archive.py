@@ -29,6 +29,7 @@ import tempfile
 import time
 import warnings
 import zipfile
+import zlib
 
 try:
     import fcntl
@@ -320,7 +321,7 @@ def _extract_into(path, dest, max_extracted_bytes):
             else:
                 members = _tar_members(path, stack.enter_context(tarfile.open(path, "r:*")))
             return _write_members(path, dest, members, cap, size)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
         if isinstance(e, ArchiveError):
             raise
         raise ArchiveError(
