@@ -160,15 +160,6 @@ def test_every_cited_section_of_the_methods_page_exists():
     assert not missing, f"cited sections missing from docs/METHODS.md: {missing}"
 
 
-# Test modules still being converted to plain pytest by another change of issue 31; remove each
-# path once its file is converted (the rule then covers it like every other test module).
-PENDING_TESTCASE_CONVERSIONS = {
-    "tests/sparse_update/test_wrapper.py",
-    "tests/sparse_update/test_callbacks.py",
-    "tests/sparse_update/test_strategies.py",
-}
-
-
 def _dotted(node):
     """`a.b.C` for a Name / Attribute chain, else None."""
     if isinstance(node, ast.Name):
@@ -205,8 +196,6 @@ def test_no_test_module_defines_a_unittest_test_case():
     offenders = {}
     for path in _python_files("tests"):
         rel = os.path.relpath(path, ROOT).replace(os.sep, "/")
-        if rel in PENDING_TESTCASE_CONVERSIONS:
-            continue
         classes = _test_case_classes(ast.parse(open(path).read(), path))
         if classes:
             offenders[rel] = classes
