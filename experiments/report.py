@@ -207,8 +207,9 @@ def _px_section(cells, figdir, smoke):
     if {"px", "synflow", "snip"} & set(layer_rows):
         png = _density_plot(layer_rows, figdir, high)
         lines += [
-            f"Per-layer density and fraction of connected output channels at {high:.2%} "
-            f"(![density]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})):",
+            f"Per-layer density and fraction of connected output channels at {high:.2%}:",
+            "",
+            f"![per-layer density]({os.path.relpath(png, os.path.join(ROOT, 'docs'))})",
             "",
             "| method | min layer density | collapsed layers | mean connected outputs "
             "| kept weights > 0 |",

@@ -48,7 +48,8 @@ class PXPruner(Pruner):
       >>> masked = tx.pruning.wrap(model)
       >>> images = np.random.default_rng(0).normal(size=(20, 8, 8, 3)).astype("float32")
       >>> labels = np.arange(20) % 10
-      >>> report = tx.pruning.PXPruner(rounds=3, verbose=0).prune(masked, 0.8, data=(images, labels))
+      >>> pruner = tx.pruning.PXPruner(rounds=3, verbose=0)
+      >>> report = pruner.prune(masked, sparsity=0.8, data=(images, labels))
       >>> print(f"kept {report.kept} of {report.total} weights")
       kept 59 of 296 weights
     """

@@ -1,7 +1,7 @@
 """Memory-budgeted fine-tuning (TraDy): update only sampled input channels of preselected layers.
 
-    costs = cost_table(model)                         # units and FLOPs per input channel
-    layers = rank_layers(model, data).top_k(0.97)     # RGN preselection, once per architecture
+    costs = cost_table(model)  # units and FLOPs per input channel
+    layers = rank_layers(model, data).top_k(0.97)  # once per architecture
     sparse = wrap(model, budget=27_946, strategy=TraDy(layers), seed=0)
     sparse.compile(...); sparse.fit(..., callbacks=[ChannelResampler()])
     efficiency(sparse); selection(sparse); plain = strip(sparse)

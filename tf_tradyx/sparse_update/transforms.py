@@ -123,28 +123,28 @@ def wrap(
     """A clone of `model` ready for memory-budgeted fine-tuning.
 
     Args:
-      model: a built Functional or Sequential model with a fixed input size (not modified).
-      budget: memory units (an int, or a string such as "109KiB", see `parse_budget`); required by
+      model (keras.Model): a built Functional or Sequential model with a fixed input size (not modified).
+      budget (int | str | None): memory units (an int, or a string such as "109KiB", see `parse_budget`); required by
         the channel-sampling strategies, optional for "su", "full", "classifier", "bias".
-      layers: the preselected layer names (`LayerRanking.top_k`), for "tradi",
+      layers (list[str] | None): the preselected layer names (`LayerRanking.top_k`), for "tradi",
         "static_topk_random" and optionally the Det RGN strategies (or give them to the strategy).
-      strategy: a `Strategy` object (`TraDy(layers)`, `DetRGN(data)`, `SU(scheme)`, ...) or one of
+      strategy (Strategy | str): a `Strategy` object (`TraDy(layers)`, `DetRGN(data)`, `SU(scheme)`, ...) or one of
         `STRATEGIES` as a shortcut whose arguments come from `layers`, `data` and `scheme`.
-      seed: seeds the channel sampler (a reproducible stream of selections); None follows Keras'
+      seed (int | None): seeds the channel sampler (a reproducible stream of selections); None follows Keras'
         global seed (`keras.utils.set_random_seed`).
-      data: (x, y) batches for the Det RGN shortcuts.
-      scheme: for "su": a {layer: fraction} dict or a name in `PAPER_SCHEMES`.
-      update_bias: also train the biases of the wrapped layers.
-      train_batchnorm: let BatchNormalization layers train (default: frozen, inference mode).
-      classifier: the head's name, or "auto" (the layer producing the output). It always trains.
-      compact_activations: replace ReLU/ReLU6 layers (and wrapped layers' relu activations) by
+      data (tf.data.Dataset | tuple | None): (x, y) batches for the Det RGN shortcuts.
+      scheme (dict | str | None): for "su": a {layer: fraction} dict or a name in `PAPER_SCHEMES`.
+      update_bias (bool): also train the biases of the wrapped layers.
+      train_batchnorm (bool): let BatchNormalization layers train (default: frozen, inference mode).
+      classifier (str | None): the head's name, or "auto" (the layer producing the output). It always trains.
+      compact_activations (bool): replace ReLU/ReLU6 layers (and wrapped layers' relu activations) by
         `CompactReLU`, whose backward pass keeps a 1-bit mask instead of a float map.
-      simulate: the paper's simulation (full backward pass, masked kernel gradients): identical
+      simulate (bool): the paper's simulation (full backward pass, masked kernel gradients): identical
         updates, none of the memory savings. Implies compact_activations=False.
-      count_pruned: for a pruned model (layers in `tx.pruning.MaskedLayer`): True charges a
+      count_pruned (bool): for a pruned model (layers in `tx.pruning.MaskedLayer`): True charges a
         channel for all its weights, False only for its unpruned ones. Masks stay enforced either
         way; `efficiency` reports both counts.
-      recompute: run frozen segments again in the backward pass instead of keeping their float
+      recompute (bool | str): run frozen segments again in the backward pass instead of keeping their float
         maps (`recompute` module): one more forward pass per step, for most of the memory saving
         on swish, GELU, hard-swish, squeeze-excite, LayerNorm and max-pooling networks. "auto"
         turns it on for models that have such layers; ReLU networks need none of it.
