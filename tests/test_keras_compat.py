@@ -253,5 +253,26 @@ def test_the_training_call_entry_and_the_applying_optimizer_are_found():
     assert compat.optimizer_average(keras.optimizers.SGD(), dense.kernel) is None
 
 
+def test_runs_its_graph_tells_functional_subclasses_that_keep_kerass_call():
+    class Built(keras.Model):  # a KerasHub-style backbone: graph built in __init__
+        def __init__(self):
+            inputs = keras.Input((3,))
+            super().__init__(inputs, keras.layers.Dense(2)(inputs))
+
+    class OwnCall(Built):
+        def call(self, inputs):
+            return inputs
+
+    class Subclassed(keras.Model):
+        def call(self, inputs):
+            return inputs
+
+    assert compat.runs_its_graph(_functional()), VERSION
+    assert compat.runs_its_graph(_sequential()), VERSION
+    assert compat.runs_its_graph(Built()), VERSION
+    assert not compat.runs_its_graph(OwnCall()), VERSION
+    assert not compat.runs_its_graph(Subclassed()), VERSION
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -70,7 +70,31 @@ def check_single_input(model, what="This method"):
 
 
 def _input_names(model):
+    """The names of the model's inputs in the order of `model.inputs`: a dict-input model's keys
+    (KerasHub backbones take {"token_ids": ..., "padding_mask": ...}), else the inputs' names."""
+    if isinstance(model.input, dict):
+        key_of = {id(t): k for k, t in model.input.items()}
+        return [key_of.get(id(t), t.name) for t in model.inputs]
     return [t.name for t in model.inputs]
+
+
+def flat_inputs(model, x):
+    """`model_input`'s result as a list in the order of `model.inputs` (one entry per input)."""
+    if len(model.inputs) == 1:
+        return [x]
+    if isinstance(x, dict):
+        return [x[n] for n in _input_names(model)]
+    return list(x)
+
+
+def pack_inputs(model, values):
+    """Values in the order of `model.inputs`, in the structure the model is called with (a dict for
+    a dict-input model, a list otherwise; the value itself for one input)."""
+    if len(model.inputs) == 1:
+        return values[0]
+    if isinstance(model.input, dict):
+        return dict(zip(_input_names(model), values))
+    return list(values)
 
 
 def model_input(model, x):
@@ -79,7 +103,7 @@ def model_input(model, x):
     One input: a tensor, or a dict with one entry (or one keyed by the model's input name), as in
     datasets of ({"image": x}, y). Several inputs (token ids and a padding mask, say): a dict keyed
     by the inputs' names, or a list or tuple in the order of `model.inputs`; returned as a list in
-    that order.
+    that order, or as a dict for a model that takes a dict (`pack_inputs`).
 
     Raises:
       ValueError: for a dict that lacks an input, or a list of the wrong length.
@@ -93,9 +117,9 @@ def model_input(model, x):
                     f"The data's inputs are a dict with keys {sorted(x)}; the model needs "
                     f"{names} (missing {missing}). Key the data by the model's input names."
                 )
-            return [x[n] for n in names]
+            return pack_inputs(model, [x[n] for n in names])
         if isinstance(x, (list, tuple)) and len(x) == len(names):
-            return list(x)
+            return pack_inputs(model, list(x))
         raise ValueError(
             f"The model has {len(names)} inputs {names}: give the data's x as a dict keyed by "
             f"these names or a list in this order, got {type(x).__name__}."
@@ -119,8 +143,8 @@ def check_batch(model, x, y=None):
     unbatched or non-finite inputs, or integer labels outside [0, number of outputs). `x` is
     `model_input`'s result: a list, one tensor per input, for a model with several inputs."""
     if len(model.inputs) > 1:
-        for tensor, spec in zip(x, model.inputs):
-            _check_input(tf.convert_to_tensor(tensor), spec, f" {spec.name!r}")
+        for tensor, spec, name in zip(flat_inputs(model, x), model.inputs, _input_names(model)):
+            _check_input(tf.convert_to_tensor(tensor), spec, f" {name!r}")
     else:
         _check_input(tf.convert_to_tensor(x), model.inputs[0], "")
     _check_labels(model, y)

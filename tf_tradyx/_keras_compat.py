@@ -42,6 +42,16 @@ def is_graph_model(model):
     return isinstance(model, Functional) and type(model).__init__ is Functional.__init__
 
 
+def runs_its_graph(model):
+    """True when calling `model` runs its Functional graph: plain Functional and Sequential models,
+    and Functional subclasses that keep Functional's `call` (KerasHub backbones build their graph
+    in `__init__` and keep Keras' call), so that interpreting the graph computes the model. Keras
+    exports neither the Functional class nor a way to tell."""
+    if isinstance(model, keras.Sequential):
+        return type(model).call is keras.Sequential.call
+    return isinstance(model, Functional) and type(model).call is Functional.call
+
+
 def functional_graph(model):
     """The Functional graph of a model: Sequential models keep theirs in `_functional` (rebuilt
     on load and clone); Functional models are their own graph. None for an unbuilt Sequential."""

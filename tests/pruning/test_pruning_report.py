@@ -3,6 +3,7 @@ transforms applied to a pruned model."""
 
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -50,6 +51,24 @@ def test_report_table_dict_plot_and_sanity_transforms(tmp_path):
     assert not np.array_equal(
         np.asarray(tx.pruning.masked_layers(masked)[2].kernels[0]), old_values
     )
+
+
+def test_the_report_says_what_share_of_the_model_the_sparsity_covers_and_warns_when_small():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,), dtype="int32")
+    h = keras.layers.Embedding(100, 16)(inputs)  # 1,600 weights no mask covers
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(h))  # 64 + 4 bias
+    masked = tx.pruning.wrap(model)
+    x = np.random.default_rng(0).integers(0, 100, (8, 5)).astype("int32")
+    with pytest.warns(UserWarning, match="hold only 3.8% of the model's 1,668 trainable weights"):
+        report = tx.pruning.MagnitudePruner(verbose=False).prune(masked, 0.5)
+    assert report.model_weights == 1600 + 64 + 4
+    assert report.coverage == pytest.approx(64 / 1668)
+    assert report.model_sparsity == pytest.approx(32 / 1668)
+    assert "the model as a whole is 1.9% sparse" in str(report)
+    assert report.as_dict()["totals"]["coverage"] == pytest.approx(64 / 1668)
+    assert np.isfinite(masked(x)).all()
 
 
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)

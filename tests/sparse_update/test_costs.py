@@ -114,5 +114,23 @@ def test_a_reloaded_sequential_model_is_not_mistaken_for_shared_layers(tmp_path)
         SP.cost_table(twice)
 
 
+def test_a_nested_functional_subclass_is_walked_like_a_nested_model():
+    """KerasHub backbones are Functional subclasses that build their graph in __init__ and keep
+    Keras' call: their layers are graph nodes, called once (not "called 0 times")."""
+
+    class Backbone(keras.Model):
+        def __init__(self, **kwargs):
+            inputs = keras.Input((4,))
+            outputs = keras.layers.Dense(6, name="inner_dense")(inputs)
+            super().__init__(inputs, outputs, **kwargs)
+
+    inputs = keras.Input((4,))
+    h = Backbone(name="backbone")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(h))
+    table = SP.cost_table(model)
+    assert [r.name for r in table] == ["inner_dense"]
+    assert table["inner_dense"].units_per_channel == 6 + 1
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -65,7 +65,7 @@ def graph_steps(model):
     def visit(model):
         for node in _keras_compat.nodes_in_call_order(_keras_compat.functional_graph(model)):
             op = node.operation
-            if _keras_compat.is_graph_model(op):
+            if _keras_compat.runs_its_graph(op):  # nested models, KerasHub backbones too
                 inner = _keras_compat.functional_graph(op)
                 for kt, outer in zip(inner.inputs, node.input_tensors):
                     steps.append(AliasStep(id(kt), id(outer), kt))
@@ -127,7 +127,7 @@ def run_graph(model, steps, inputs, call_fn=None, training=None):
     Returns:
       The value of the model's output.
     """
-    values = inputs if len(model.inputs) > 1 else [inputs]
+    values = keras.tree.flatten(inputs) if len(model.inputs) > 1 else [inputs]
     tensors = {id(t): v for t, v in zip(model.inputs, values)}
     for step in steps:
         run_step(step, tensors, training, call_fn)

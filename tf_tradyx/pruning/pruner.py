@@ -286,4 +286,9 @@ class Pruner(abc.ABC):
                 f"{self.name} pruning to sparsity {sparsity}: {result.collapse_message()}",
                 stacklevel=2,
             )
+        if result.coverage_message():
+            warnings.warn(
+                f"{self.name} pruning to sparsity {sparsity}: {result.coverage_message()}",
+                stacklevel=2,
+            )
         return result

@@ -72,7 +72,7 @@ class PruningData:
         elif several and isinstance(data, (tuple, list)) and len(data) == 2:
             # Several inputs (token ids and a padding mask): x is a dict or list of arrays.
             x = batch_utils.model_input(model, data[0])
-            x = [_array(v, "x") for v in x]
+            x = [_array(v, "x") for v in batch_utils.flat_inputs(model, x)]
             self._dataset = tf.data.Dataset.from_tensor_slices(
                 (tuple(x), _array(data[1], "y"))
             ).batch(BATCH_SIZE)
@@ -89,7 +89,9 @@ class PruningData:
         spec = dataset.element_spec
         x_spec = spec[0] if isinstance(spec, tuple) else spec
         if len(self.model.inputs) > 1:  # several inputs: the first one tells batched or not
-            x_spec = batch_utils.model_input(self.model, x_spec)[0]
+            x_spec = batch_utils.flat_inputs(
+                self.model, batch_utils.model_input(self.model, x_spec)
+            )[0]
             if x_spec.shape.rank == input_rank - 1:
                 dataset = dataset.batch(BATCH_SIZE)
             return batch_utils.bounded(dataset, MAX_PRUNING_BATCHES, "pruning data")
@@ -118,12 +120,17 @@ class PruningData:
             x, y = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
             x = batch_utils.model_input(model, x)
             several = len(model.inputs) > 1
-            x = [tf.convert_to_tensor(v) for v in x] if several else tf.convert_to_tensor(x)
-            batch_utils.check_batch(model, x, y)
+            if several:
+                x = [tf.convert_to_tensor(v) for v in batch_utils.flat_inputs(model, x)]
+            else:
+                x = tf.convert_to_tensor(x)
+            batch_utils.check_batch(model, batch_utils.pack_inputs(model, x) if several else x, y)
             if self.needs_labels and y is None:
                 raise ValueError("This pruner needs labels: pass data as (x, y) pairs.")
             if several:  # each input in its own dtype (token ids stay integers)
-                x = [tf.cast(v, t.dtype) for v, t in zip(x, model.inputs)]
+                x = batch_utils.pack_inputs(
+                    model, [tf.cast(v, t.dtype) for v, t in zip(x, model.inputs)]
+                )
             else:
                 x = tf.cast(x, model.inputs[0].dtype)
             yield x, None if y is None else tf.convert_to_tensor(y)

@@ -46,12 +46,15 @@ def _is_depthwise(layer, kernel_name):
 class PruningReport:
     """Rows (one per masked kernel) and totals; `str()` prints a table, `as_dict()` is JSON-ready."""
 
-    def __init__(self, rows, meta=None, connected=None):
+    def __init__(self, rows, meta=None, connected=None, model_weights=None):
         """`connected`: a number, None, or a function computing it on first use (one pass of the
-        path network: it is read only when asked for, by `as_dict` or an emptied layer's message)."""
+        path network: it is read only when asked for, by `as_dict` or an emptied layer's message).
+        `model_weights`: the model's trainable weights in all (masked kernels, biases, embeddings,
+        layers pruning does not mask), to say what share of the model the sparsity covers."""
         self.rows = rows
         self.meta = dict(meta or {})
         self._connected = connected
+        self.model_weights = model_weights
 
     @property
     def total(self):
@@ -64,6 +67,33 @@ class PruningReport:
     @property
     def density(self):
         return self.kept / self.total if self.total else 1.0
+
+    @property
+    def coverage(self):
+        """The share of the model's trainable weights held by the masked kernels (None when
+        unknown): a sparsity of the masked kernels is a sparsity of this share of the model."""
+        if not self.model_weights:
+            return None
+        return min(1.0, self.total / self.model_weights)
+
+    @property
+    def model_sparsity(self):
+        """The fraction of all the model's trainable weights that pruning removed."""
+        if not self.model_weights:
+            return None
+        return (self.total - self.kept) / self.model_weights
+
+    def coverage_message(self):
+        """A sentence when the masked kernels hold less than half of the model's weights."""
+        if self.coverage is None or self.coverage >= 0.5:
+            return None
+        return (
+            f"The masked kernels hold only {self.coverage:.1%} of the model's "
+            f"{self.model_weights:,} trainable weights, so the model as a whole is "
+            f"{self.model_sparsity:.1%} sparse. The rest sits in layers pruning does not mask "
+            "(embeddings, normalization, biases, or layers inside custom layers); pass "
+            "skip=() and check tx.pruning.masked_layers(model) for what is covered."
+        )
 
     @property
     def collapsed(self):
@@ -111,6 +141,9 @@ class PruningReport:
                 "sparsity": 1.0 - self.density,
                 "collapsed": self.collapsed,
                 "connected": self.connected,
+                "model_weights": self.model_weights,
+                "coverage": self.coverage,
+                "model_sparsity": self.model_sparsity,
             },
             **self.meta,
         }
@@ -134,6 +167,11 @@ class PruningReport:
         lines.append(
             f"{'total':<34} {'':<18} {self.total:>9,} {self.kept:>9,} {self.density:>8.4f}"
         )
+        if self.coverage is not None:
+            lines.append(
+                f"masked kernels: {self.coverage:.1%} of the model's {self.model_weights:,} "
+                f"trainable weights; the model as a whole is {self.model_sparsity:.1%} sparse"
+            )
         if self.collapsed:
             lines.append(self.collapse_message())
         return "\n".join(lines)
@@ -190,7 +228,12 @@ def report(model, connectivity=True):
         }
         return output_connectivity(held(), masks)
 
-    return PruningReport(rows, connected=connected if rows and connectivity else None)
+    model_weights = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    return PruningReport(
+        rows,
+        connected=connected if rows and connectivity else None,
+        model_weights=model_weights or None,
+    )
 
 
 def density_figure(result, title=None):

@@ -323,12 +323,17 @@ def cost_table(model, classifier="auto"):
     if classifier is not None and classifier not in names:
         raise ValueError(f"classifier {classifier!r} is not a layer of the model.")
     rows = []
+    # How often the model's graph calls each layer (nested graphs inlined, KerasHub backbones
+    # included). A layer it never calls sits inside a nested model with a call of its own (a
+    # subclassed model): not a node of the graph, so not selectable here.
     calls_of = steps.call_counts(steps.graph_steps(model))
     for layer in walk.flatten_layers(model):
         inner = walk.inner(layer)
         if inner.name == classifier or not is_selectable(inner):
             continue
         calls = calls_of.get(id(layer), 0)
+        if calls == 0:
+            continue
         if calls != 1:
             raise ValueError(
                 f"Layer {inner.name!r} is called {calls} times; shared layers are not supported."

@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tf_tradyx import _losses
+from tf_tradyx import _batches, _losses
 from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
@@ -64,7 +64,7 @@ def train_step_graph(model, batch_size=1, loss=None):
         raise ValueError("The model has no trainable variable; there is no backward pass.")
     # Every input of the model (token ids and a padding mask, say), as a list in its order.
     x_spec = [tf.TensorSpec((batch_size, *t.shape[1:]), t.dtype) for t in model.inputs]
-    x_spec = x_spec[0] if len(x_spec) == 1 else x_spec
+    x_spec = _batches.pack_inputs(model, x_spec)
     y_spec = tf.TensorSpec((batch_size,), tf.int32)
 
     @tf.function

@@ -1,0 +1,82 @@
+"""KerasHub models (tiny configurations, random weights; KerasHub is a test dependency and the
+`hub` extra): a Functional model around a backbone is walked into (its graph is Keras'), costed,
+ranked, fine-tuned under XLA with its dict inputs, and pruned with an honest coverage figure."""
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_tradyx as tx
+from tf_tradyx._graph import walk
+from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+
+keras_hub = pytest.importorskip("keras_hub")
+sp = tx.sparse_update
+T = 8
+NAMES = ("token_ids", "segment_ids", "padding_mask")
+
+
+def _bert_classifier():
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=T,
+    )
+    inputs = {n: keras.Input((T,), dtype="int32", name=n) for n in NAMES}
+    pooled = backbone(inputs)["pooled_output"]
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(pooled))
+
+
+def _data(n=16):
+    rng = np.random.default_rng(0)
+    x = {
+        "token_ids": rng.integers(0, 50, (n, T)).astype("int32"),
+        "segment_ids": np.zeros((n, T), "int32"),
+        "padding_mask": (np.arange(T)[None] < rng.integers(2, T + 1, (n, 1))).astype("int32"),
+    }
+    return x, np.arange(n) % 2
+
+
+def test_a_bert_backbone_is_walked_costed_ranked_and_fine_tuned_under_xla():
+    model = _bert_classifier()
+    table = sp.cost_table(model)
+    # The backbone's graph is walked: its pooler is a layer called once (not "called 0 times").
+    assert [r.name for r in table] == ["pooled_dense"]
+    assert table["pooled_dense"].units_per_channel == 8 + 1  # 8 outputs, one (CLS) position
+    x, y = _data()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    ranking = sp.rank_layers(model, ds, epochs=1, verbose=0)
+    assert set(ranking.scores) == {"pooled_dense"} and ranking.scores["pooled_dense"] > 0
+    wrapped = sp.wrap(model, strategy="static_full_random", budget=40, seed=0)
+    wrapped.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    (w,) = walk.layers_of_type(wrapped, ChannelSparseUpdate)
+    before = np.asarray(w.layer.kernel)
+    wrapped.fit(ds, epochs=2, verbose=0)
+    frozen = np.setdiff1d(np.arange(w.in_channels), w.get_channels())
+    np.testing.assert_array_equal(np.asarray(w.layer.kernel)[frozen], before[frozen])
+    assert not np.array_equal(np.asarray(w.layer.kernel), before)
+    assert sp.efficiency(wrapped).units <= 40
+
+
+def test_pruning_a_bert_model_says_how_little_of_it_the_masks_cover():
+    masked = tx.pruning.wrap(_bert_classifier())
+    x, y = _data()
+    with pytest.warns(UserWarning, match="masked kernels hold only"):
+        report = tx.pruning.SNIPPruner(verbose=False).prune(masked, 0.5, (x, y))
+    assert report.density == pytest.approx(0.5, abs=0.02)
+    assert report.coverage < 0.5 and report.model_sparsity < 0.25
+
+
+if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
