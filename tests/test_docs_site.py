@@ -33,6 +33,26 @@ def test_the_docs_site_builds_strictly_and_documents_the_api(tmp_path):
     pruning = (site / "api" / "pruning" / "index.html").read_text()
     assert "tf_tradyx.pruning.PXPruner" in pruning and "exact_data_term" in pruning
     assert (site / "METHODS" / "index.html").exists()
+    # A library's site: PXPruner first on its page, constructor signatures, typed parameters,
+    # guides, formulas typeset offline, and no pointer back to the README.
+    assert pruning.index('id="tf_tradyx.pruning.PXPruner"') < pruning.index(
+        'id="tf_tradyx.pruning.GraSPPruner"'
+    )
+    assert (
+        '<span class="n">exact_data_term</span><span class="o">=</span>' in pruning
+    )  # a signature
+    assert "described in the README" not in pruning
+    assert '<span title="int">int</span> | None</code>' in pruning  # a Type column entry
+    for guide in (
+        "pruning_at_init",
+        "fine_tuning_under_budget",
+        "choosing_a_budget",
+        "command_line",
+    ):
+        assert (site / "guides" / guide / "index.html").exists(), guide
+    methods = (site / "METHODS" / "index.html").read_text()
+    assert 'class="arithmatex"' in methods and "katex.min.js" in methods
+    assert (site / "javascripts" / "katex" / "katex.min.js").exists()
 
 
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
