@@ -221,6 +221,58 @@ class Callback(keras.callbacks.Callback): pass
     assert _test_case_classes(ast.parse(source)) == ["A", "B", "C", "D", "E", "F"]
 
 
+# Library modules tested together with others, or run end to end, in a test module not named by
+# the rule below; each must exist. Every other module has its own tests/<pkg>/test_<mod>.py.
+TESTED_ELSEWHERE = {
+    # The two training-dynamics baselines share one numpy reference network (finite differences).
+    "tf_tradyx/pruning/ntk_sap.py": "tests/pruning/test_ntk_sap_prospr.py",
+    "tf_tradyx/pruning/prospr.py": "tests/pruning/test_ntk_sap_prospr.py",
+    # The console programs run as a user runs them, through examples/*.py and the installed
+    # scripts (their shared parts, cli/_program.py, have tests/cli/test_program.py).
+    "tf_tradyx/cli/prune_at_init.py": "tests/integration/test_examples.py",
+    "tf_tradyx/cli/finetune_under_budget.py": "tests/integration/test_examples.py",
+    "tf_tradyx/cli/prune_then_finetune.py": "tests/integration/test_examples.py",
+    # `python -m tf_tradyx` runs beside the installed console scripts.
+    "tf_tradyx/__main__.py": "tests/integration/test_examples.py",
+    # The version is what the built sdist and wheel are named and stamped with.
+    "tf_tradyx/_version.py": "tests/integration/test_packaging.py",
+}
+
+
+def _test_module_of(module):
+    """tf_tradyx/<pkg>/<mod>.py -> tests/<pkg>/test_<mod>.py, underscores around <mod> dropped
+    (tf_tradyx/_graph/steps.py -> tests/_graph/test_steps.py, tf_tradyx/_batches.py ->
+    tests/test_batches.py, tf_tradyx/__main__.py -> tests/test_main.py)."""
+    folder, name = os.path.split(os.path.relpath(module, "tf_tradyx"))
+    return os.path.join("tests", folder, f"test_{name[:-3].strip('_')}.py").replace(os.sep, "/")
+
+
+def test_every_library_module_has_a_test_module():
+    """Package __init__ files excepted (their API is checked above); a module's tests are found
+    where its name says, or where TESTED_ELSEWHERE says (issue 31)."""
+    modules = sorted(
+        os.path.relpath(p, ROOT).replace(os.sep, "/")
+        for p in _python_files("tf_tradyx")
+        if os.path.basename(p) != "__init__.py"
+    )
+    assert "tf_tradyx/_batches.py" in modules
+    expected = {m: TESTED_ELSEWHERE.get(m, _test_module_of(m)) for m in modules}
+    missing = {m: t for m, t in expected.items() if not os.path.isfile(os.path.join(ROOT, t))}
+    assert not missing, f"library modules without their test module (write it): {missing}"
+    stale = sorted(set(TESTED_ELSEWHERE) - set(modules))
+    assert not stale, f"TESTED_ELSEWHERE names modules that no longer exist: {stale}"
+    redundant = {m: t for m, t in TESTED_ELSEWHERE.items() if t == _test_module_of(m)}
+    assert not redundant, f"TESTED_ELSEWHERE entries the naming rule already gives: {redundant}"
+
+
+def test_the_test_module_naming_rule():
+    assert _test_module_of("tf_tradyx/_graph/steps.py") == "tests/_graph/test_steps.py"
+    assert _test_module_of("tf_tradyx/_batches.py") == "tests/test_batches.py"
+    assert _test_module_of("tf_tradyx/cli/_program.py") == "tests/cli/test_program.py"
+    assert _test_module_of("tf_tradyx/pruning/px.py") == "tests/pruning/test_px.py"
+    assert _test_module_of("tf_tradyx/__main__.py") == "tests/test_main.py"
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
 

@@ -229,3 +229,25 @@ def fit_with_resampler(model, epochs, callbacks):
         shuffle=False,
         callbacks=[tx.sparse_update.ChannelResampler(), *callbacks],
     )
+
+
+# ----- TensorBoard: what the summary callbacks wrote, read back as TensorBoard reads it -----
+
+
+def tensorboard_events(log_dir):
+    """({tag: [(step, value), ...]}, {tag: plugin name}) of every summary in the event files of
+    `log_dir` (one run), read with TensorBoard's own event reader: a numeric scalar as a float,
+    anything else (histogram buckets, a graph) as its array. Skips the test without the
+    `tensorboard` extra."""
+    reader = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = reader.EventAccumulator(log_dir, size_guidance={reader.TENSORS: 0})
+    run.Reload()
+    events, plugins = {}, {}
+    for tag in run.Tags()["tensors"]:
+        plugins[tag] = run.SummaryMetadata(tag).plugin_data.plugin_name
+        for event in run.Tensors(tag):
+            value = tf.make_ndarray(event.tensor_proto)
+            if value.ndim == 0 and value.dtype.kind in "fiu":
+                value = float(value)
+            events.setdefault(tag, []).append((event.step, value))
+    return events, plugins

@@ -9,6 +9,7 @@ import zipfile
 import pytest
 
 from tests.testing_utils import ROOT
+from tf_tradyx._version import __version__
 
 pytestmark = pytest.mark.slow  # builds in a subprocess
 
@@ -24,6 +25,9 @@ def test_sdist_builds_a_wheel_with_assets_and_console_scripts(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     sdist = next(out.glob("*.tar.gz"))
     wheel = next(out.glob("*.whl"))  # `build` makes the wheel from the sdist
+    # Named and stamped with the one version of tf_tradyx/_version.py (setup.cfg reads it).
+    assert sdist.name == f"tf_tradyx-{__version__}.tar.gz"
+    assert wheel.name.startswith(f"tf_tradyx-{__version__}-")
     names = tarfile.open(sdist).getnames()
     assert any(n.endswith("tf_tradyx/models/assets/mbv2-w0.35.npz") for n in names)
     assert any(n.endswith("CHANGELOG.md") for n in names)
@@ -32,6 +36,8 @@ def test_sdist_builds_a_wheel_with_assets_and_console_scripts(tmp_path):
         files = whl.namelist()
         entry_points = next(n for n in files if n.endswith("entry_points.txt"))
         scripts = whl.read(entry_points).decode()
+        metadata = whl.read(next(n for n in files if n.endswith(".dist-info/METADATA"))).decode()
+    assert f"\nVersion: {__version__}\n" in metadata
     assert "tf_tradyx/data/assets/cifar10-sample.tar.gz" in files
     assert "tf_tradyx/models/assets/mbv2-w0.35.json" in files
     assert "tf_tradyx/cli/prune_at_init.py" in files and "tf_tradyx/__main__.py" in files
