@@ -31,7 +31,27 @@ class ChannelResampler(keras.callbacks.Callback):
     `tf_tradyx.sparse_update.optimizer_state`).
 
     Args:
-      verbose: 1 prints the units and channel count of each new selection.
+      verbose (int): 1 prints the units and channel count of each new selection.
+
+    Raises:
+      ValueError: when training starts, for a model that `wrap` did not make, or an optimizer
+        that would move unselected channels (Muon, Adafactor, Ftrl, decoupled weight decay on
+        the wrapped kernels, EMA).
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(16, 3, name="conv"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=500, layers=["conv"], seed=0)
+      >>> sparse.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      >>> x, y = np.zeros((4, 8, 8, 3), "float32"), np.zeros(4)
+      >>> history = sparse.fit(x, y, epochs=3, callbacks=[sp.ChannelResampler()], verbose=0)
+      >>> sp.draws(sparse)  # the number of the next draw: one resample per epoch
+      3
     """
 
     def __init__(self, verbose=0):
