@@ -86,7 +86,8 @@ test-fast: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
 
-# The API reference site from the docstrings (MkDocs + mkdocstrings), warnings as errors.
+# The documentation site (guides, methods, results, API reference from the docstrings) into
+# build/site/, warnings and missing links as errors. Serve it: python -m http.server 8000 -d build/site
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
