@@ -152,5 +152,56 @@ def test_smooth_activation_gate_is_the_squared_derivative():
     np.testing.assert_allclose(gate, (1 - np.tanh([0.0, 1.0, -2.0]) ** 2) ** 2, rtol=1e-5)
 
 
+def _projection_model(einsum):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 8))
+    if einsum:
+        layer = keras.layers.EinsumDense(
+            "abc,cd->abd", output_shape=(6, 5), bias_axes="d", activation="relu", name="p"
+        )
+    else:
+        layer = keras.layers.Dense(5, activation="relu", name="p")
+    h = keras.layers.GlobalAveragePooling1D()(layer(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+
+
+def test_a_dense_like_einsum_scores_exactly_as_the_dense_layer_it_equals():
+    """An EinsumDense "abc,cd->abd" is a Dense on a sequence: PX and SynFlow must give it the
+    Dense layer's scores (float64 throughout; einsum and matmul sum the same 8 products)."""
+    einsum, dense = _projection_model(True), _projection_model(False)
+    for name in ("p", "head"):
+        dense.get_layer(name).set_weights(einsum.get_layer(name).get_weights())
+    x = np.random.default_rng(0).normal(size=(8, 6, 8)).astype("float32")
+    for pruner, data in [(tx.pruning.PXPruner, x), (tx.pruning.SynFlowPruner, None)]:
+        a = pruner(verbose=False).score(tx.pruning.wrap(einsum), data)
+        b = pruner(verbose=False).score(tx.pruning.wrap(dense), data)
+        for key in b:
+            assert np.abs(b[key]).max() > 0
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=0)
+
+
+def test_einsum_and_embedding_kernels_are_masked_and_stay_zero_through_fit():
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(30, 8, name="embed")(tokens)
+    h = keras.layers.EinsumDense("abc,cde->abde", output_shape=(6, 2, 4), name="q")(h)
+    h = keras.layers.Reshape((6, 8))(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    masked = tx.pruning.wrap(keras.Model(tokens, keras.layers.Dense(3, name="head")(h)))
+    names = sorted(l.layer.name for l in tx.pruning.masked_layers(masked))
+    assert names == ["embed", "head", "q"]
+    x = np.random.default_rng(0).integers(0, 30, (16, 6)).astype("int32")
+    y = np.arange(16) % 3
+    tx.pruning.SNIPPruner(verbose=False).prune(masked, 0.6, (x, y))
+    masked.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    masked.fit(x, y, epochs=2, verbose=0)
+    for layer in tx.pruning.masked_layers(masked):
+        for kernel, mask in zip(layer.kernels, layer.masks):
+            assert np.all(np.asarray(kernel)[np.asarray(mask) == 0] == 0.0)
+    # Path-based scoring refuses the embedding by name, with what to use instead.
+    with pytest.raises(tx.pruning.UnsupportedLayerError, match="'embed'.*token ids.*SNIP"):
+        tx.pruning.PXPruner(verbose=False).prune(masked, 0.7, x)
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

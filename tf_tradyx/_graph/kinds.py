@@ -124,13 +124,29 @@ KINDS = (
         kernels=_KERNEL,
         selectable="depthwise1d",
     ),
-    # The projections of attention layers; TraDy selects the dense-like ones (see
-    # `einsum_contracted_axes`); the path networks do not treat them yet.
+    # The projections of attention layers: TraDy and the path networks treat the dense-like ones
+    # (see `einsum_contracted_axes`); every one is maskable.
     LayerKind(
         "einsum_dense",
         (layers.EinsumDense,),
+        path="weighted",
+        kernels=_KERNEL,
         selectable="einsum",
-        unsupported_why="EinsumDense (attention projections) is not treated by the path networks",
+        path_problem=lambda op: (
+            None
+            if einsum_contracted_axes(op.equation) is not None
+            else f"the einsum {op.equation!r} is not a dense map over trailing axes"
+        ),
+    ),
+    # Token embeddings: maskable (magnitude, SNIP...); the path networks need real-valued inputs.
+    LayerKind(
+        "embedding",
+        (layers.Embedding,),
+        kernels=("embeddings",),
+        unsupported_why=(
+            "an Embedding reads token ids, and path-based scoring needs real-valued inputs "
+            "(score the model after its embeddings, or use SNIP)"
+        ),
     ),
     LayerKind(
         "separable_conv",
@@ -278,9 +294,11 @@ def kind_of(op):
     return UNKNOWN
 
 
-def is_weighted(op):
-    """Whether `op` has prunable kernels (built-in weighted layers and `PrunableLayer`s)."""
-    return kind_of(op).path == "weighted"
+def is_maskable(op):
+    """Whether `op` has prunable kernels: built-in weighted layers (Conv, Dense, EinsumDense,
+    Embedding...) and `PrunableLayer`s."""
+    kind = kind_of(op)
+    return kind.name == "prunable_layer" or bool(kind.kernels)
 
 
 def prunable_kernel_names(layer):
@@ -344,7 +362,7 @@ def path_support(op):
     kind = kind_of(op)
     if kind.path is None:
         return None, kind.unsupported_why
-    problem = kind.path_problem(op) if kind.path_problem is not None else None
+    problem = kind.path_problem(see_through(op)) if kind.path_problem is not None else None
     if problem is not None:
         return None, problem
     return kind.path, None

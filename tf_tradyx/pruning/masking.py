@@ -44,7 +44,7 @@ class PrunableLayer(abc.ABC):
 def is_prunable(layer):
     """True for the built-in weighted layers of the layer-kind registry (Conv1D/2D/3D,
     DepthwiseConv, SeparableConv, Dense) and `PrunableLayer`s."""
-    return kinds.kind_of(layer).path == "weighted" and not isinstance(layer, MaskedLayer)
+    return kinds.is_maskable(layer) and not isinstance(layer, MaskedLayer)
 
 
 def prunable_variables(layer):
@@ -80,7 +80,7 @@ _NON_FINITE = (
 
 
 def _weighted(kind):
-    return kind.path == "weighted"
+    return bool(kind.kernels)
 
 
 class MaskProjection:

@@ -190,6 +190,8 @@ def linear_call(layer, x, kernels):
         return layer.linear_call(x, kernels)
     if isinstance(layer, layers.Dense):
         return ops.matmul(x, kernels[0])
+    if isinstance(layer, layers.EinsumDense):  # dense-like equations only (kinds.path_problem)
+        return ops.einsum(layer.equation, x, kernels[0])
     if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
         return ops.separable_conv(
             x,

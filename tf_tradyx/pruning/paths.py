@@ -138,6 +138,10 @@ def _kernel_pairs(op):
 
 def _with_bias(layer, y, transform):
     """y plus transform(bias) per channel, when the layer has a bias."""
+    if isinstance(layer, layers.EinsumDense):  # no use_bias; its bias spans trailing output axes
+        if layer.bias is None:
+            return y
+        return y + transform(tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
     if not getattr(layer, "use_bias", False) or layer.bias is None:
         return y
     bias = transform(tf.cast(tf.convert_to_tensor(layer.bias), y.dtype))
@@ -491,7 +495,7 @@ class PathNetwork:
             op = step.op
             kind, why = path_ops.kind_of(op)
             if kind is None:
-                yield op, why
+                yield walk.inner(op), why  # named as the user named it
                 continue
             spec = _activation_spec(op, kind) if kind in ("weighted", "activation") else None
             inner = walk.inner(op)
