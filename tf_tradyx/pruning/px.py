@@ -96,5 +96,21 @@ class PXPruner(Pruner):
 
     def _scores(self, session):
         data_term, path_term = self._compiled(session)
-        cotangent = tf.add_n([data_term(x) for x, _ in session.batches])
+        strategy = tf.distribute.get_strategy()
+        if strategy.num_replicas_in_sync > 1:  # under `with strategy.scope():`
+            cotangent = tf.add_n([_replica_sum(strategy, data_term, x) for x, _ in session.batches])
+        else:
+            cotangent = tf.add_n([data_term(x) for x, _ in session.batches])
         return [s.numpy() for s in path_term(cotangent)]
+
+
+def _replica_sum(strategy, data_term, x):
+    """The data term of batch `x` computed data-parallel: replica r takes examples r, r + n, ...
+    (any batch size), and the per-replica sums over examples are added. The data term is a sum
+    over examples, so this is the one-device value up to float round-off."""
+    replicas = strategy.num_replicas_in_sync
+    shards = strategy.experimental_distribute_values_from_function(
+        lambda context: x[context.replica_id_in_sync_group :: replicas]
+    )
+    per_replica = strategy.run(data_term, args=(shards,))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
