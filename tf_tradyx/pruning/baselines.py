@@ -12,7 +12,32 @@ from tf_tradyx.pruning.pruner import Pruner
 
 
 class RandomPruner(Pruner):
-    """I.i.d. standard-normal scores (seeded): the random baseline."""
+    """I.i.d. standard-normal scores (seeded): the random baseline.
+
+    Data-free; the same `seed` draws the same masks.
+
+    Args:
+      rounds (int | None): pruning rounds; None means 1.
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> report = tx.pruning.RandomPruner(seed=3, verbose=0).prune(masked, sparsity=0.5)
+      >>> report.kept, report.total
+      (148, 296)
+      >>> again = tx.pruning.wrap(model)
+      >>> _ = tx.pruning.RandomPruner(seed=3, verbose=0).prune(again, sparsity=0.5)
+      >>> all(np.array_equal(a.masks[0], b.masks[0]) for a, b in zip(
+      ...     tx.pruning.masked_layers(masked), tx.pruning.masked_layers(again)))
+      True
+    """
 
     needs_data = False
 
@@ -22,7 +47,31 @@ class RandomPruner(Pruner):
 
 
 class MagnitudePruner(Pruner):
-    """|theta|."""
+    """|theta|: keeps the largest weights. Data-free.
+
+    Args:
+      rounds (int | None): pruning rounds; None means 1.
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> report = tx.pruning.MagnitudePruner(verbose=0).prune(masked, sparsity=0.5)
+      >>> report.kept, report.total
+      (148, 296)
+      >>> weights = np.concatenate([np.abs(np.asarray(w.layer.kernel)).ravel()
+      ...                           for w in tx.pruning.masked_layers(masked)])
+      >>> masks = np.concatenate([np.asarray(w.masks[0]).ravel()
+      ...                         for w in tx.pruning.masked_layers(masked)])
+      >>> bool(weights[masks == 0].max() <= weights[masks == 1].min())  # the smallest went
+      True
+    """
 
     needs_data = False
 
@@ -35,6 +84,29 @@ class SynFlowPruner(Pruner):
 
     All parameters made positive (kernels, biases and BN statistics, as Synaptic-Flow's linearize),
     inference-mode BN, all-ones input; 100 rounds with the exponential schedule. Float64.
+
+    Args:
+      rounds (int | None): pruning rounds; None means 100.
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Raises:
+      ValueError: from `prune`, for a model without a fully defined input shape.
+      tx.pruning.UnsupportedLayerError: from `prune`, for layers the path networks cannot
+        compute (a `Lambda`, a `PReLU`), every one named.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> pruner = tx.pruning.SynFlowPruner(rounds=2, verbose=0)
+      >>> report = pruner.prune(masked, sparsity=0.5)  # no data: SynFlow is data-free
+      >>> report.kept, report.total, report.meta["method"]
+      (148, 296, 'synflow')
     """
 
     default_rounds = 100
@@ -63,7 +135,27 @@ class SNIPPruner(Pruner):
     """SNIP (Lee et al. 2019): |theta * dL/dtheta| on the pruning data, normalized; one shot.
 
     Args:
+      rounds (int | None): pruning rounds; None means 1 (one shot).
       loss: a Keras loss; default cross-entropy (from logits unless the model ends in softmax).
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Raises:
+      ValueError: from `prune`, for missing or unreadable (image, label) data.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> images = np.random.default_rng(0).normal(size=(20, 8, 8, 3)).astype("float32")
+      >>> labels = np.arange(20) % 10
+      >>> report = tx.pruning.SNIPPruner(verbose=0).prune(masked, 0.5, data=(images, labels))
+      >>> report.kept, report.total, report.meta["rounds"]
+      (148, 296, 1)
     """
 
     needs_labels = True
@@ -95,7 +187,31 @@ class SNIPPruner(Pruner):
 
 
 class IterSNIPPruner(SNIPPruner):
-    """Iterative SNIP: SNIP re-scored on the masked network every round (exponential schedule)."""
+    """Iterative SNIP: SNIP re-scored on the masked network every round (exponential schedule).
+
+    Args:
+      rounds (int | None): pruning rounds; None means 100.
+      loss: a Keras loss; default cross-entropy (from logits unless the model ends in softmax).
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> images = np.random.default_rng(0).normal(size=(20, 8, 8, 3)).astype("float32")
+      >>> labels = np.arange(20) % 10
+      >>> pruner = tx.pruning.IterSNIPPruner(rounds=2, verbose=0)
+      >>> report = pruner.prune(masked, 0.75, data=(images, labels))
+      >>> report.kept, report.total
+      (74, 296)
+      >>> [h["kept"] for h in report.meta["history"]]
+      [148, 74]
+    """
 
     default_rounds = 100
 
@@ -104,6 +220,31 @@ class GraSPPruner(Pruner):
     """GraSP (Wang et al. 2020): theta * (H g), temperature 200 on the logits; lowest removed.
 
     g = sum over batches of dL/dtheta (held fixed); H g by double backward.
+
+    Args:
+      rounds (int | None): pruning rounds; None means 1 (one shot).
+      loss: a Keras loss; default cross-entropy (from logits unless the model ends in softmax).
+      temperature (float): the logits are divided by it before the loss.
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Raises:
+      ValueError: from `prune`, for missing or unreadable (image, label) data.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> images = np.random.default_rng(0).normal(size=(20, 8, 8, 3)).astype("float32")
+      >>> labels = np.arange(20) % 10
+      >>> pruner = tx.pruning.GraSPPruner(temperature=200.0, verbose=0)
+      >>> report = pruner.prune(masked, 0.5, data=(images, labels))
+      >>> report.kept, report.total, report.meta["method"]
+      (148, 296, 'grasp')
     """
 
     needs_labels = True

@@ -64,11 +64,38 @@ class Draw:
 class NTKSAPPruner(Pruner):
     """NTK-SAP: |dJ/dm| of the output's finite-difference change under weight noise (above).
 
+    Data-free: it draws its own Gaussian inputs and weights, so `prune` takes no data.
+
     Args:
-      samples: random networks (weights, inputs, noise) per round (the authors' R; 5 on CIFAR).
-      epsilon: size of the weight perturbation.
-      batch_size: random inputs per sample.
-      **kwargs: the Pruner arguments; `rounds` defaults to 20, the authors' CIFAR setting.
+      rounds (int | None): pruning rounds; None means 20, the authors' CIFAR setting.
+      samples (int): random networks (weights, inputs, noise) per round (the authors' R; 5 on
+        CIFAR).
+      epsilon (float): size of the weight perturbation.
+      batch_size (int): random inputs per sample.
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Raises:
+      ValueError: for a non-positive `samples`, `batch_size` or `epsilon`; from `prune`, for a
+        model with several inputs or without a fully defined input shape, or a frozen
+        BatchNormalization.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> pruner = tx.pruning.NTKSAPPruner(rounds=1, samples=1, batch_size=4, verbose=0)
+      >>> report = pruner.prune(masked, sparsity=0.5)
+      >>> report.kept, report.total, report.meta["method"]
+      (148, 296, 'ntk_sap')
+      >>> tx.pruning.NTKSAPPruner(samples=0)
+      Traceback (most recent call last):
+      ...
+      ValueError: samples must be a positive integer, got 0.
     """
 
     default_rounds = 20

@@ -46,7 +46,29 @@ def kind_of(op):
 
 
 class UnsupportedLayerError(ValueError):
-    """A layer the path-based scorers cannot treat exactly."""
+    """A layer the path-based scorers cannot treat exactly.
+
+    Raised by `PathNetwork` and so by PX and SynFlow (which compute modified copies of the
+    network layer by layer), naming every such layer at once, with what they support and the
+    pruners that take any differentiable layer instead (SNIP, GraSP, magnitude, random). A
+    subclass of `ValueError`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((4,)),
+      ...     keras.layers.Dense(4),
+      ...     keras.layers.Lambda(lambda x: x * 2, name="double"),
+      ...     keras.layers.Dense(2),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> tx.pruning.SynFlowPruner(verbose=0).prune(masked, 0.5)
+      Traceback (most recent call last):
+      ...
+      tf_tradyx.pruning.path_ops.UnsupportedLayerError: Layer 'double' (Lambda) is not supported ...
+      >>> report = tx.pruning.MagnitudePruner(verbose=0).prune(masked, 0.5)  # works
+      >>> report.kept, report.total
+      (12, 24)
+    """
 
 
 def _supported():

@@ -475,6 +475,24 @@ class PathNetwork:
       UnsupportedLayerError: naming every layer the path networks cannot treat, at once.
       ValueError: for several inputs or outputs, or an unbuilt Sequential model.
       TypeError: for a subclassed model.
+
+    Examples:
+      The "connect" pass: an output unit is positive exactly when kept weights reach it.
+
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="head"),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> net = tx.pruning.PathNetwork(masked)
+      >>> ones = np.ones((1, 8, 8, 3))
+      >>> net.run(ones, "connect").shape
+      TensorShape([1, 10])
+      >>> _ = masked.layers[-1].masks[0].assign(np.zeros((8, 10)))  # cut the head
+      >>> float(np.max(net.run(ones, "connect")))
+      0.0
     """
 
     def __init__(self, model):

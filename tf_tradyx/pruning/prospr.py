@@ -28,11 +28,35 @@ class ProsPrPruner(Pruner):
     """ProsPr: |d loss after `inner_steps` SGD steps / d mask| on the pruning data (above).
 
     Args:
-      inner_steps: SGD steps differentiated through.
-      inner_lr: their learning rate.
-      inner_momentum: their momentum (PyTorch's form: v = mu * v + g; theta -= lr * v).
+      rounds (int | None): pruning rounds; None means 1 (one shot).
+      inner_steps (int): SGD steps differentiated through.
+      inner_lr (float): their learning rate.
+      inner_momentum (float): their momentum, in [0, 1) (PyTorch's form: v = mu * v + g;
+        theta -= lr * v).
       loss: a Keras loss; default cross-entropy (from logits unless the model ends in softmax).
-      **kwargs: the Pruner arguments (rounds, schedule, scope, min_density, skip, seed, verbose).
+      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
+        `seed`, `verbose`.
+
+    Raises:
+      ValueError: for a non-positive `inner_steps` or `inner_lr`, an `inner_momentum` outside
+        [0, 1); from `prune`, for missing or unreadable (image, label) data.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> images = np.random.default_rng(0).normal(size=(20, 8, 8, 3)).astype("float32")
+      >>> labels = np.arange(20) % 10
+      >>> pruner = tx.pruning.ProsPrPruner(inner_steps=1, verbose=0)
+      >>> report = pruner.prune(masked, 0.5, data=(images, labels))
+      >>> report.kept, report.total, report.meta["method"]
+      (148, 296, 'prospr')
+      >>> [w.layer.name for w in tx.pruning.masked_layers(model)]  # the original is untouched
+      []
     """
 
     needs_labels = True

@@ -80,15 +80,48 @@ class _MaskWriter:
 class Pruner(abc.ABC):
     """Base class of all pruners. Subclasses implement `_scores(session)`.
 
+    A subclass only scores: `_scores(session)` returns one array per entry of
+    `session.entries` (each entry has the kernel `variable`, its `mask` and a `name`), shaped like
+    the kernel, higher meaning keep; `session.batches` iterates the pruning data as (x, y) batches
+    and `session.round` counts the rounds from 1. The base class runs the schedule, ranks the scores
+    (exactly, globally or per layer), writes the masks and restores the model if anything fails.
+    Set the class attributes `needs_data = False` for a data-free scorer and `needs_labels = True`
+    for one that reads labels, and `default_rounds` for the rounds `rounds=None` means.
+
     Args:
-      rounds: pruning rounds; the density follows `schedule` from 1 to the target.
-      schedule: "exponential" (default), "linear", or a DensitySchedule.
-      scope: "global" (one ranking over all layers) or "local" (per-layer ranking).
-      min_density: each layer keeps at least this fraction of its weights.
+      rounds (int | None): pruning rounds; the density follows `schedule` from 1 to the target.
+        None takes the class's `default_rounds`.
+      schedule (str | DensitySchedule): "exponential" (default), "linear", or a DensitySchedule.
+      scope (str): "global" (one ranking over all layers) or "local" (per-layer ranking).
+      min_density (float): each layer keeps at least this fraction of its weights.
       skip: layer names or classes whose kernels are not ranked (their masks stay as they are).
-      seed: seed for random scores; None follows Keras' global seed (keras.utils.set_random_seed),
-        drawn when the pruner is made.
-      verbose: show a Progbar over the rounds.
+      seed (int | None): seed for random scores; None follows Keras' global seed
+        (keras.utils.set_random_seed), drawn when the pruner is made.
+      verbose (bool): show a Progbar over the rounds.
+
+    Raises:
+      ValueError: for a non-positive `rounds`, an unknown `scope` or `schedule`, a `min_density`
+        outside [0, 1] or a negative `seed`; from `prune`, for a sparsity outside [0, 1), one
+        below the model's current sparsity, a model without masks, or scores that cannot rank.
+      FloatingPointError: from `prune` and `score`, for non-finite scores (the model is restored).
+
+    Examples:
+      A pruner that keeps the largest weights (what `MagnitudePruner` does):
+
+      >>> class AbsolutePruner(tx.pruning.Pruner):
+      ...     needs_data = False
+      ...     def _scores(self, session):
+      ...         return [np.abs(np.asarray(e.variable)) for e in session.entries]
+      >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+      >>> masked = tx.pruning.wrap(model)
+      >>> pruner = AbsolutePruner(rounds=2, verbose=0)
+      >>> pruner.name
+      'absolute'
+      >>> report = pruner.prune(masked, sparsity=0.75)
+      >>> report.kept, report.total
+      (8, 32)
+      >>> [round(h["target_density"], 2) for h in report.meta["history"]]
+      [0.5, 0.25]
     """
 
     default_rounds = 1
@@ -222,13 +255,36 @@ class Pruner(abc.ABC):
         )
 
     def score(self, model, data=None):
-        """{kernel name: score array} from one scoring pass on the current masks."""
+        """{kernel name: score array} from one scoring pass on the current masks.
+
+        Args:
+          model (keras.Model): a masked model (from `wrap`); not modified.
+          data: pruning examples, as `prune` takes them (None for a data-free pruner).
+
+        Returns:
+          dict[str, np.ndarray]: one float64 array per masked kernel, shaped like the kernel.
+        """
         session = Session(self, model, data)
         return {e.name: s for e, s in zip(session.entries, self._checked_scores(session))}
 
     # ----- pruning -----
     def prune(self, model, sparsity, data=None):
-        """Prunes `model` (from `wrap`) in place to `sparsity`; returns a PruningReport."""
+        """Prunes `model` (from `wrap`) in place to `sparsity`; returns a PruningReport.
+
+        Args:
+          model (keras.Model): a masked model (from `wrap`); its masks and kernels change.
+          sparsity (float): the share of the ranked weights to remove, in [0, 1).
+          data: pruning examples, (images, labels) arrays or a `tf.data.Dataset`; None for a
+            data-free pruner.
+
+        Returns:
+          PruningReport: the masks after pruning, with `meta` holding the method, target,
+            rounds, scope, seconds and the per-round history.
+
+        Raises:
+          ValueError: for a sparsity outside [0, 1) or below the model's current one, a model
+            without masks, data that cannot be read, or scores that cannot rank the weights.
+        """
         if not isinstance(sparsity, (float, int, np.floating)) or not 0.0 <= sparsity < 1.0:
             raise ValueError(
                 f"sparsity must be in [0, 1), got {sparsity!r} (0.9 keeps 10 % of the weights)."

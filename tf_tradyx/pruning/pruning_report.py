@@ -44,7 +44,39 @@ def _is_depthwise(layer, kernel_name):
 
 
 class PruningReport:
-    """Rows (one per masked kernel) and totals; `str()` prints a table, `as_dict()` is JSON-ready."""
+    """Rows (one per masked kernel) and totals; `str()` prints a table, `as_dict()` is JSON-ready.
+
+    What `Pruner.prune` and `report` return. Each row is a dict with the kernel's `name`,
+    `shape`, `weights`, `kept`, `density`, `connected_outputs` (the share of its output channels
+    with a kept incoming weight) and `kept_positive`; the totals are properties (`total`, `kept`,
+    `density`, `collapsed`, `connected`, `coverage`, `model_sparsity`); `meta` holds what the
+    pruner adds (method, target sparsity, rounds, history). `to_json(path)` writes `as_dict()`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="head"),
+      ... ])
+      >>> masked = tx.pruning.prune_at_init(
+      ...     model, "magnitude", sparsity=0.9, min_density=0.05, verbose=0)
+      >>> result = masked.pruning_report
+      >>> result.total, result.kept, round(result.density, 3), result.collapsed
+      (296, 30, 0.101, [])
+      >>> [row["name"] for row in result.rows]
+      ['conv/kernel', 'head/kernel']
+      >>> result.meta["method"], result.as_dict()["totals"]["sparsity"] > 0.89
+      ('magnitude', True)
+      >>> print(result)  # doctest: +ELLIPSIS
+      layer                              shape                weights      kept  density out conn
+      ---...
+      conv/kernel                        3x3x3x8                  216 ...
+      head/kernel                        8x10                      80 ...
+      ---...
+      total                                                       296        30   0.1014
+      masked kernels: 94.3% of the model's 314 trainable weights; the model as a whole is 84.7% sparse
+    """
 
     def __init__(self, rows, meta=None, connected=None, model_weights=None):
         """`connected`: a number, None, or a function computing it on first use (one pass of the
@@ -192,12 +224,34 @@ def _masks(model):
 
 
 def report(model, connectivity=True):
-    """The current per-layer state of the masks of a wrapped model; `connectivity=False` skips
-    `connected` (one pass of the network, not needed by per-epoch summaries).
+    """The current per-layer state of the masks of a wrapped model.
 
     Besides density and connected outputs, `kept_positive` is the fraction of kept weights that
     are > 0: about 0.5 for a sign-blind criterion; far from it, the kept set is sign-biased, which
     makes a layer's output channels move together (seen with GraSP at initialization).
+
+    Args:
+      model (keras.Model): a masked model (from `wrap`), or a sparse-update wrap of one.
+      connectivity (bool): False skips `connected` (one pass of the network, not needed by
+        per-epoch summaries).
+
+    Returns:
+      PruningReport: one row per masked kernel; no rows for a model without masks.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="head"),
+      ... ])
+      >>> masked = tx.pruning.wrap(model)
+      >>> tx.pruning.report(masked).density  # all-ones masks
+      1.0
+      >>> _ = tx.pruning.RandomPruner(verbose=0).prune(masked, sparsity=0.75)
+      >>> result = tx.pruning.report(masked)
+      >>> result.density, result.connected
+      (0.25, 1.0)
     """
     rows, snapshot = [], {}
     for wrapper, name, mask, kernel in _masks(model):
@@ -237,8 +291,34 @@ def report(model, connectivity=True):
 
 
 def density_figure(result, title=None):
-    """A matplotlib `Figure`: per-layer density (bars) and connected outputs (dots). Needs the
-    `plots` extra. Made without pyplot, so the user's backend and open figures are untouched."""
+    """A matplotlib `Figure`: per-layer density (bars) and connected outputs (dots).
+
+    Needs the `plots` extra. Made without pyplot, so the user's backend and open figures are
+    untouched.
+
+    Args:
+      result (PruningReport | dict): a report, or its `as_dict()` (e.g. read back from JSON).
+      title (str | None): the title; None says the method and target sparsity.
+
+    Returns:
+      matplotlib.figure.Figure: one bar and one dot per masked kernel.
+
+    Raises:
+      ImportError: without matplotlib (`pip install 'tf_tradyx[plots]'`).
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="head"),
+      ... ])
+      >>> masked = tx.pruning.prune_at_init(model, "magnitude", sparsity=0.5, verbose=0)
+      >>> figure = tx.pruning.density_figure(masked.pruning_report)
+      >>> axes = figure.axes[0]
+      >>> len(axes.patches), axes.get_title(loc="left")
+      (2, 'magnitude at sparsity 0.5')
+    """
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
@@ -270,6 +350,34 @@ def density_figure(result, title=None):
 
 
 def plot_layer_density(result, path, title=None):
-    """Writes `density_figure(result, title)` as a PNG to `path` and returns the path."""
+    """Writes `density_figure(result, title)` as a PNG to `path` and returns the path.
+
+    Args:
+      result (PruningReport | dict): a report, or its `as_dict()`.
+      path (str): where to write the PNG.
+      title (str | None): the title; None says the method and target sparsity.
+
+    Returns:
+      str: `path`.
+
+    Raises:
+      ImportError: without matplotlib (`pip install 'tf_tradyx[plots]'`).
+
+    Examples:
+      >>> import tempfile
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="head"),
+      ... ])
+      >>> masked = tx.pruning.prune_at_init(model, "magnitude", sparsity=0.5, verbose=0)
+      >>> with tempfile.TemporaryDirectory() as folder:
+      ...     path = tx.pruning.plot_layer_density(
+      ...         masked.pruning_report, os.path.join(folder, "density.png"))
+      ...     with open(path, "rb") as f:
+      ...         f.read(4)
+      b'\\x89PNG'
+    """
     density_figure(result, title).savefig(path, dpi=120)
     return path

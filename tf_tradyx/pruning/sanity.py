@@ -40,7 +40,35 @@ def _fresh_values(layer, attribute, variable, seed):
 def shuffle_masks(model, seed=0):
     """Randomly permutes each kernel's mask within its layer (same per-layer density).
 
-    Weights that become unpruned get fresh values from the layer's initializer.
+    Weights that become unpruned get fresh values from the layer's initializer; kept weights
+    that stay kept keep their values.
+
+    Args:
+      model (keras.Model): a masked model (from `wrap`); changed in place.
+      seed (int | None): seed of the permutations and the fresh values; None follows Keras'
+        global seed.
+
+    Returns:
+      keras.Model: `model` itself.
+
+    Raises:
+      ValueError: for a negative or non-integer `seed`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.prune_at_init(model, "magnitude", sparsity=0.5, verbose=0)
+      >>> before = [np.asarray(w.masks[0]) for w in tx.pruning.masked_layers(masked)]
+      >>> _ = tx.pruning.shuffle_masks(masked, seed=1)
+      >>> after = [np.asarray(w.masks[0]) for w in tx.pruning.masked_layers(masked)]
+      >>> [int(a.sum()) == int(b.sum()) for a, b in zip(after, before)]  # same count per layer
+      [True, True]
+      >>> any(not np.array_equal(a, b) for a, b in zip(after, before))  # at other places
+      True
     """
     seed = _seeds.resolve(seed)
     rng = np.random.default_rng(seed)
@@ -58,8 +86,33 @@ def shuffle_masks(model, seed=0):
 
 
 def reinitialize(model, seed=0):
-    """Draws every masked kernel anew from its initializer, keeping the masks (seed=None follows
-    Keras' global seed)."""
+    """Draws every masked kernel anew from its initializer, keeping the masks.
+
+    Args:
+      model (keras.Model): a masked model (from `wrap`); changed in place.
+      seed (int | None): seed of the new values; None follows Keras' global seed.
+
+    Returns:
+      keras.Model: `model` itself, its pruned weights still zero.
+
+    Raises:
+      ValueError: for a negative or non-integer `seed`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, activation="relu"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10),
+      ... ])
+      >>> masked = tx.pruning.prune_at_init(model, "magnitude", sparsity=0.5, verbose=0)
+      >>> wrapper = tx.pruning.masked_layers(masked)[0]
+      >>> old = np.asarray(wrapper.layer.kernel).copy()
+      >>> _ = tx.pruning.reinitialize(masked, seed=1)
+      >>> new, mask = np.asarray(wrapper.layer.kernel), np.asarray(wrapper.masks[0])
+      >>> bool(np.all(new[mask == 0] == 0)), bool(np.any(new[mask == 1] != old[mask == 1]))
+      (True, True)
+    """
     seed = _seeds.resolve(seed)
     for i, wrapper in enumerate(masking.masked_layers(model)):
         for j, (var, mask) in enumerate(zip(wrapper.kernels, wrapper.masks)):

@@ -20,6 +20,34 @@ class PruningSummaries(callbacks.TensorBoard):
     Why per layer: a collapsed layer (sparsity 1) disconnects the network; TensorBoard shows it at a
     glance. Works while training a pruned model (sparsities stay fixed) and during a sparse update
     of a pruned model (they must not move). Other arguments go to `keras.callbacks.TensorBoard`.
+
+    Args:
+      log_dir (str): the TensorBoard run directory; sparsities go to its `train` subdirectory.
+      update_freq (str): must be "epoch" (sparsities are written once per epoch).
+      **kwargs: the other arguments of `keras.callbacks.TensorBoard`.
+
+    Raises:
+      ValueError: for an `update_freq` other than "epoch"; in `fit`, for a model without masks.
+      ImportError: without TensorBoard (`pip install 'tf_tradyx[tensorboard]'`).
+
+    Examples:
+      >>> import glob, tempfile
+      >>> import tensorflow as tf
+      >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
+      >>> masked = tx.pruning.prune_at_init(model, "magnitude", sparsity=0.5, verbose=0)
+      >>> masked.compile("sgd", "mse")
+      >>> with tempfile.TemporaryDirectory() as logs:
+      ...     summaries = tx.pruning.PruningSummaries(log_dir=logs)
+      ...     _ = masked.fit(np.ones((4, 4)), np.ones((4, 2)), epochs=1, verbose=0,
+      ...                    callbacks=[summaries])
+      ...     events = glob.glob(os.path.join(logs, "train", "events.*"))
+      ...     tags = {value.tag: value for path in events
+      ...             for event in tf.compat.v1.train.summary_iterator(path)
+      ...             for value in event.summary.value}
+      >>> sorted(tag for tag in tags if "sparsity" in tag)
+      ['fc/kernel/sparsity', 'sparsity/total']
+      >>> float(tf.make_ndarray(tags["sparsity/total"].tensor))
+      0.5
     """
 
     def __init__(self, log_dir="logs", update_freq="epoch", **kwargs):
