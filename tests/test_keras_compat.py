@@ -4,12 +4,15 @@ When a Keras release changes one of them, the failure is here, with the Keras ve
 internal's name in the message, instead of somewhere inside a pruning round or a resample.
 """
 
+import hashlib
+import inspect
 import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as tf_trainer  # what fix_multi_worker_fit wraps
 
 from tf_tradyx import _keras_compat as compat
 
@@ -200,7 +203,7 @@ def test_xla_tracing_is_told_apart_and_the_train_step_can_be_rebuilt():
     probe(tf.constant(1.0))
     assert seen == [True, False, False]
 
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")])
     model.compile("sgd", "mse", jit_compile=True)
     assert compat.compiled_with_xla(model)
     model.train_on_batch(np.ones((2, 2)), np.ones((2, 1)))
@@ -276,3 +279,92 @@ def test_runs_its_graph_tells_functional_subclasses_that_keep_kerass_call():
 
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
+
+
+# ---- model.fit under MultiWorkerMirroredStrategy (keras-team/keras#20585), Keras 3.15.1 -------
+
+# sha256 of the source of the two Keras internals fix_multi_worker_fit wraps, as in Keras 3.15.1.
+MULTI_WORKER_FIT_SOURCES = {
+    "TensorFlowTrainer._maybe_symbolic_build": (
+        "92a504f5eba9b29f81f1bf26180bdd5bf5186b06b7bda426534b90d2d02bc1c2"
+    ),
+    "reduce_per_replica": "2e7d54b1e6edc29a8c6a7e6b66cd4c8be3ba7842412c93753ac3afe169fa7fb8",
+}
+
+
+def test_the_multi_worker_fit_fix_wraps_keras_3_15_1_internals_unchanged():
+    """Red when Keras changes either internal (a fix upstream, or a refactor): then check whether
+    keras-team/keras#20585 is fixed (tests/integration/test_multi_worker.py, without the fix) and
+    drop or re-check `fix_multi_worker_fit`, and update the fingerprints."""
+    assert compat.MULTI_WORKER_FIT_KERAS == "3.15.1"
+    internals = {
+        "TensorFlowTrainer._maybe_symbolic_build": (
+            tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+        ),
+        "reduce_per_replica": tf_trainer.reduce_per_replica,
+    }
+    sources = {name: inspect.getsource(f) for name, f in internals.items()}  # unwraps the fix
+    # The two statements the fix exists for (trainer.py:731 and :841 in Keras 3.15.1).
+    assert "self.distribute_strategy.reduce(" in sources["TensorFlowTrainer._maybe_symbolic_build"]
+    assert 'strategy.reduce("MEAN", v, axis=0)' in sources["reduce_per_replica"]
+    for name, source in sources.items():
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        assert digest == MULTI_WORKER_FIT_SOURCES[name], (
+            f"{VERSION}: keras.src.backend.tensorflow.trainer.{name} differs from Keras "
+            f"{compat.MULTI_WORKER_FIT_KERAS}, which fix_multi_worker_fit was written for."
+        )
+
+
+@pytest.fixture
+def keras_trainer_restored(monkeypatch):
+    """Puts Keras' own functions back after a test that installs the fix."""
+    cls = tf_trainer.TensorFlowTrainer
+    monkeypatch.setattr(cls, "_maybe_symbolic_build", cls.__dict__["_maybe_symbolic_build"])
+    monkeypatch.setattr(tf_trainer, "reduce_per_replica", tf_trainer.reduce_per_replica)
+    return tf_trainer
+
+
+def _fit_tiny(strategy):
+    x = np.linspace(0, 1, 16, dtype="float32").reshape(8, 2)
+    ds = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(4)
+    with strategy.scope():
+        model = keras.Sequential(
+            [keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")]
+        )
+        model.compile("sgd", "mse")
+    return model.fit(ds, epochs=1, verbose=0).history["loss"]
+
+
+def test_the_multi_worker_fit_fix_mends_what_keras_3_15_breaks(keras_trainer_restored, monkeypatch):
+    """Keras' own "multi-worker MWMS?" test forced on for a one-device MirroredStrategy, so that
+    fit takes Keras' multi-worker branches in this process: unpatched, the scalar metric results
+    are reduced along an axis 0 they lack (red here once Keras fixes trainer.py:841); patched,
+    fit runs and reports the same loss as without the forcing. Other strategies are untouched."""
+    tf_trainer = keras_trainer_restored
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    expected = _fit_tiny(strategy)
+    keras_predicate = tf_trainer._collective_all_reduce_multi_worker
+    monkeypatch.setattr(tf_trainer, "_collective_all_reduce_multi_worker", lambda strategy: True)
+    with pytest.raises(ValueError, match="Invalid reduction dimension 0"):
+        _fit_tiny(strategy)
+    compat.fix_multi_worker_fit()
+    compat.fix_multi_worker_fit()  # idempotent: wrapped once
+    assert tf_trainer.reduce_per_replica.__wrapped__.__name__ == "reduce_per_replica"
+    assert not hasattr(tf_trainer.reduce_per_replica.__wrapped__, "tf_tradyx_multi_worker_fix")
+    np.testing.assert_allclose(_fit_tiny(strategy), expected, rtol=1e-6)
+    monkeypatch.setattr(tf_trainer, "_collective_all_reduce_multi_worker", keras_predicate)
+    np.testing.assert_allclose(_fit_tiny(tf.distribute.get_strategy()), expected, rtol=1e-6)
+
+
+def test_the_multi_worker_fit_fix_refuses_internals_it_was_not_written_for(
+    keras_trainer_restored, monkeypatch
+):
+    tf_trainer = keras_trainer_restored
+    keras_reduce = tf_trainer.reduce_per_replica
+    monkeypatch.setattr(tf_trainer, "reduce_per_replica", lambda values, strategy: values)
+    with pytest.raises(compat.KerasInternalsChanged, match=r"reduce_per_replica.*Keras 3\.15\.1"):
+        compat.fix_multi_worker_fit()
+    monkeypatch.setattr(tf_trainer, "reduce_per_replica", keras_reduce)
+    monkeypatch.delattr(tf_trainer, "_collective_all_reduce_multi_worker")
+    with pytest.raises(compat.KerasInternalsChanged, match="no such function"):
+        compat.fix_multi_worker_fit()

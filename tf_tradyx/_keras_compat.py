@@ -2,15 +2,21 @@
 
 Keras 3 has no public API for a few things both methods need (listing a model's graph nodes so
 that `tf_tradyx._graph` can interpret it op by op, finding an optimizer's per-variable state, swapping a layer's kernel for a masked tensor
-during one call). Each helper below wraps one such use; `tests/test_keras_compat.py` exercises every
-one of them, so an upgrade of Keras that changes an internal fails there, loudly and by name, not
-deep inside a pruning round. The tested range is `keras>=3.15,<4` (setup.cfg).
+during one call), and Keras' TensorFlow trainer breaks `model.fit` under a multi-worker
+MultiWorkerMirroredStrategy (mended by `fix_multi_worker_fit`). Each helper below wraps one such
+use; `tests/test_keras_compat.py` exercises every one of them, so an upgrade of Keras that changes
+an internal fails there, loudly and by name, not deep inside a pruning round. The tested range
+is `keras>=3.15,<4` (setup.cfg).
 """
+
+import functools
+import inspect
 
 import keras
 import tensorflow as tf
 from keras.src.applications import convnext  # ConvNeXt's own layers have no public name.
 from keras.src.backend.common import global_state  # Call context and name scopes.
+from keras.src.backend.tensorflow import trainer as tf_trainer  # model.fit under MWMS, below.
 from keras.src.models.functional import Functional  # No public class for "plain Functional".
 from keras.src.utils import io_utils  # print_msg honours interactive logging; not exported.
 from tensorflow.python.ops import control_flow_util  # No public "am I traced for XLA?".
@@ -299,3 +305,135 @@ def optimizer_average(optimizer, variable):
     if index is None or averages is None:
         return None
     return averages[index]
+
+
+# ---- Keras: model.fit under MultiWorkerMirroredStrategy -----------------------------------------
+
+MULTI_WORKER_FIT_KERAS = "3.15.1"  # the Keras release the fix below was written for and checked on
+
+# What the fix wraps, with the parameters it was written against (the guard checks them).
+_MULTI_WORKER_FIT_INTERNALS = {
+    "TensorFlowTrainer._maybe_symbolic_build": ("self", "iterator", "data_batch"),
+    "reduce_per_replica": ("values", "strategy", "reduction"),
+    "_collective_all_reduce_multi_worker": ("strategy",),
+}
+
+
+def _multi_worker(strategy):
+    """Keras' own test for "MultiWorkerMirroredStrategy with more than one worker"."""
+    return strategy is not None and tf_trainer._collective_all_reduce_multi_worker(strategy)
+
+
+def _first_local(value, strategy):
+    """This worker's first replica's component of a distributed value; other values as they are."""
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+def _build_from_a_local_batch(original):
+    """Keras 3.15's `TensorFlowTrainer._maybe_symbolic_build` (backend/tensorflow/trainer.py:713),
+    called by `fit` and `evaluate` before the first step, takes one batch of the distributed
+    dataset, a structure `(x, y)` of PerReplica values, and reduces the whole structure in one
+    call, `self.distribute_strategy.reduce("MEAN", batch, axis=None)` (trainer.py:731).
+    `Strategy.reduce` is documented for one DistributedValues or tensor, not a nest (TensorFlow's
+    distribute_lib.py:1780 says "TODO: support `value` being a nest"). MirroredStrategy happens to
+    accept one (`MirroredExtended._reduce_to` maps over the nest, mirrored_strategy.py:789);
+    `CollectiveAllReduceExtended._reduce_to` (MultiWorkerMirroredStrategy,
+    collective_all_reduce_strategy.py:957) does not: it passes the tuple to
+    `CrossDeviceOps.reduce`, whose `_make_tensor_into_per_replica` calls `convert_to_tensor` on
+    it, hence "Attempt to convert a value (PerReplica:{...}) ... to a Tensor"
+    (keras-team/keras#20585). The reduced batch is only read for its shapes and dtypes
+    (`Trainer._symbolic_build` turns it into KerasTensors), so under a multi-worker strategy this
+    passes Keras this worker's first replica's batch instead, with the same shapes and no
+    communication. Upstream fix: reduce leaf by leaf, or take the local results, at trainer.py:731.
+    """
+
+    @functools.wraps(original)
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is None or not _multi_worker(strategy):
+            return original(self, iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:  # as Keras does: the first batch of the epoch iterator
+            batch = next(batches)
+            data_batch = keras.tree.map_structure(lambda v: _first_local(v, strategy), batch)
+            break
+        return original(self, data_batch=data_batch)
+
+    _maybe_symbolic_build.tf_tradyx_multi_worker_fix = True
+    return _maybe_symbolic_build
+
+
+def _mean_of_scalars_over_replicas(original):
+    """Keras 3.15's `reduce_per_replica` (backend/tensorflow/trainer.py:778) reduces what
+    `train_step`/`test_step` return in each replica (the metric results: scalars) with
+    `reduction="auto"`, which is "mean" off TPUs. For MirroredStrategy it averages the replicas'
+    values, `tf.reduce_mean(local_results, axis=0)` (trainer.py:855); under a multi-worker
+    MultiWorkerMirroredStrategy it takes a separate branch, `strategy.reduce("MEAN", v, axis=0)`
+    (trainer.py:841), which reduces along a batch axis that a scalar does not have: "Invalid
+    reduction dimension 0 for input with 0 dimensions" inside the traced train step, once the
+    build above passes. For rank-0 values under a multi-worker strategy this reduces across the
+    replicas only (`axis=None`), the mean MirroredStrategy computes; everything else (other
+    strategies, reductions, values with a batch axis) goes to Keras unchanged. Upstream fix:
+    `axis=None` for scalars at trainer.py:841.
+    """
+
+    @functools.wraps(original)
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not _multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            local = _first_local(value, strategy)
+            if tf.is_tensor(local) and local.shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return keras.tree.map_structure(reduce, values)
+
+    reduce_per_replica.tf_tradyx_multi_worker_fix = True
+    return reduce_per_replica
+
+
+def _multi_worker_fit_internals():
+    """The internals the fix wraps, after checking they take the parameters it was written for."""
+    trainer_class = getattr(tf_trainer, "TensorFlowTrainer", None)
+    found = {
+        "TensorFlowTrainer._maybe_symbolic_build": getattr(
+            trainer_class, "_maybe_symbolic_build", None
+        ),
+        "reduce_per_replica": getattr(tf_trainer, "reduce_per_replica", None),
+        "_collective_all_reduce_multi_worker": getattr(
+            tf_trainer, "_collective_all_reduce_multi_worker", None
+        ),
+    }
+    for name, parameters in _MULTI_WORKER_FIT_INTERNALS.items():
+        function = found[name]
+        got = tuple(inspect.signature(function).parameters) if callable(function) else None
+        if got != parameters:
+            raise KerasInternalsChanged(
+                f"tf_tradyx's fix for model.fit under MultiWorkerMirroredStrategy wraps the Keras "
+                f"internal keras.src.backend.tensorflow.trainer.{name}{parameters}, written for "
+                f"Keras {MULTI_WORKER_FIT_KERAS}; Keras {keras.__version__} has "
+                f"{'no such function' if got is None else name + str(got)}. Install "
+                f"keras=={MULTI_WORKER_FIT_KERAS} or report this."
+            )
+    return trainer_class, found
+
+
+def fix_multi_worker_fit():
+    """Makes `model.fit`, `evaluate` and `predict` work under
+    `tf.distribute.MultiWorkerMirroredStrategy` with several workers, for any Keras model (keras-team/keras#20585: "Attempt to convert a value
+    (PerReplica:{...})"). Two statements of Keras' TensorFlow trainer are at fault (see
+    `_build_from_a_local_batch` and `_mean_of_scalars_over_replicas`); each is wrapped, for this
+    process, so that it changes nothing unless the model's strategy is a multi-worker
+    MultiWorkerMirroredStrategy, where Keras raises. Idempotent. Raises `KerasInternalsChanged`
+    when this Keras no longer has those internals as Keras 3.15.1 has them."""
+    trainer_class, found = _multi_worker_fit_internals()
+    build = found["TensorFlowTrainer._maybe_symbolic_build"]
+    if not getattr(build, "tf_tradyx_multi_worker_fix", False):
+        trainer_class._maybe_symbolic_build = _build_from_a_local_batch(build)
+    reduce = found["reduce_per_replica"]
+    if not getattr(reduce, "tf_tradyx_multi_worker_fix", False):
+        # Looked up as a module global by the train, test and predict functions at each trace.
+        tf_trainer.reduce_per_replica = _mean_of_scalars_over_replicas(reduce)

@@ -1,9 +1,7 @@
 """MultiWorkerMirroredStrategy with two worker processes on localhost (TF_CONFIG): PX's masks and
-TraDy's selections are the same on both workers and equal a one-process run.
-
-Training itself is not run here: Keras 3's `model.fit` does not support this strategy
-(keras-team/keras#20585, "Attempt to convert a value (PerReplica...)" for a plain Keras model as
-well), so the part tf_tradyx controls, pruning and sampling, is what is tested.
+TraDy's selections are the same on both workers and equal a one-process run, and `model.fit` trains
+a plain Keras model once `tf_tradyx._keras_compat.fix_multi_worker_fit` has mended the two
+statements of Keras 3.15's TensorFlow trainer that keras-team/keras#20585 trips over.
 """
 
 import json
@@ -11,13 +9,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from tests.testing_utils import ROOT
 
-pytestmark = pytest.mark.slow  # three subprocesses
+pytestmark = pytest.mark.slow  # three subprocesses per test
 
 SCRIPT = r"""
 import json, sys
@@ -49,6 +48,37 @@ with open(out + ".json", "w") as f:
 """
 
 
+FIT_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+mode, out = sys.argv[1], sys.argv[2]
+if mode == "multiworker":
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+else:
+    strategy = tf.distribute.get_strategy()
+import keras, numpy as np
+sys.path.insert(0, {root!r})
+from tf_tradyx._keras_compat import fix_multi_worker_fit
+fix_multi_worker_fit()
+rng = np.random.RandomState(0)
+x = rng.rand(64, 4).astype("float32")
+y = (x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")).astype("float32")
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # global batch 16: 8 per worker
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse", metrics=["mae"])
+history = model.fit(ds, epochs=2, validation_data=ds, verbose=0)
+evaluated = model.evaluate(ds, verbose=0)
+predicted = model.predict(ds, verbose=0)
+np.savez(out + ".npz", *[np.asarray(v) for v in model.weights], predicted)
+with open(out + ".json", "w") as f:
+    json.dump({{"replicas": strategy.num_replicas_in_sync, "history": history.history,
+               "evaluated": evaluated}}, f)
+"""
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -58,17 +88,7 @@ def _free_port():
 def test_two_workers_prune_and_sample_identically_and_like_one_process(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(root=ROOT))
-    workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
-    base = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    procs = []
-    for i in range(2):
-        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
-        env = {**base, "TF_CONFIG": json.dumps(config)}
-        cmd = [sys.executable, str(script), "multiworker", str(tmp_path / f"w{i}")]
-        procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
+    base = _run_two_workers(tmp_path, script)
     single = subprocess.run(
         [sys.executable, str(script), "single", str(tmp_path / "one")],
         env=base,
@@ -86,6 +106,55 @@ def test_two_workers_prune_and_sample_identically_and_like_one_process(tmp_path)
     for key in masks["one"].files:
         np.testing.assert_array_equal(masks["w0"][key], masks["w1"][key])
         np.testing.assert_array_equal(masks["w0"][key], masks["one"][key])
+
+
+def _run_two_workers(tmp_path, script):
+    workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
+    base = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    procs = []
+    for i in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+        env = {**base, "TF_CONFIG": json.dumps(config)}
+        cmd = [sys.executable, str(script), "multiworker", str(tmp_path / f"w{i}")]
+        procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    return base
+
+
+def test_two_workers_fit_a_plain_keras_model_like_one_process(tmp_path):
+    """keras-team/keras#20585 with the fix: fit (with validation), evaluate and predict run on both
+    workers; the workers end bit-identical (the all-reduced gradient is the same tensor on both)
+    and equal one process with the same global batch up to float32 rounding: each step's
+    gradient is the mean of two half-batch means instead of one full-batch mean, a different
+    summation order, so the weights may differ in the last bits (rtol 1e-5 over 8 SGD steps)."""
+    script = tmp_path / "fit.py"
+    script.write_text(FIT_SCRIPT.format(root=ROOT))
+    start = time.perf_counter()
+    base = _run_two_workers(tmp_path, script)
+    single = subprocess.run(
+        [sys.executable, str(script), "single", str(tmp_path / "one")],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    print(f"two workers and one process: {time.perf_counter() - start:.1f} s")
+    runs = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("w0", "w1", "one")}
+    assert runs["w0"]["replicas"] == 2 and runs["one"]["replicas"] == 1
+    assert runs["w0"] == runs["w1"]  # the same logs, metrics reduced over both workers
+    assert set(runs["w0"]["history"]) == {"loss", "mae", "val_loss", "val_mae"}
+    assert runs["w0"]["history"]["loss"][1] < runs["w0"]["history"]["loss"][0]  # it trained
+    for key in ("loss", "mae", "val_loss", "val_mae"):
+        np.testing.assert_allclose(
+            runs["w0"]["history"][key], runs["one"]["history"][key], rtol=1e-5
+        )
+    arrays = {n: np.load(tmp_path / f"{n}.npz") for n in ("w0", "w1", "one")}
+    for key in arrays["one"].files:  # the weights, then the predictions
+        np.testing.assert_array_equal(arrays["w0"][key], arrays["w1"][key])
+        np.testing.assert_allclose(arrays["w0"][key], arrays["one"][key], rtol=1e-5, atol=1e-6)
 
 
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
