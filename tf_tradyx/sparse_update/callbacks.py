@@ -94,6 +94,31 @@ class EfficiencyLogger(keras.callbacks.Callback):
     "sparse_update/units", "sparse_update/budget_used" and "sparse_update/layers_updated", so the
     progress line stays short. `keys="all"` logs every field of `Efficiency` (constants such as the
     full fine-tuning units included); a list of field names picks them.
+
+    Args:
+      keys (tuple[str] | str): `Efficiency` field names to log, or "all".
+
+    Raises:
+      ValueError: for unknown keys; in `fit`, for a model without sparse-update wrappers.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv2"], seed=0)
+      >>> sparse.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      >>> x, y = np.zeros((4, 8, 8, 3), "float32"), np.zeros(4)
+      >>> history = sparse.fit(x, y, epochs=2, verbose=0, callbacks=[
+      ...     sp.ChannelResampler(), sp.EfficiencyLogger()])
+      >>> sorted(k for k in history.history if k.startswith("sparse_update/"))
+      ['sparse_update/budget_used', 'sparse_update/layers_updated', 'sparse_update/units']
+      >>> history.history["sparse_update/units"]
+      [360.0, 360.0]
     """
 
     SHORT = ("units", "budget_used", "layers_updated")
@@ -131,6 +156,38 @@ class SelectionSummaries(SummaryCallback):
     Place it after `ChannelResampler` so that it sees the epoch's selection. Steps are the
     optimizer's (`optimizer.iterations` when the epoch starts), as for `keras.callbacks.TensorBoard`
     and `tx.pruning.PruningSummaries`, so the curves line up in one TensorBoard.
+
+    Args:
+      log_dir (str): the directory the summaries are written to.
+
+    Raises:
+      ImportError: without TensorBoard (`pip install 'tf_tradyx[tensorboard]'`).
+      ValueError: in `fit`, for a model without sparse-update wrappers.
+
+    Examples:
+      >>> import glob, tempfile
+      >>> import tensorflow as tf
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv2"], seed=0)
+      >>> sparse.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      >>> x, y = np.zeros((4, 8, 8, 3), "float32"), np.zeros(4)
+      >>> with tempfile.TemporaryDirectory() as logs:
+      ...     callbacks = [sp.ChannelResampler(), sp.SelectionSummaries(logs)]
+      ...     _ = sparse.fit(x, y, epochs=1, verbose=0, callbacks=callbacks)
+      ...     tags = {value.tag: value for path in glob.glob(os.path.join(logs, "events.*"))
+      ...             for event in tf.compat.v1.train.summary_iterator(path)
+      ...             for value in event.summary.value}
+      >>> sorted(tag for tag in tags if tag.startswith("selected"))
+      ['selected_channels/conv2', 'selected_fraction/conv2', 'selected_index/conv2']
+      >>> float(tf.make_ndarray(tags["selected_channels/conv2"].tensor))
+      2.0
     """
 
     def on_train_begin(self, logs=None):

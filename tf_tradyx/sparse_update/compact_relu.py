@@ -99,7 +99,31 @@ def replaceable_relu(layer):
 
 @keras.saving.register_keras_serializable(package="tf_tradyx")
 class CompactReLU(layers.Layer):
-    """ReLU (max_value=None) or clipped ReLU whose gradient keeps a packed bit mask."""
+    """ReLU (max_value=None) or clipped ReLU whose gradient keeps a packed bit mask.
+
+    `wrap` puts one in place of a ReLU or ReLU6 layer on the backward path (compact_activations
+    =True); forward values and gradients equal Keras' ReLU, while the backward pass keeps one bit
+    per element instead of a float32 map. `strip` turns it back into `keras.layers.ReLU`.
+
+    Args:
+      max_value (float | None): None for ReLU, 6.0 for ReLU6.
+      **kwargs: `keras.layers.Layer` arguments.
+
+    Raises:
+      ValueError: for a `max_value` that is not positive.
+
+    Examples:
+      >>> import tensorflow as tf
+      >>> relu6 = tx.sparse_update.CompactReLU(max_value=6.0)
+      >>> x = tf.constant([[-1.0, 3.0, 8.0]])
+      >>> with tf.GradientTape() as tape:
+      ...     tape.watch(x)
+      ...     y = relu6(x)
+      >>> y.numpy(), tape.gradient(y, x).numpy()
+      (array([[0., 3., 6.]], dtype=float32), array([[0., 1., 0.]], dtype=float32))
+      >>> type(relu6.to_keras()).__name__
+      'ReLU'
+    """
 
     def __init__(self, max_value=None, **kwargs):
         super().__init__(**kwargs)

@@ -29,7 +29,30 @@ BYTES_PER_UNIT = 4  # float32
 
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
-    """The per-channel costs of one selectable layer."""
+    """The per-channel costs of one selectable layer.
+
+    A row of `CostTable`. Memory is counted in units (one float32 element): updating an input
+    channel of a layer keeps its kernel slice's weight derivative (`weight_units` = C' D^2) and
+    its input map (`in_hw` = H W), `units_per_channel` in all (docs/METHODS.md 1.2).
+
+    Attributes:
+      name (str): the layer's name.
+      kind (str): "conv", "depthwise" or "dense".
+      in_channels (int): input channels.
+      out_channels (int): C' per input channel: filters / groups; the multiplier for depthwise.
+      kernel_size (tuple): the kernel's spatial size (() for dense).
+      in_hw (int): H * W of the map entering the layer (before its own padding).
+      out_hw (int): H' * W'.
+      alive (tuple | None): unpruned weights per input channel (pruned models), else None.
+      groups (int): a grouped conv's groups.
+
+    Examples:
+      >>> row = tx.sparse_update.LayerCost(
+      ...     name="conv", kind="conv", in_channels=8, out_channels=16,
+      ...     kernel_size=(3, 3), in_hw=36, out_hw=16)
+      >>> row.weight_units, row.units_per_channel, row.flops_per_channel, row.full_units
+      (144, 180, 2304, 1440)
+    """
 
     name: str
     kind: str  # "conv", "depthwise" or "dense"
@@ -94,7 +117,38 @@ class LayerCost:
 
 
 class CostTable:
-    """Per-layer costs of a model, in graph order; indexable by layer name."""
+    """Per-layer costs of a model, in graph order; indexable by layer name.
+
+    What `cost_table` returns: one `LayerCost` per selectable layer (the classifier excluded),
+    the totals of full fine-tuning, and `units(selection)` for what a selection spends.
+
+    Args:
+      rows (list[LayerCost]): the layers' costs, in graph order.
+      classifier (str | None): the classifier head's name (not counted), for the printout.
+
+    Raises:
+      KeyError: when indexed by a name that is not a selectable layer, naming the selectable ones.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> costs = sp.cost_table(model)
+      >>> costs.names, len(costs), "classifier" in costs
+      (['conv1', 'conv2'], 2, False)
+      >>> costs.units({"conv2": [0, 3]}), costs.units({"conv1": 1})  # indices, or a count
+      (360, 136)
+      >>> print(costs)  # doctest: +NORMALIZE_WHITESPACE
+      layer                       kind           C  C_out     HW  units/ch    flops/ch
+      conv1                       conv           3      8     64       136       2,592
+      conv2                       conv           8     16     36       180       2,304
+      full fine-tuning: 1,848 units over 2 layers (classifier 'classifier' not counted)
+    """
 
     def __init__(self, rows, classifier=None):
         self.rows = list(rows)
@@ -175,9 +229,21 @@ def channel_norms(kernel_like, kind, in_channels=None):
 
     Args:
       kernel_like: a kernel (or its gradient) of a selectable layer, in the layer's own shape.
-      kind: the `LayerCost.kind` ("dense", "conv", "depthwise").
-      in_channels: a "dense" layer's channel count, needed when its kernel has more than two
-        axes (an EinsumDense contracting several input axes: its channels are their entries).
+      kind (str): the `LayerCost.kind` ("dense", "conv", "depthwise").
+      in_channels (int | None): a "dense" layer's channel count, needed when its kernel has more
+        than two axes (an EinsumDense contracting several input axes: its channels are their
+        entries).
+
+    Returns:
+      np.ndarray: one float64 norm per input channel.
+
+    Examples:
+      >>> kernel = np.zeros((3, 3, 2, 4))
+      >>> kernel[:, :, 1, :] = 1.0  # input channel 1: 36 ones
+      >>> tx.sparse_update.channel_norms(kernel, "conv")
+      array([0., 6.])
+      >>> tx.sparse_update.channel_norms(np.full((3, 4), 0.5), "dense")
+      array([1., 1., 1.])
     """
     k = np.asarray(kernel_like, np.float64)
     if kind == "dense":

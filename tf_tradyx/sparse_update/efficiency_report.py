@@ -10,7 +10,30 @@ from tf_tradyx.sparse_update import sampler as sampler_lib
 
 @dataclasses.dataclass
 class Efficiency:
-    """The savings of the current selection (docs/METHODS.md 1.6), per sample."""
+    """The savings of the current selection (docs/METHODS.md 1.6), per sample.
+
+    What `efficiency` returns. `units` is the memory the selection keeps (weight derivatives and
+    input maps, in float32 elements), `full_units` what full fine-tuning of the same layers
+    keeps; `budget_used` is the share of the budget spent. `as_dict()` adds
+    `units_fraction_of_full`; `as_logs()` gives the numeric fields for Keras' epoch logs.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> eff = sp.efficiency(sp.wrap(model, budget=400, layers=["conv2"], seed=0))
+      >>> eff.strategy, eff.channels, eff.layers_updated, eff.budget_used
+      ('tradi', 2, 1, 0.9)
+      >>> round(eff.as_dict()["units_fraction_of_full"], 3)
+      0.195
+      >>> eff.as_logs()["sparse_update/units"]
+      360.0
+    """
 
     strategy: str
     units: int

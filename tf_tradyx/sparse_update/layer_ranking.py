@@ -48,7 +48,37 @@ def _warn_if_sorted(probe):
 
 
 class LayerRanking:
-    """RGN per layer (graph order); `top_k`, JSON `save`/`load`, `plot`."""
+    """RGN per layer (graph order); `top_k`, JSON `save`/`load`, `plot`.
+
+    What `rank_layers` returns: the relative gradient norm (RGN) each selectable layer
+    accumulated over a short full fine-tuning run. `top_k(coverage)` preselects the layers TraDy
+    samples from; the ranking depends on the architecture more than on the data, so one saved
+    ranking serves every run of a network.
+
+    Args:
+      scores (dict[str, float]): {layer name: RGN}, in graph order; finite and non-negative.
+      info (dict | None): what the ranking was computed on (saved with it).
+
+    Raises:
+      ValueError: for no scores, or scores that are negative or not finite.
+
+    Examples:
+      >>> import tempfile
+      >>> ranking = tx.sparse_update.LayerRanking({"conv1": 1.0, "conv2": 6.0, "conv3": 3.0})
+      >>> ranking.ranked
+      ['conv2', 'conv3', 'conv1']
+      >>> ranking.top_k(coverage=0.8), ranking.top_k(k=1)  # in graph order
+      (['conv2', 'conv3'], ['conv2'])
+      >>> with tempfile.TemporaryDirectory() as folder:
+      ...     path = os.path.join(folder, "ranking.json")
+      ...     ranking.save(path)
+      ...     tx.sparse_update.LayerRanking.load(path).scores == ranking.scores
+      True
+      >>> tx.sparse_update.LayerRanking({"conv1": float("nan")})
+      Traceback (most recent call last):
+      ...
+      ValueError: RGN scores must be finite and non-negative; ...
+    """
 
     def __init__(self, scores, info=None):
         if not scores:
@@ -212,13 +242,43 @@ def rank_layers(
 ):
     """Fine-tunes a copy of `model` with full gradients and accumulates RGN per layer.
 
+    The relative gradient norm (RGN) of a layer is the sum over its input channels of the
+    channel's kernel-gradient norm divided by the channel's memory cost, accumulated over every
+    step; layers with a high RGN learn the most per unit of memory (docs/METHODS.md 1.3).
+
     Args:
-      model: a Functional/Sequential model (not modified).
+      model (keras.Model): a Functional/Sequential model (not modified).
       data: a dataset of (x, y) batches, or an (x, y) tuple of arrays.
-      epochs: passes over `data` (the paper uses a few).
+      epochs (int): passes over `data` (the paper uses a few).
       loss: defaults to the model's compiled loss, else the cross-entropy its output calls for.
-      optimizer: defaults to SGD(0.01) without momentum.
-      steps_per_epoch: cap on batches per epoch.
+      optimizer (keras.optimizers.Optimizer | None): defaults to SGD(0.01) without momentum.
+      steps_per_epoch (int | None): cap on batches per epoch (needed for an infinite dataset).
+      classifier (str | None): the classifier head, not ranked; "auto" finds it.
+      verbose (int): 1 shows a progress bar, 0 nothing.
+
+    Returns:
+      LayerRanking: the RGN of every selectable layer, with what it was computed on in `info`.
+
+    Raises:
+      ValueError: for a non-positive `epochs`, weights or data that are not finite, an infinite
+        dataset without `steps_per_epoch`, no batches, or a run that diverges.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> x = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32")
+      >>> y = np.arange(8) % 10
+      >>> ranking = sp.rank_layers(model, (x, y), epochs=1, verbose=0)
+      >>> ranking.layers, ranking.info["steps"]
+      (['conv1', 'conv2'], 1)
+      >>> sorted(ranking.top_k(k=2))
+      ['conv1', 'conv2']
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")

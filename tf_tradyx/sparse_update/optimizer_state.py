@@ -51,8 +51,37 @@ def slot_variables(optimizer, variable):
 
 
 def reset_optimizer_state(model, optimizer):
-    """Resets the optimizer state of every wrapped kernel's unselected channels (input channels, or
-    output neurons for an output-axis strategy) to its initial value; selected ones keep theirs."""
+    """Resets the optimizer state of every wrapped kernel's unselected channels to its initial value.
+
+    Channels are input channels, or output neurons for an output-axis strategy; selected ones
+    keep their state. `resample` and `set_selection` call it; with a zero gradient and zero
+    state, an unselected channel then stays bit-identical through the epoch.
+
+    Args:
+      model (keras.Model): a model from `wrap`.
+      optimizer (keras.optimizers.Optimizer): its slots (momentum, Adam moments, ...) of the
+        wrapped kernels are reset; variables it has not built state for are skipped.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv2"], seed=0)
+      >>> optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+      >>> optimizer.build(sparse.trainable_variables)
+      >>> kernel = sp.sparse_kernels(sparse)[0]
+      >>> momentum = next(m for m in optimizer.momentums if m.shape == kernel.shape)
+      >>> _ = momentum.assign(np.ones(kernel.shape))
+      >>> sp.set_selection(sparse, {"conv2": [1]}, optimizer=None)
+      >>> sp.reset_optimizer_state(sparse, optimizer)
+      >>> [int(np.asarray(momentum)[:, :, c].sum()) for c in range(3)]  # only channel 1 kept
+      [0, 144, 0]
+    """
     for w in _wrappers(model):
         slots = slot_variables(optimizer, w.kernel)
         if not slots:
@@ -72,7 +101,34 @@ def _wrappers(model):
 
 
 def check_optimizer(model, optimizer):
-    """Raises ValueError for an optimizer that would move unselected channels (weight decay, EMA)."""
+    """Raises ValueError for an optimizer that would move unselected channels (weight decay, EMA).
+
+    The wrappers call it before the first train step; call it yourself to check early.
+
+    Args:
+      model (keras.Model): a model from `wrap`.
+      optimizer (keras.optimizers.Optimizer | None): the optimizer to check (None passes).
+
+    Raises:
+      ValueError: for Muon, Adafactor or Ftrl, an optimizer with `use_ema=True`, or one whose
+        weight decay applies to a wrapped kernel (exclude them with `sparse_kernels`).
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv2"], seed=0)
+      >>> sp.check_optimizer(sparse, keras.optimizers.SGD(0.01))  # passes
+      >>> sp.check_optimizer(sparse, keras.optimizers.Adafactor())
+      Traceback (most recent call last):
+      ...
+      ValueError: Adafactor cannot be used for sparse updates: ...
+    """
     check_kernels(optimizer, _wrappers(model))
 
 

@@ -22,7 +22,43 @@ _ATTRIBUTE = "_tradyx_sampler"
 
 
 class Sampler:
-    """Strategy, budget (units), seed and candidate layers of one wrapped model."""
+    """Strategy, budget (units), seed and candidate layers of one wrapped model.
+
+    `wrap` and `attach` make it and put it on the model (`sampler_of` reads it back); `resample`
+    asks it for the next selection. Each draw depends only on (seed, draw number).
+
+    Args:
+      strategy (Strategy): what selects the channels.
+      costs (CostTable): the model's costs.
+      layers (list[str]): the candidate (wrapped) layer names.
+      budget (int | str | None): memory units, or bytes as a string ("200KB"); None for the
+        strategies that take no budget.
+      seed (int | None): the draws' seed; None follows Keras' global seed.
+      count_pruned (bool): False counts only unpruned weights of a channel toward the budget.
+      recompute (bool): frozen segments are recomputed in the backward pass.
+
+    Raises:
+      ValueError: for a budgeted strategy without a budget, a budget that cannot pay for one
+        channel, or a non-positive one; from `draw`, for a selection outside the wrapped layers,
+        with invalid channels, or over the budget.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv1", "conv2"], seed=0)
+      >>> sampler = sp.sampler_of(sparse)
+      >>> sampler.strategy.name, sampler.budget, sampler.layers
+      ('tradi', 400, ['conv1', 'conv2'])
+      >>> chosen = sampler.draw(sparse, epoch=5)  # the same for the same (seed, epoch)
+      >>> all(np.array_equal(chosen[n], c) for n, c in sampler.draw(sparse, epoch=5).items())
+      True
+    """
 
     def __init__(
         self, strategy, costs, layers, budget=None, seed=0, count_pruned=True, recompute=False
@@ -114,7 +150,38 @@ def install(model, sampler):
 
 
 def sampler_of(model, required=True):
-    """The model's `Sampler` (None when absent and not `required`)."""
+    """The model's `Sampler` (None when absent and not `required`).
+
+    Args:
+      model (keras.Model): a model from `wrap` or `attach`.
+      required (bool): raise when the model has no sampler, instead of returning None.
+
+    Returns:
+      Sampler | None: the sampler `wrap` or `attach` put on the model.
+
+    Raises:
+      ValueError: when `required` and the model has none (e.g. loaded from a file without
+        `attach`).
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv1", "conv2"], seed=0)
+      >>> sp.sampler_of(sparse).seed
+      0
+      >>> sp.sampler_of(model, required=False) is None
+      True
+      >>> sp.sampler_of(model)
+      Traceback (most recent call last):
+      ...
+      ValueError: This model carries no sparse-update sampler: ...
+    """
     sampler = getattr(model, _ATTRIBUTE, None)
     if sampler is None and required:
         raise ValueError(
@@ -127,17 +194,93 @@ def sampler_of(model, required=True):
 
 
 def sparse_layers(model):
-    """The `ChannelSparseUpdate` wrappers of a model, in graph order."""
+    """The `ChannelSparseUpdate` wrappers of a model, in graph order.
+
+    Args:
+      model (keras.Model): any model.
+
+    Returns:
+      list[ChannelSparseUpdate]: empty for a model without sparse-update wrappers.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv1", "conv2"], seed=0)
+      >>> [w.name for w in sp.sparse_layers(sparse)]
+      ['sparse_update_conv1', 'sparse_update_conv2']
+    """
     return walk.layers_of_type(model, ChannelSparseUpdate)
 
 
 def sparse_kernels(model):
-    """The kernel variables of the wrapped layers."""
+    """The kernel variables of the wrapped layers.
+
+    What to exclude from an optimizer's weight decay (`check_optimizer`).
+
+    Args:
+      model (keras.Model): any model.
+
+    Returns:
+      list[keras.Variable]: one kernel per `ChannelSparseUpdate` wrapper, in graph order.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv1", "conv2"], seed=0)
+      >>> [tuple(k.shape) for k in sp.sparse_kernels(sparse)]
+      [(3, 3, 3, 8), (3, 3, 8, 16)]
+      >>> optimizer = keras.optimizers.AdamW(weight_decay=0.01)
+      >>> optimizer.exclude_from_weight_decay(var_list=sp.sparse_kernels(sparse))
+    """
     return [w.kernel for w in sparse_layers(model)]
 
 
 def set_selection(model, selection, optimizer="auto"):
-    """Selects exactly these channels {layer name: indices}; other wrapped layers get none."""
+    """Selects exactly these channels {layer name: indices}; other wrapped layers get none.
+
+    Every entry is checked before any is assigned. The budget is not checked: it binds the
+    strategy, not a selection set by hand.
+
+    Args:
+      model (keras.Model): a model from `wrap`.
+      selection (dict): {wrapped layer name: channel indices}.
+      optimizer: the optimizer whose state of the unselected channels is reset; "auto" takes the
+        model's (if compiled), None resets nothing.
+
+    Raises:
+      ValueError: for names that are not wrapped layers, or invalid indices (out of range,
+        repeated).
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv1", "conv2"], seed=0)
+      >>> sp.set_selection(sparse, {"conv2": [0, 5]})
+      >>> {name: list(map(int, c)) for name, c in sp.selection(sparse).items()}
+      {'conv2': [0, 5]}
+      >>> sp.set_selection(sparse, {"classifier": [0]})
+      Traceback (most recent call last):
+      ...
+      ValueError: ['classifier'] are not wrapped layers; wrapped: ['conv1', 'conv2'].
+    """
     by_name = {w.layer.name: w for w in sparse_layers(model)}
     unknown = [n for n in selection if n not in by_name]
     if unknown:
@@ -182,7 +325,32 @@ def reserve_upcoming(model, epochs):
 
 
 def draws(model):
-    """The number of the next draw (0 right after `wrap`'s initial draw, +1 per resample)."""
+    """The number of the next draw (0 right after `wrap`'s initial draw, +1 per resample).
+
+    Saved with the model, so a second `fit` continues the stream instead of replaying it.
+
+    Args:
+      model (keras.Model): a model from `wrap`.
+
+    Returns:
+      int: the draw number `resample` uses next; 0 for a model without wrappers.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv1", "conv2"], seed=0)
+      >>> sp.draws(sparse)
+      0
+      >>> _ = sp.resample(sparse)
+      >>> sp.draws(sparse)
+      1
+    """
     wrappers = sparse_layers(model)
     return int(wrappers[0].draws.numpy()) if wrappers else 0
 
@@ -203,7 +371,39 @@ def mark_epoch(model, epoch):
 def resample(model, epoch=None, optimizer="auto"):
     """Draws a new selection with the model's strategy; returns it ({layer: indices}).
 
-    `epoch`: the draw number to use (the stream position); None continues the model's stream.
+    What `ChannelResampler` calls at every epoch start; call it yourself in a custom loop.
+
+    Args:
+      model (keras.Model): a model from `wrap` (or `attach`).
+      epoch (int | None): the draw number to use (the stream position); None continues the
+        model's stream.
+      optimizer: the optimizer whose state of the unselected channels is reset; "auto" takes the
+        model's (if compiled), None resets nothing.
+
+    Returns:
+      dict[str, np.ndarray]: the new selection; for the strategies that train whole variables,
+        the current one.
+
+    Raises:
+      ValueError: for a model without a sampler, or a strategy's selection that is invalid or
+        over the budget.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, layers=["conv1", "conv2"], seed=0)
+      >>> first = sp.resample(sparse, epoch=1)
+      >>> again = sp.resample(sparse, epoch=1)  # a draw depends on (seed, draw number) only
+      >>> all(np.array_equal(first[n], again[n]) for n in first)
+      True
+      >>> sp.efficiency(sparse).units <= 400
+      True
     """
     sampler = sampler_of(model)
     if sampler.strategy.mode != "channels":
@@ -218,7 +418,29 @@ def resample(model, epoch=None, optimizer="auto"):
 
 
 def selection(model):
-    """{layer name: sorted input-channel indices} of the channels currently updated."""
+    """{layer name: sorted input-channel indices} of the channels currently updated.
+
+    Args:
+      model (keras.Model): a model from `wrap`.
+
+    Returns:
+      dict[str, np.ndarray]: only the layers with at least one selected channel (output neurons
+        for Velocity); for the "full" strategy, every channel of every selectable layer.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, budget=400, strategy=sp.TraDy(["conv2"]), seed=0)
+      >>> chosen = sp.selection(sparse)
+      >>> list(chosen), len(chosen["conv2"])  # 2 channels of 180 units fit in 400
+      (['conv2'], 2)
+    """
     sampler = sampler_of(model, required=False)
     if sampler is not None and sampler.strategy.mode == "full":
         return {r.name: np.arange(r.in_channels) for r in sampler.costs}

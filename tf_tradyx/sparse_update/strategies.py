@@ -37,6 +37,28 @@ class RandomChannels(Strategy):
 
     With `layers` (the ranking's top-K) and dynamic=True this is TraDy; without `layers` it draws
     from every selectable layer (Full Random).
+
+    Args:
+      layers (list[str] | None): the candidate layer names; None draws from every selectable
+        layer.
+      dynamic (bool): draw again at every epoch (with `ChannelResampler`); False draws once, at
+        `wrap` time.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> strategy = sp.RandomChannels(dynamic=False)  # static Full Random
+      >>> strategy.name
+      'static_full_random'
+      >>> sparse = sp.wrap(model, budget=400, strategy=strategy, seed=0)
+      >>> sp.efficiency(sparse).units <= 400
+      True
     """
 
     predictable = True  # draws depend only on the rng: XLA traces can reserve room for them
@@ -114,6 +136,35 @@ class DetRGN(Strategy):
 
     Candidates are the given `layers`, or every selectable layer when none are given. `data` is not
     saved with a model: give it again to `attach` (`attach(loaded, strategy=DetRGN(data=...))`).
+
+    Args:
+      data: (x, y) batches the gradients are computed on: a `tf.data.Dataset` of batches or an
+        (x, y) tuple of arrays.
+      layers (list[str] | None): candidate layer names; None means every selectable layer.
+      batches (int): how many batches of `data` the gradients sum over.
+      dynamic (bool): select again at every epoch; False selects once, at `wrap` time.
+      loss: a Keras loss; default the cross-entropy the model's output calls for.
+
+    Raises:
+      ValueError: for a non-positive `batches`; when selecting, without `data`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> x = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32")
+      >>> y = np.arange(8) % 10
+      >>> strategy = sp.DetRGN(data=(x, y), layers=["conv2"], batches=1, dynamic=False)
+      >>> strategy.name
+      'static_det_rgn'
+      >>> sparse = sp.wrap(model, budget=400, strategy=strategy, seed=0)
+      >>> {name: len(channels) for name, channels in sp.selection(sparse).items()}
+      {'conv2': 2}
     """
 
     def __init__(self, data=None, layers=None, batches=4, dynamic=True, loss=None):
@@ -157,7 +208,34 @@ class DetRGN(Strategy):
 
 @_register
 class WholeVariables(Strategy):
-    """No channel selection: "full" (everything), "classifier" (head only), "bias" (TinyTL)."""
+    """No channel selection: "full" (everything), "classifier" (head only), "bias" (TinyTL).
+
+    The baselines that train whole variables; they take no budget.
+
+    Args:
+      mode (str): "full", "classifier" or "bias" (the biases of every selectable layer and the
+        classifier).
+
+    Raises:
+      ValueError: for another mode, or when given `layers`.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> sparse = sp.wrap(model, strategy=sp.WholeVariables("classifier"))
+      >>> sp.selection(sparse), sp.sparse_layers(sparse)
+      ({}, [])
+      >>> sp.WholeVariables("head")
+      Traceback (most recent call last):
+      ...
+      ValueError: mode must be 'full', 'classifier' or 'bias', got 'head'.
+    """
 
     dynamic = False
     budgeted = False

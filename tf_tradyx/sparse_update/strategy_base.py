@@ -13,7 +13,27 @@ register = keras.saving.register_keras_serializable(package="tf_tradyx")
 
 @dataclasses.dataclass
 class SelectionContext:
-    """What a strategy may look at when it selects."""
+    """What a strategy may look at when it selects.
+
+    The sampler builds one for every draw and passes it to `Strategy.select`.
+
+    Attributes:
+      model (keras.Model): the wrapped model (its current weights included).
+      costs (CostTable): the costs of every selectable layer.
+      layers (list[str]): the candidate (wrapped) layer names.
+      budget (int | None): the budget in units (None for fixed schemes).
+      rng (np.random.Generator): seeded by (seed, draw number): use it for any randomness.
+      epoch (int): the draw number.
+      count_pruned (bool): False when only unpruned weights of a channel count toward the budget.
+
+    Examples:
+      >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+      >>> context = tx.sparse_update.SelectionContext(
+      ...     model=model, costs=tx.sparse_update.cost_table(model, classifier=None),
+      ...     layers=["fc"], budget=8, rng=np.random.default_rng(0))
+      >>> context.costs["fc"].units_per_channel, context.epoch, context.count_pruned
+      (4, 0, True)
+    """
 
     model: object  # the wrapped model
     costs: object  # CostTable of every selectable layer
@@ -29,6 +49,39 @@ class Strategy(abc.ABC):
 
     `layers` are the candidate layer names (None: the strategy decides, e.g. every selectable
     layer). A subclass that takes arguments implements `get_config` so that it can be saved.
+
+    `select(context)` returns {layer name: input-channel indices} given a `SelectionContext`;
+    the sampler checks the result against the wrapped layers and the budget before it assigns
+    it. Register the subclass with `@keras.saving.register_keras_serializable()` to load a
+    saved model that uses it.
+
+    Examples:
+      A static strategy: the input channels with the largest kernel norm, until the budget.
+
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> class LargestNorm(sp.Strategy):
+      ...     dynamic = False  # selected once, at wrap time
+      ...     name = "largest_norm"
+      ...     def __init__(self, layers=None):
+      ...         self.layers = layers
+      ...     def select(self, context):
+      ...         name = context.layers[0]
+      ...         wrapper = next(w for w in sp.sparse_layers(context.model)
+      ...                        if w.layer.name == name)
+      ...         row = context.costs[name]
+      ...         norms = sp.channel_norms(wrapper.kernel, row.kind)
+      ...         count = context.budget // row.units_per_channel
+      ...         return {name: np.argsort(-norms)[:count]}
+      >>> sparse = sp.wrap(model, budget=400, strategy=LargestNorm(["conv2"]), seed=0)
+      >>> {name: len(channels) for name, channels in sp.selection(sparse).items()}
+      {'conv2': 2}
     """
 
     dynamic = True

@@ -27,10 +27,33 @@ class SparseUpdateScheme(Strategy):
     last `n` selectable layers when an int) train too; they cost no units. The scheme is fixed, so
     its cost may differ from a budget; `efficiency` reports both.
 
+    `SU` is the same class.
+
     Args:
-      scheme: {layer name: fraction of input channels in [0, 1]}, or a name in `PAPER_SCHEMES`
-        (tiny-training's notation, resolved against the model when it is wrapped).
-      bias_layers: an int n (the last n selectable layers) or a list of layer names.
+      scheme (dict | str): {layer name: fraction of input channels in [0, 1]}, or a name in
+        `PAPER_SCHEMES` (tiny-training's notation, resolved against the model when it is wrapped).
+      bias_layers (int | list[str]): an int n (the last n selectable layers) or a list of layer
+        names.
+
+    Raises:
+      ValueError: for an unknown scheme name, an empty scheme, a fraction outside [0, 1], or
+        `layers` given besides the scheme.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> strategy = sp.SparseUpdateScheme({"conv2": 0.25}, bias_layers=["conv2"])
+      >>> sparse = sp.wrap(model, strategy=strategy, seed=0)
+      >>> {name: len(channels) for name, channels in sp.selection(sparse).items()}
+      {'conv2': 2}
+      >>> sp.SU is sp.SparseUpdateScheme
+      True
     """
 
     dynamic = False

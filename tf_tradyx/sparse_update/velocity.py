@@ -67,12 +67,35 @@ def _batch_of(data, images, rank):
 class Velocity(Strategy):
     """Output neurons with the fastest-moving outputs per weight, every epoch (module docstring).
 
+    Its budget counts weights only (`Efficiency.budgeted_units`); `Efficiency.units` also counts
+    the input maps the selected neurons keep.
+
     Args:
       data: inputs to watch (an array, an (x, y) tuple or a dataset); the first `images` are used.
         Not saved with a model: give it again to `attach`.
-      images: how many images to watch (the authors use 10 held-out images).
-      momentum: mu of the velocity (0.5, the authors' value).
-      layers: candidate layers; default every selectable layer (the classifier head trains whole).
+      images (int): how many images to watch (the authors use 10 held-out images).
+      momentum (float): mu of the velocity (0.5, the authors' value).
+      layers (list[str] | None): candidate layers; default every selectable layer (the
+        classifier head trains whole).
+
+    Raises:
+      ValueError: for a non-positive `images`, a `momentum` outside [0, 1); when selecting, for
+        data that is not a batch of the model's inputs, or no images.
+
+    Examples:
+      >>> model = keras.Sequential([
+      ...     keras.Input((8, 8, 3)),
+      ...     keras.layers.Conv2D(8, 3, name="conv1"),
+      ...     keras.layers.Conv2D(16, 3, name="conv2"),
+      ...     keras.layers.GlobalAveragePooling2D(),
+      ...     keras.layers.Dense(10, name="classifier"),
+      ... ])
+      >>> sp = tx.sparse_update
+      >>> images = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+      >>> sparse = sp.wrap(model, budget=300, strategy=sp.Velocity(images, images=4), seed=0)
+      >>> eff = sp.efficiency(sparse)
+      >>> eff.strategy, eff.budgeted_units <= 300
+      ('velocity', True)
     """
 
     channel_axis = "output"

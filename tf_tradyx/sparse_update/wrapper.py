@@ -55,6 +55,29 @@ class ChannelSparseUpdate(layers.Wrapper):
         kernel derivative needs the layer's whole input, so a layer keeps its input when any of
         its outputs is selected, and nothing otherwise (outside XLA; under XLA it always keeps it).
         For a depthwise conv (depth multiplier 1) output c is input channel c, so the two agree.
+      **kwargs: `keras.layers.Wrapper` arguments; the name defaults to "sparse_update_<layer>".
+
+    Raises:
+      ValueError: for a layer that is not selectable, uses LoRA or quantization, or an output
+        selection that the layer cannot make (grouped convs, depth multipliers); for channel
+        indices out of range or repeated.
+
+    Examples:
+      `wrap` puts one around every candidate layer; standalone, it selects by hand:
+
+      >>> layer = tx.sparse_update.ChannelSparseUpdate(keras.layers.Dense(2, name="fc"))
+      >>> _ = layer(np.ones((1, 4), "float32"))  # builds
+      >>> layer.name, layer.in_channels
+      ('sparse_update_fc', 4)
+      >>> layer.set_channels([1, 3])
+      >>> layer.get_channels()
+      array([1, 3])
+      >>> import tensorflow as tf
+      >>> with tf.GradientTape() as tape:
+      ...     loss = keras.ops.sum(layer(np.ones((1, 4), "float32")))
+      >>> gradient = tape.gradient(loss, layer.kernel)
+      >>> np.abs(np.asarray(gradient)).sum(axis=1)  # only input channels 1 and 3
+      array([0., 2., 0., 2.], dtype=float32)
     """
 
     _tradyx_wrapper = True
