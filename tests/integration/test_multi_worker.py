@@ -1,6 +1,6 @@
 """MultiWorkerMirroredStrategy with two worker processes on localhost (TF_CONFIG): PX's masks and
 TraDy's selections are the same on both workers and equal a one-process run, and `model.fit` trains
-a plain Keras model once `tf_tradyx._keras_compat.fix_multi_worker_fit` has mended the two
+a plain Keras model once `tx.multi_worker.enable_multi_worker_fit` has mended the two
 statements of Keras 3.15's TensorFlow trainer that keras-team/keras#20585 trips over.
 """
 
@@ -58,8 +58,8 @@ else:
     strategy = tf.distribute.get_strategy()
 import keras, numpy as np
 sys.path.insert(0, {root!r})
-from tf_tradyx._keras_compat import fix_multi_worker_fit
-fix_multi_worker_fit()
+import tf_tradyx as tx
+tx.multi_worker.enable_multi_worker_fit()
 rng = np.random.RandomState(0)
 x = rng.rand(64, 4).astype("float32")
 y = (x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")).astype("float32")
