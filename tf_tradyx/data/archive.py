@@ -57,7 +57,23 @@ _SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
 
 
 class ArchiveError(ValueError):
-    """An archive that cannot be trusted or read (bad checksum, truncated, links, too large)."""
+    """An archive that cannot be trusted or read (bad checksum, truncated, links, too large).
+
+    Raised by `extract`, and so by `from_folder` and `train_test` given an archive, before
+    anything is written to the cache. A subclass of `ValueError`.
+
+    Examples:
+      >>> import tarfile, tempfile
+      >>> tmp = tempfile.TemporaryDirectory()
+      >>> archive = os.path.join(tmp.name, "data.tar.gz")
+      >>> with tarfile.open(archive, "w:gz") as tar:
+      ...     tar.add(tmp.name, arcname="data", recursive=False)
+      >>> tx.data.extract(archive, sha256="0" * 64, cache_dir=tmp.name)
+      Traceback (most recent call last):
+      ...
+      tf_tradyx.data.archive.ArchiveError: Archive '...' has sha256 ..., expected 000...
+      >>> tmp.cleanup()
+    """
 
 
 def cache_root(cache_dir=None):
@@ -186,12 +202,33 @@ def extract(path, sha256=None, cache_dir=None, *, max_extracted_bytes=None):
         very well (uncompressed BMPs, say).
 
     Returns:
-      The cache folder (under `<cache>/extracted/`).
+      str: the cache folder (under `<cache>/extracted/`).
 
     Raises:
       FileNotFoundError: `path` is not a file.
       ArchiveError: a wrong checksum, an unreadable archive, a member that is a link, device or
         FIFO or that would land outside the folder, or more bytes than `max_extracted_bytes`.
+
+    Examples:
+      >>> import tempfile
+      >>> import tensorflow as tf
+      >>> tmp = tempfile.TemporaryDirectory()
+      >>> for split in ("train", "test"):
+      ...     for label, name in enumerate(["cat", "dog"]):
+      ...         os.makedirs(os.path.join(tmp.name, split, name))
+      ...         for i in range(2):
+      ...             png = tf.io.encode_png(np.full((8, 8, 3), 100 * label + i, np.uint8))
+      ...             tf.io.write_file(os.path.join(tmp.name, split, name, f"{i}.png"), png)
+      >>> import tarfile
+      >>> archive = os.path.join(tmp.name, "pets.tar.gz")
+      >>> with tarfile.open(archive, "w:gz") as tar:
+      ...     tar.add(os.path.join(tmp.name, "train"), arcname="pets/train")
+      >>> folder = tx.data.extract(archive, cache_dir=os.path.join(tmp.name, "cache"))
+      >>> sorted(os.listdir(os.path.join(folder, "pets", "train", "dog")))
+      ['0.png', '1.png']
+      >>> tx.data.extract(archive, cache_dir=os.path.join(tmp.name, "cache")) == folder  # cached
+      True
+      >>> tmp.cleanup()
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(

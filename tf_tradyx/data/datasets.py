@@ -31,11 +31,44 @@ OFFLINE_HELP = (
 
 
 class DatasetUnavailableError(RuntimeError):
-    """The dataset is not prepared locally and cannot be downloaded from here."""
+    """The dataset is not prepared locally and cannot be downloaded from here.
+
+    Raised by `load` when TFDS has not prepared the dataset in `data_dir` and either
+    `download=False` or no dataset host answers; the message lists the offline alternatives
+    (`from_folder`, `cifar10_sample`). A subclass of `RuntimeError`.
+
+    Examples:
+      >>> import tempfile
+      >>> with tempfile.TemporaryDirectory() as empty:  # doctest: +SKIP
+      ...     tx.data.load("cifar10", data_dir=empty, download=False)
+      Traceback (most recent call last):
+      ...
+      tf_tradyx.data.datasets.DatasetUnavailableError: ...
+      >>> issubclass(tx.data.DatasetUnavailableError, RuntimeError)
+      True
+    """
 
 
 def num_classes(name):
-    """Number of classes of a supported dataset."""
+    """Number of classes of a supported dataset.
+
+    Args:
+      name (str): a key of `SUPPORTED_DATASETS`.
+
+    Returns:
+      int: the number of classes.
+
+    Raises:
+      ValueError: for an unknown name, listing the supported ones.
+
+    Examples:
+      >>> tx.data.num_classes("cifar10"), tx.data.num_classes("oxford_flowers102")
+      (10, 102)
+      >>> tx.data.num_classes("mnist")
+      Traceback (most recent call last):
+      ...
+      ValueError: Unknown dataset 'mnist'; supported: [...].
+    """
     if name not in SUPPORTED_DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; supported: {sorted(SUPPORTED_DATASETS)}.")
     return SUPPORTED_DATASETS[name]
@@ -72,11 +105,21 @@ def load(
       download: allow downloading and preparing when the dataset is not prepared yet.
       manual_dir: TFDS manual-download directory (for datasets whose files you fetch yourself).
       download_config: a `tfds.download.DownloadConfig`, passed through (overrides manual_dir).
+      shuffle_files: let TFDS shuffle the order of its files.
       network_timeout: seconds for the reachability check before any download.
+
+    Returns:
+      tf.data.Dataset: unbatched (uint8 image, int64 label) examples.
 
     Raises:
       ValueError: unknown dataset name.
       DatasetUnavailableError: not prepared and no way to download it here.
+
+    Examples:
+      >>> tx.data.num_classes("cifar100")  # offline: what a supported dataset holds
+      100
+      >>> train = tx.data.load("cifar10", "train[:1%]")  # doctest: +SKIP
+      >>> image, label = next(iter(train))  # doctest: +SKIP
     """
     try:
         import tensorflow_datasets as tfds  # An optional extra; slow to import, only its users pay.

@@ -145,8 +145,26 @@ def image_header(path):
 
 
 def image_size(path):
-    """(height, width) of a JPEG, PNG, GIF or BMP from its header; None if the header is
-    unreadable."""
+    """(height, width) of a JPEG, PNG, GIF or BMP from its header, without decoding it.
+
+    Args:
+      path (str): an image file.
+
+    Returns:
+      tuple[int, int] | None: (height, width); None when the header is unreadable.
+
+    Raises:
+      ValueError: for a path that is not a regular file (a folder, a FIFO, a device).
+
+    Examples:
+      >>> import tempfile
+      >>> import tensorflow as tf
+      >>> with tempfile.TemporaryDirectory() as folder:
+      ...     path = os.path.join(folder, "image.png")
+      ...     tf.io.write_file(path, tf.io.encode_png(np.zeros((6, 9, 3), np.uint8)))
+      ...     tx.data.image_size(path)
+      (6, 9)
+    """
     header = image_header(path)
     return None if header is None else header[:2]
 
@@ -368,13 +386,36 @@ def from_folder(
         `tf_tradyx.data.extract`); raise it for a trusted archive that compresses very well.
 
     Returns:
-      The dataset, with `class_names` and `num_examples` attributes.
+      tf.data.Dataset: unbatched (image, label) examples, with `class_names` and `num_examples`
+        attributes; labels are positions in `class_names`.
 
     Raises:
       FileNotFoundError: no such path or split folder.
       ValueError: no images, an unreadable, corrupt, non-regular or too large image, images of
         different sizes without `image_size`, or class folders other than `class_names`.
       ArchiveError: an archive that cannot be trusted or read.
+
+    Examples:
+      A folder root/<split>/<class>/<image>:
+
+      >>> import tempfile
+      >>> import tensorflow as tf
+      >>> tmp = tempfile.TemporaryDirectory()
+      >>> for split in ("train", "test"):
+      ...     for label, name in enumerate(["cat", "dog"]):
+      ...         os.makedirs(os.path.join(tmp.name, split, name))
+      ...         for i in range(2):
+      ...             png = tf.io.encode_png(np.full((8, 8, 3), 100 * label + i, np.uint8))
+      ...             tf.io.write_file(os.path.join(tmp.name, split, name, f"{i}.png"), png)
+      >>> train = tx.data.from_folder(tmp.name, "train")
+      >>> train.class_names, train.num_examples
+      (['cat', 'dog'], 4)
+      >>> [(tuple(image.shape), int(label)) for image, label in train.take(1)]
+      [((8, 8, 3), 0)]
+      >>> small = tx.data.from_folder(tmp.name, "test", image_size=(4, 4))
+      >>> tuple(next(iter(small))[0].shape)
+      (4, 4, 3)
+      >>> tmp.cleanup()
     """
     files, labels, class_names = list_files(
         path,

@@ -18,19 +18,60 @@ _TINYML = ("mbv2-w0.35", "mcunet-in1", "mcunet-5fps", "proxyless-w0.3")
 
 
 def resize(image, size):
-    """Bilinear resize of an image or batch to `size` (int or (h, w)); returns float32 in [0, 255]."""
+    """Bilinear resize of an image or batch to `size` (int or (h, w)); returns float32 in [0, 255].
+
+    Args:
+      image: an (H, W, C) image or an (N, H, W, C) batch, uint8 or float.
+      size (int | tuple[int, int]): the new (height, width); an int for a square.
+
+    Returns:
+      tf.Tensor: float32, same value range as the input.
+
+    Examples:
+      >>> tx.data.resize(np.full((8, 8, 3), 200, np.uint8), 4).shape
+      TensorShape([4, 4, 3])
+      >>> tx.data.resize(np.zeros((2, 8, 8, 3)), (16, 12)).shape
+      TensorShape([2, 16, 12, 3])
+    """
     size = (size, size) if isinstance(size, int) else tuple(size)
     return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
 
 
 def normalize(image, mean, std):
-    """(image / 255 - mean) / std, per channel; accepts uint8 or float in [0, 255]."""
+    """(image / 255 - mean) / std, per channel; accepts uint8 or float in [0, 255].
+
+    Args:
+      image: an image or batch, uint8 or float in [0, 255].
+      mean (sequence[float]): per-channel means of images scaled to [0, 1].
+      std (sequence[float]): per-channel standard deviations, likewise.
+
+    Returns:
+      tf.Tensor: float32.
+
+    Examples:
+      >>> pixel = np.array([[[255, 0, 51]]], np.uint8)
+      >>> tx.data.normalize(pixel, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.1]).numpy()
+      array([[[ 1., -1., -3.]]], dtype=float32)
+      >>> tx.data.normalize(pixel, tx.data.CIFAR10_MEAN, tx.data.CIFAR10_STD).dtype.name
+      'float32'
+    """
     image = tf.cast(image, tf.float32) / 255.0
     return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
 def scale_to_symmetric(image):
-    """pixel / 127.5 - 1: the [-1, 1] input of the tinyML networks."""
+    """pixel / 127.5 - 1: the [-1, 1] input of the tinyML networks.
+
+    Args:
+      image: an image or batch, uint8 or float in [0, 255].
+
+    Returns:
+      tf.Tensor: float32 in [-1, 1].
+
+    Examples:
+      >>> tx.data.scale_to_symmetric(np.array([0, 51, 255], np.uint8)).numpy()
+      array([-1. , -0.6,  1. ], dtype=float32)
+    """
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
@@ -69,6 +110,22 @@ def cifar_augment(image, seed=None):
     """The standard CIFAR augmentation: 4-pixel zero pad, random crop back, random horizontal flip.
 
     `seed` is a (2,) int tensor for the stateless ops; without it, the stateful ops use the global seed.
+
+    Args:
+      image: one (H, W, C) image (map it over an unbatched dataset, or pass it to `prepare`).
+      seed: a (2,) int seed for the stateless ops, or None.
+
+    Returns:
+      tf.Tensor: an image of the same shape and dtype.
+
+    Examples:
+      >>> image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+      >>> out = tx.data.cifar_augment(image, seed=[1, 2])
+      >>> tuple(out.shape), out.dtype.name
+      ((8, 8, 3), 'uint8')
+      >>> np.array_equal(out, tx.data.cifar_augment(image, seed=[1, 2]))  # stateless: repeatable
+      True
+      >>> ds = tx.data.cifar10_sample("test").map(lambda x, y: (tx.data.cifar_augment(x), y))
     """
     shape = tf.shape(image)
     padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])

@@ -65,7 +65,25 @@ VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"
 
 
 def vgg16_bn(num_classes=100, input_shape=(32, 32, 3)):
-    """CIFAR VGG-16 with batch norm (open_lth "cifar_vgg_16"): 13 convs, global average pool, Dense."""
+    """CIFAR VGG-16 with batch norm (open_lth "cifar_vgg_16"): 13 convs, global average pool, Dense.
+
+    Args:
+      num_classes (int): outputs of the final Dense (logits).
+      input_shape (tuple): (height, width, channels) of the input.
+
+    Returns:
+      keras.Model: a Functional model with random weights.
+
+    Raises:
+      ValueError: for a `num_classes` that is not a positive integer.
+
+    Examples:
+      >>> model = tx.models.vgg16_bn(num_classes=100)
+      >>> sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
+      13
+      >>> model.output_shape
+      (None, 100)
+    """
     _check_classes(num_classes)
     inputs = keras.Input(input_shape, name="image")
     x, conv = inputs, 0

@@ -43,7 +43,26 @@ def canonical_name(name):
 
 
 def load_config(name):
-    """The layer configuration (dict) of a network, from the JSON shipped with the package."""
+    """The layer configuration (dict) of a network, from the JSON shipped with the package.
+
+    Args:
+      name (str): a tinyML network of `NETWORKS` ("mbv2-w0.35", "mcunet-in1", "proxyless-w0.3").
+
+    Returns:
+      dict: the network's layers: "first_conv", "blocks" (one dict per block), and the rest.
+
+    Raises:
+      ValueError: for an unknown name, listing the valid ones.
+
+    Examples:
+      >>> config = tx.models.load_config("mbv2-w0.35")
+      >>> "first_conv" in config, len(config["blocks"]) > 10
+      (True, True)
+      >>> tx.models.load_config("resnet20")
+      Traceback (most recent call last):
+      ...
+      ValueError: Unknown tinyML network 'resnet20'; valid names: [...]...
+    """
     with open(os.path.join(ASSETS, NETWORKS[canonical_name(name)] + ".json")) as f:
         return json.load(f)
 
@@ -78,6 +97,30 @@ def tinyml(name, input_size=128, num_classes=1000, feature_mix=False):
 
     Layer names follow the files' paths: first_conv, blocks_<i>_{pointwise1,depthwise,pointwise2},
     feature_mix, classifier.
+
+    Args:
+      name (str): "mbv2-w0.35", "mcunet-in1" (or its alias "mcunet-5fps") or "proxyless-w0.3".
+      input_size (int): the input's height and width, a multiple of 32.
+      num_classes (int): outputs of the classifier.
+      feature_mix (bool): keep the network's feature-mix 1x1 conv before the classifier.
+
+    Returns:
+      keras.Model: a Functional model with random weights (`load_pretrained` loads ImageNet's).
+
+    Raises:
+      ValueError: for an unknown name, an `input_size` that is not a multiple of 32, or a
+        `num_classes` that is not a positive integer.
+
+    Examples:
+      >>> model = tx.models.tinyml("mbv2-w0.35", input_size=64, num_classes=10)
+      >>> model.input_shape, model.output_shape
+      ((None, 64, 64, 3), (None, 10))
+      >>> model.layers[1].name, model.layers[-1].name
+      ('first_conv_pad', 'classifier')
+      >>> tx.models.tinyml("mbv2-w0.35", input_size=100)
+      Traceback (most recent call last):
+      ...
+      ValueError: input_size must be a positive multiple of 32 ...
     """
     name = canonical_name(name)
     _check_args(input_size, num_classes)
