@@ -52,6 +52,27 @@ def _tests():
 TESTS = sorted(_tests(), key=lambda t: t.name)
 
 
+# Public names deliberately without an example of their own, with the reason. Modules (e.g.
+# `tx.sparse_update.memory`) and plain constants (dicts, tuples, strings, numbers) are not checked.
+WITHOUT_EXAMPLE = {}
+
+
+def test_every_public_class_and_function_has_an_example():
+    """Keras' docstring contract: every public class and function shows a runnable `>>>` example
+    in its own docstring (an alias, e.g. `SU` for `SparseUpdateScheme`, shares its target's)."""
+    finder = doctest.DocTestFinder(recurse=False)
+    missing = []
+    for name, value in _public_objects():
+        if inspect.ismodule(value) or not (inspect.isclass(value) or callable(value)):
+            continue
+        if name in WITHOUT_EXAMPLE:
+            continue
+        tests = finder.find(value, name, module=inspect.getmodule(value), globs={})
+        if not any(t.examples for t in tests):
+            missing.append(name)
+    assert not missing, f"public names without a runnable Example: {missing}"
+
+
 def test_the_main_api_has_examples():
     names = {t.name for t in TESTS}
     for required in (
