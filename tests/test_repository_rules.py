@@ -273,6 +273,22 @@ def test_the_test_module_naming_rule():
     assert _test_module_of("tf_tradyx/__main__.py") == "tests/test_main.py"
 
 
+def test_the_library_prints_through_keras_print_msg():
+    """Messages go through Keras' `io_utils.print_msg` (`_keras_compat.print_msg`), which honours
+    `keras.config.disable_interactive_logging()`; a bare `print` would not."""
+    offenders = []
+    for path in _python_files("tf_tradyx"):
+        tree = ast.parse(open(path).read(), path)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+            ):
+                offenders.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
 

@@ -2,12 +2,12 @@
 
 import sys
 
-from tf_tradyx import cli
+from tf_tradyx import _keras_compat, cli
 from tf_tradyx._version import __version__
 
 
 def main():
-    print(f"tf_tradyx {__version__}\n" + cli.__doc__)
+    _keras_compat.print_msg(f"tf_tradyx {__version__}\n" + cli.__doc__)
     return 0
 
 

@@ -6,6 +6,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
+from tf_tradyx import _keras_compat
 from tf_tradyx.data import preprocessing
 from tf_tradyx.data.datasets import DatasetUnavailableError
 from tf_tradyx.sparse_update import costs
@@ -16,7 +17,9 @@ def start(main, module_name):
     main module's, which for an installed script is the small launcher pip writes."""
     if any(arg in ("--help", "--helpshort", "-h", "-?") for arg in sys.argv[1:]):
         module = sys.modules[module_name]
-        print(module.__doc__.strip() + "\n\nflags:\n" + flags.FLAGS.module_help(module))
+        _keras_compat.print_msg(
+            module.__doc__.strip() + "\n\nflags:\n" + flags.FLAGS.module_help(module)
+        )
         sys.exit(0)
     app.run(_one_line_errors(main))
 

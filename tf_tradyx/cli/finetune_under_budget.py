@@ -17,6 +17,7 @@ import keras
 from absl import flags
 
 import tf_tradyx as tx
+from tf_tradyx import _keras_compat
 from tf_tradyx.cli import _program
 
 FLAGS = flags.FLAGS
@@ -131,7 +132,9 @@ def _run(outputs):
             ranking = tx.sparse_update.LayerRanking.load(FLAGS.layers_from)
         else:
             start = time.time()
-            print("Ranking layers by RGN (once per architecture; --layers_from skips this):")
+            _keras_compat.print_msg(
+                "Ranking layers by RGN (once per architecture; --layers_from skips this):"
+            )
             ranking = tx.sparse_update.rank_layers(
                 model, train_ds, epochs=FLAGS.rank_epochs, loss=loss, verbose=1
             )
@@ -177,7 +180,7 @@ def _run(outputs):
         }
     )
     outputs.write_json("results.json", result)
-    print(
+    _keras_compat.print_msg(
         f"{FLAGS.strategy} on {FLAGS.model}: test accuracy {accuracy:.4f}; last selection "
         f"{eff.units:,} units ({eff.units / eff.full_units:.1%} of full fine-tuning), activation "
         f"sparsity {eff.activation_sparsity:.1%}, weight-derivative sparsity "

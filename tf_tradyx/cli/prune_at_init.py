@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import flags, logging
 
 import tf_tradyx as tx
+from tf_tradyx import _keras_compat
 from tf_tradyx.cli import _program
 
 FLAGS = flags.FLAGS
@@ -104,7 +105,7 @@ def _run(outputs):
         pruner = tx.pruning.get_pruner(FLAGS.method, rounds=FLAGS.rounds, seed=FLAGS.seed)
         masked = tx.pruning.wrap(model)
         report = pruner.prune(masked, FLAGS.sparsity, data=prune_ds)
-        print(report)
+        _keras_compat.print_msg(report)
         if FLAGS.plot:
             try:
                 tx.pruning.density_figure(report).savefig(outputs.path("density.png"), dpi=120)
@@ -154,7 +155,7 @@ def _run(outputs):
     )
     result["nonzero_kernel_weights_after_training"] = nonzero
     outputs.write_json("report.json", result)
-    print(
+    _keras_compat.print_msg(
         f"{FLAGS.method} {FLAGS.model}: density {final.density:.4f}, test accuracy "
         f"{accuracy:.4f}, report in {os.path.join(FLAGS.out, 'report.json')}"
     )

@@ -18,6 +18,7 @@ import numpy as np
 from absl import flags
 
 import tf_tradyx as tx
+from tf_tradyx import _keras_compat
 from tf_tradyx.cli import _program
 
 FLAGS = flags.FLAGS
@@ -91,7 +92,7 @@ def _run(outputs, model_file):
     )
     masked = tx.pruning.wrap(model, skip=["classifier"])
     t = time.time()
-    print(
+    _keras_compat.print_msg(
         f"PX: pruning {FLAGS.model} to {FLAGS.sparsity:.0%} sparsity on 10 images per class...",
         flush=True,
     )
@@ -115,7 +116,7 @@ def _run(outputs, model_file):
     if FLAGS.layers_from:
         ranking = tx.sparse_update.LayerRanking.load(FLAGS.layers_from)
     else:
-        print("RGN: ranking layers with one epoch of full fine-tuning...", flush=True)
+        _keras_compat.print_msg("RGN: ranking layers with one epoch of full fine-tuning...")
         ranking = tx.sparse_update.rank_layers(masked, train_ds, epochs=1, loss=loss, verbose=1)
         ranking.save(outputs.path("ranking.json"))
     budget = tx.sparse_update.parse_budget(FLAGS.budget)
@@ -139,7 +140,7 @@ def _run(outputs, model_file):
     sparse.compile(keras.optimizers.SGD(lr), loss, metrics=["accuracy"])
     t = time.time()
     report_epoch = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda e, logs: print(
+        on_epoch_end=lambda e, logs: _keras_compat.print_msg(
             f"epoch {e + 1}/{FLAGS.epochs}: loss {logs['loss']:.3f}, test accuracy "
             f"{logs['val_accuracy']:.2%}, {int(logs['sparse_update/units']):,} units in "
             f"{int(logs['sparse_update/layers_updated'])} layers",
@@ -219,7 +220,7 @@ def _run(outputs, model_file):
         ("summary", os.path.join(FLAGS.out, "summary.json")),
     ]
     width = max(len(k) for k, _ in rows)
-    print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    _keras_compat.print_msg("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     assert np.isfinite(acc_after)
 
 

@@ -11,6 +11,7 @@ import os
 import sys
 import tarfile
 
+from tf_tradyx import _keras_compat
 from tf_tradyx.data import folders
 
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
@@ -75,4 +76,4 @@ def build_sample_archive(src, dst, per_class=None, top="cifar10-sample"):
 
 if __name__ == "__main__":
     n = build_sample_archive(sys.argv[1], sys.argv[2])
-    print(f"wrote {n} images to {sys.argv[2]}")
+    _keras_compat.print_msg(f"wrote {n} images to {sys.argv[2]}")
