@@ -356,9 +356,9 @@ CASES = [
         "Cannot sparse-update",
     ),
     (
-        "su/wrapper on a Conv1D",
+        "su/wrapper on a Conv2DTranspose",
         small_cnn,
-        lambda m: SU.ChannelSparseUpdate(keras.layers.Conv1D(4, 3)),
+        lambda m: SU.ChannelSparseUpdate(keras.layers.Conv2DTranspose(4, 3)),
         ValueError,
         "Cannot sparse-update",
     ),
