@@ -94,7 +94,6 @@ def _run(outputs, model_file):
     t = time.time()
     _keras_compat.print_msg(
         f"PX: pruning {FLAGS.model} to {FLAGS.sparsity:.0%} sparsity on 10 images per class...",
-        flush=True,
     )
     report = tx.pruning.PXPruner(rounds=FLAGS.rounds, seed=FLAGS.seed, verbose=1).prune(
         masked, FLAGS.sparsity, data=prune_data
@@ -144,7 +143,6 @@ def _run(outputs, model_file):
             f"epoch {e + 1}/{FLAGS.epochs}: loss {logs['loss']:.3f}, test accuracy "
             f"{logs['val_accuracy']:.2%}, {int(logs['sparse_update/units']):,} units in "
             f"{int(logs['sparse_update/layers_updated'])} layers",
-            flush=True,
         )
     )
     history = sparse.fit(

@@ -18,8 +18,8 @@ class RandomPruner(Pruner):
 
     Args:
       rounds (int | None): pruning rounds; None means 1.
-      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
-        `seed`, `verbose`.
+        The other arguments are those of `Pruner`: `schedule`, `scope`, `min_density`,
+        `skip`, `seed`, `verbose`.
 
     Examples:
       >>> model = keras.Sequential([
@@ -51,8 +51,8 @@ class MagnitudePruner(Pruner):
 
     Args:
       rounds (int | None): pruning rounds; None means 1.
-      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
-        `seed`, `verbose`.
+        The other arguments are those of `Pruner`: `schedule`, `scope`, `min_density`,
+        `skip`, `seed`, `verbose`.
 
     Examples:
       >>> model = keras.Sequential([
@@ -87,8 +87,8 @@ class SynFlowPruner(Pruner):
 
     Args:
       rounds (int | None): pruning rounds; None means 100.
-      **kwargs: the other arguments of `Pruner`: `schedule`, `scope`, `min_density`, `skip`,
-        `seed`, `verbose`.
+        The other arguments are those of `Pruner`: `schedule`, `scope`, `min_density`,
+        `skip`, `seed`, `verbose`.
 
     Raises:
       ValueError: from `prune`, for a model without a fully defined input shape.
