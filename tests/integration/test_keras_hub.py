@@ -78,5 +78,23 @@ def test_pruning_a_bert_model_says_how_little_of_it_the_masks_cover():
     assert report.coverage < 0.5 and report.model_sparsity < 0.25
 
 
+def test_a_vit_model_is_wrapped_for_pruning_without_rebuilding_the_backbones_layers():
+    """KerasHub 0.32's ViT patching layer does not round-trip its config; the backbone clones
+    whole from its own arguments, so masks go on the head and the pruners say what they cover."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=8, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16
+    )
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(backbone(inputs)[:, 0]))
+    masked = tx.pruning.wrap(model)
+    x = np.random.default_rng(0).random((8, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(masked(x), model(x), rtol=1e-6, atol=1e-6)
+    with pytest.warns(UserWarning, match="masked kernels hold only"):
+        tx.pruning.SNIPPruner(verbose=False).prune(masked, 0.5, (x, np.arange(8) % 2))
+    with pytest.raises(tx.pruning.UnsupportedLayerError, match="vit_encoder"):
+        tx.pruning.PXPruner(verbose=False).prune(masked, 0.7, x)
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -47,6 +47,33 @@ def fresh_copy(layer):
     return layer.__class__.from_config(layer.get_config())
 
 
+def clone(model, clone_layer, changes):
+    """`keras.models.clone_model(model, clone_function=clone_layer, recursive=True)`, except that
+    a nested model none of whose layers `changes(layer)` is rebuilt whole from its own config.
+
+    Why: a library's model may clone and save while some of its layers' own configs do not
+    round-trip (KerasHub 0.32's ViT patching layer); rebuilding every layer from its config would
+    fail there for nothing, when no layer inside needs replacing.
+
+    Args:
+      model: a Functional or Sequential model.
+      clone_layer: the replacement of each (non-model) layer, as Keras' `clone_function`.
+      changes: whether `clone_layer` replaces a layer by something else (a wrapper).
+
+    Returns:
+      The clone (weights to be copied by the caller, e.g. through `layer_pairs`).
+    """
+
+    def clone_one(layer):
+        if isinstance(layer, keras.Model):
+            if any(changes(inner) for inner in flatten_layers(layer)):
+                return keras.models.clone_model(layer, clone_function=clone_one)
+            return fresh_copy(layer)
+        return clone_layer(layer)
+
+    return keras.models.clone_model(model, clone_function=clone_one)
+
+
 def layers_of_type(model, cls):
     """The layers of `model` (nested models expanded) that are instances of `cls`, in graph order."""
     return [layer for layer in flatten_layers(model) if isinstance(layer, cls)]

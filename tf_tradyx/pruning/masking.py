@@ -313,7 +313,9 @@ def wrap(model, skip=()):
             return MaskedLayer(fresh, dtype=fresh.dtype_policy)
         return fresh
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    clone = walk.clone(
+        model, clone_layer, lambda layer: is_prunable(layer) and not matches_skip(layer, skip)
+    )
     for original, cloned in layer_pairs(model, clone):
         target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
         target.set_weights(original.get_weights())
@@ -376,7 +378,7 @@ def strip(model):
         inner = layer.layer if isinstance(layer, MaskedLayer) else layer
         return walk.fresh_copy(inner)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    clone = walk.clone(model, clone_layer, lambda layer: isinstance(layer, MaskedLayer))
     for original, cloned in layer_pairs(model, clone):
         if isinstance(original, MaskedLayer):
             baked = {

@@ -223,7 +223,11 @@ def wrap(
             )
         return walk.fresh_copy(layer)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    def changes(layer):
+        relu = compact and compact_relu.replaceable_relu(layer) is not False
+        return relu or walk.inner(layer).name in wanted
+
+    clone = walk.clone(model, clone_layer, changes)
     for original, cloned in walk.layer_pairs(model, clone):
         if isinstance(cloned, ChannelSparseUpdate):
             source = walk.inner(original)
@@ -401,7 +405,11 @@ def strip(model):
             return MaskedLayer(fresh) if layer.kernel_mask is not None else fresh
         return walk.fresh_copy(layer)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    clone = walk.clone(
+        model,
+        clone_layer,
+        lambda layer: isinstance(layer, (compact_relu.CompactReLU, ChannelSparseUpdate)),
+    )
     for original, cloned in walk.layer_pairs(model, clone):
         if isinstance(original, ChannelSparseUpdate):
             target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
