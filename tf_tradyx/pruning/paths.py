@@ -263,12 +263,15 @@ class _Pass:
         override = self.kernels.get(id(var))
         if override is not None:
             return override
-        theta = tf.cast(tf.convert_to_tensor(var), self.dtype)
-        m = tf.cast(tf.convert_to_tensor(mask), self.dtype) if mask is not None else None
+        theta, m = tf.convert_to_tensor(var), None if mask is None else tf.convert_to_tensor(mask)
+        if self.dtype is not None:
+            theta = tf.cast(theta, self.dtype)
+            m = None if m is None else tf.cast(m, self.dtype)
         return self.transform_kernel(theta, m)
 
     def transform_kernel(self, theta, mask):
-        raise NotImplementedError
+        """The real (masked) kernel; each auxiliary pass transforms it (or replaces it)."""
+        return theta * mask if mask is not None else theta
 
     def weighted(self, op, x):
         layer, pairs = _kernel_pairs(op)
@@ -295,6 +298,7 @@ class RealPass(_Pass):
         if not isinstance(gates, GateRecorder):
             raise TypeError(f"The real pass records into a GateRecorder, got {type(gates)!r}.")
         self.gates = gates
+        self.dtype = None  # the model's own precision: kernels are not cast
 
     def prepare(self, x):
         return x
@@ -333,10 +337,7 @@ class RealPass(_Pass):
         if kind == "activation":
             return x
         layer, pairs = _kernel_pairs(op)
-        kernels = [
-            tf.convert_to_tensor(v) * (1 if m is None else tf.convert_to_tensor(m))
-            for v, m in pairs
-        ]
+        kernels = [self.kernel(v, m) for v, m in pairs]
         return _with_bias(layer, path_ops.linear_call(layer, x, kernels), lambda b: b)
 
 
@@ -423,7 +424,7 @@ class PathTermPass(_Pass):
     mode = "z2"
 
     def transform_kernel(self, theta, mask):
-        base = theta * mask if mask is not None else theta
+        base = super().transform_kernel(theta, mask)
         return base * base
 
 
@@ -433,8 +434,7 @@ class SynFlowPass(_Pass):
     mode = "synflow"
 
     def transform_kernel(self, theta, mask):
-        base = theta * mask if mask is not None else theta
-        return tf.abs(base)
+        return tf.abs(super().transform_kernel(theta, mask))
 
     def after_linear(self, layer, y):
         return _with_bias(layer, y, tf.abs)
