@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import layers
 
 from tf_tradyx import _keras_compat
+from tf_tradyx._graph import kinds
 from tf_tradyx.sparse_update import (
     channel_grads,
     compact_relu,
@@ -113,7 +114,7 @@ class ChannelSparseUpdate(layers.Wrapper):
                 "Conv2D, DepthwiseConv2D, Conv1D, DepthwiseConv1D (channels_last), Dense and "
                 "EinsumDense with a dense-like equation (e.g. 'abc,cde->abde')."
             )
-        if channel_axis == "output" and costs.kinds.selectable_kind(layer) not in (
+        if channel_axis == "output" and kinds.selectable_kind(layer) not in (
             "conv",
             "depthwise",
             "dense",
@@ -217,7 +218,8 @@ class ChannelSparseUpdate(layers.Wrapper):
     @property
     def kind(self):
         """The canonical map the layer is computed as: "dense", "conv" or "depthwise"."""
-        return layer_views.view_of(self.layer).kind
+        view = getattr(self, "view", None)  # set in build
+        return (view or layer_views.view_of(self.layer)).kind
 
     def kernel_channel_mask(self, keep):
         """A per-channel 0/1 vector shaped to broadcast over the layer's kernel (the selection's
