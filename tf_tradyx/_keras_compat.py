@@ -110,6 +110,42 @@ def set_untracked(obj, name, value):
     object.__setattr__(obj, name, value)
 
 
+def tracked_sublayers(layer):
+    """The sublayers Keras tracks on `layer` (`Layer._layers`), in the order it tracked them."""
+    return list(layer._layers)
+
+
+def all_sublayers(layer):
+    """Every layer inside `layer`, depth first, itself excluded (`Layer._flatten_layers`)."""
+    return list(layer._flatten_layers(include_self=False, recursive=True))
+
+
+def swap_sublayer(parent, attribute, index, new):
+    """Puts `new` where `parent.<attribute>` (or `parent.<attribute>[index]`) holds a sublayer,
+    also in the list Keras tracks it in, at the same position: Keras has no API to replace a
+    sublayer of a built layer (its tracker is locked after `build`), and the position keeps the
+    order of `weights`, so that a wrapped layer's weights line up with the plain layer's.
+
+    Returns:
+      The layer that was there.
+    """
+    holder = getattr(parent, attribute)
+    old = holder if index is None else holder[index]
+    tracked = parent._layers
+    position = next((i for i, layer in enumerate(tracked) if layer is old), None)
+    if position is None:
+        raise ValueError(f"{old.name!r} is not a tracked sublayer of {parent.name!r}.")
+    tracked[position] = new
+    ids = parent._tracker.stored_ids["layers"]
+    ids.discard(id(old))
+    ids.add(id(new))
+    if index is None:
+        object.__setattr__(parent, attribute, new)
+    else:
+        list.__setitem__(holder, index, new)  # a TrackedList: no second tracking
+    return old
+
+
 # ---- optimizers ----------------------------------------------------------------------------------
 
 

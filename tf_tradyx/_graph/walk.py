@@ -1,6 +1,8 @@
 """Walking a Keras model's layers, shared by both methods: which models can be wrapped, nested
 layers in graph order, the layer inside a tf_tradyx wrapper, and what activation ends the model."""
 
+import inspect
+
 import keras
 
 from tf_tradyx import _keras_compat
@@ -41,10 +43,31 @@ def flatten_layers(model):
 
 
 def fresh_copy(layer):
-    """A new, unbuilt layer with the same configuration (Lambda layers keep their function)."""
+    """A new, unbuilt layer with the same configuration (Lambda layers keep their function).
+
+    A config that also reports derived attributes its constructor refuses (KerasHub 0.32's ViT
+    patching layer reports `num_patches`) is retried without them: they follow from the others.
+    """
     if isinstance(layer, keras.layers.Lambda):
         return _keras_compat.copy_lambda(layer)
-    return layer.__class__.from_config(layer.get_config())
+    config = layer.get_config()
+    try:
+        return layer.__class__.from_config(config)
+    except TypeError:
+        accepted = _constructor_arguments(layer.__class__)
+        kept = {k: v for k, v in config.items() if k in accepted}
+        if len(kept) == len(config):
+            raise
+        return layer.__class__.from_config(kept)
+
+
+def _constructor_arguments(cls):
+    """Names a layer class's constructor takes, its own and those `keras.layers.Layer` takes
+    through **kwargs."""
+    names = set()
+    for klass in (cls, keras.layers.Layer):
+        names |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
+    return names | {"name", "trainable", "dtype", "autocast", "input_shape", "batch_size"}
 
 
 def clone(model, clone_layer, changes):

@@ -197,11 +197,11 @@ class SelectionSummaries(SummaryCallback):
         chosen = sampler_lib.selection(self.model)
         with self.writer().as_default(step=_summaries.optimizer_step(self.model)):
             for w in sampler_lib.sparse_layers(self.model):
-                idx = chosen.get(w.layer.name, [])
-                tf.summary.scalar(f"selected_channels/{w.layer.name}", len(idx))
-                tf.summary.scalar(f"selected_fraction/{w.layer.name}", len(idx) / w.in_channels)
+                idx = chosen.get(w.selection_name, [])
+                tf.summary.scalar(f"selected_channels/{w.selection_name}", len(idx))
+                tf.summary.scalar(f"selected_fraction/{w.selection_name}", len(idx) / w.in_channels)
                 if len(idx):
-                    tf.summary.histogram(f"selected_index/{w.layer.name}", idx)
+                    tf.summary.histogram(f"selected_index/{w.selection_name}", idx)
             for k, v in efficiency_lib.efficiency(self.model).as_logs(prefix="efficiency/").items():
                 tf.summary.scalar(k, v)
         self.writer().flush()

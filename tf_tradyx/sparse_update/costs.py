@@ -20,8 +20,8 @@ import re
 import numpy as np
 from keras import layers
 
-from tf_tradyx import _keras_compat
-from tf_tradyx._graph import kinds, steps, walk
+from tf_tradyx import _batches, _keras_compat
+from tf_tradyx._graph import kinds, steps, sublayers, walk
 from tf_tradyx.sparse_update import layer_views
 
 BYTES_PER_UNIT = 4  # float32
@@ -150,10 +150,12 @@ class CostTable:
       full fine-tuning: 1,848 units over 2 layers (classifier 'classifier' not counted)
     """
 
-    def __init__(self, rows, classifier=None):
+    def __init__(self, rows, classifier=None, layers=None):
         self.rows = list(rows)
         self.classifier = classifier
         self._by_name = {r.name: r for r in self.rows}
+        # {row name: the layer it costs} (a sublayer of a custom layer too); set by `cost_table`.
+        self.layers = dict(layers or {})
 
     def __iter__(self):
         return iter(self.rows)
@@ -211,9 +213,10 @@ class CostTable:
         return [r.as_dict() for r in self.rows]
 
     def __repr__(self):
-        head = f"{'layer':<28}{'kind':<10}{'C':>6}{'C_out':>7}{'HW':>7}{'units/ch':>10}{'flops/ch':>12}"
+        width = max([28] + [len(r.name) + 2 for r in self.rows])  # path names of sublayers
+        head = f"{'layer':<{width}}{'kind':<10}{'C':>6}{'C_out':>7}{'HW':>7}{'units/ch':>10}{'flops/ch':>12}"
         lines = [head] + [
-            f"{r.name:<28}{r.kind:<10}{r.in_channels:>6}{r.out_channels:>7}{r.in_hw:>7}"
+            f"{r.name:<{width}}{r.kind:<10}{r.in_channels:>6}{r.out_channels:>7}{r.in_hw:>7}"
             f"{r.units_per_channel:>10,}{r.flops_per_channel:>12,}"
             for r in self.rows
         ]
@@ -320,14 +323,24 @@ def layer_cost(layer):
             f"are {', '.join(kinds.names_of(lambda k: k.selectable))}, channels_last."
         )
     view = layer_views.view_of(inner)
+    in_hw = None if view.contracted else _input_hw(layer)
+    return _cost(
+        inner.name, inner, tuple(layer.input.shape), tuple(layer.output.shape), in_hw, _alive(layer)
+    )
+
+
+def _cost(name, inner, input_shape, output_shape, in_hw=None, alive=None):
+    """The `LayerCost` of `inner` called on `input_shape` (batch axis first) making
+    `output_shape`; `in_hw` overrides the input map (a padding layer that serves only it)."""
+    view = layer_views.view_of(inner)
     kind = view.kind
-    in_channels = view.in_channels
     if view.contracted:  # EinsumDense: positions are the input's free axes
-        in_hw = _static(tuple(layer.input.shape)[1 : -view.contracted], inner)
+        in_hw = _static(tuple(input_shape)[1 : -view.contracted], inner)
         out_hw = in_hw
     else:
-        in_hw = _input_hw(layer)
-        out_hw = _static(tuple(layer.output.shape)[1:-1], inner)
+        if in_hw is None:
+            in_hw = _static(tuple(input_shape)[1:-1], inner)
+        out_hw = _static(tuple(output_shape)[1:-1], inner)
     if kind == "depthwise":
         c_out = int(inner.depth_multiplier)
     elif kind == "conv":  # an input channel reaches only its group's outputs
@@ -336,16 +349,75 @@ def layer_cost(layer):
         c_out = view.kernel_shape[1]
     kernel = tuple(int(k) for k in inner.kernel_size) if kind != "dense" else (1, 1)
     return LayerCost(
-        name=inner.name,
+        name=name,
         kind=kind,
-        in_channels=in_channels,
+        in_channels=view.in_channels,
         out_channels=c_out,
         kernel_size=kernel,
         in_hw=in_hw,
         out_hw=out_hw,
-        alive=_alive(layer),
+        alive=alive,
         groups=int(getattr(inner, "groups", 1)) if kind == "conv" else 1,
     )
+
+
+def sublayer_parent(layer):
+    """The custom layer whose sublayers may be selectable: a `SparseSublayers`' inner layer, or
+    a layer TraDy enters (`tf_tradyx._graph.sublayers`) that can be rebuilt from its config."""
+    if getattr(type(layer), "_tradyx_sparse_sublayers", False):
+        return layer.layer
+    if sublayers.enters(layer) and sublayers.round_trips(layer):
+        return layer
+    return None
+
+
+def probe_calls(model, targets):
+    """{id(layer): [(input shape, output shape), ...]} for each layer in `targets`, one entry per
+    call in one forward pass on zeros (batch 1, inference): the shapes a sublayer sees are known
+    only from its parent's own `call`, and the count tells a sublayer called once from a shared one.
+    """
+    records = {id(t): [] for t in targets}
+
+    def hook(target):
+        call = type(target).call
+
+        def recorded(*args, **kwargs):
+            out = call(target, *args, **kwargs)
+            records[id(target)].append((tuple(args[0].shape), tuple(out.shape)))
+            return out
+
+        return recorded
+
+    for t in targets:
+        _keras_compat.replace_call(t, hook(t))
+    try:
+        zeros = []
+        for t in model.inputs:
+            _static(tuple(t.shape)[1:], model)
+            zeros.append(np.zeros((1, *tuple(t.shape)[1:]), t.dtype))
+        model(_batches.pack_inputs(model, zeros), training=False)
+    finally:
+        for t in targets:
+            _keras_compat.restore_call(t)
+    return records
+
+
+def _sublayer_rows(model, parents):
+    """(rows, {name: layer}) of the selectable sublayers of `parents` called once per forward."""
+    found = [(p, path, sub) for p in parents for path, sub in sublayers.selectable_sublayers(p)]
+    if not found:
+        return {}, {}
+    records = probe_calls(model, [sub for _, _, sub in found])
+    rows, objects = {}, {}
+    for parent, path, sub in found:
+        calls = records[id(sub)]
+        if len(calls) != 1:  # shared across blocks (ALBERT) or never called: not selectable
+            continue
+        name = sublayers.qualified_name(parent, path)
+        inner = walk.inner(sub)
+        rows.setdefault(id(parent), []).append(_cost(name, inner, *calls[0]))
+        objects[name] = inner
+    return rows, objects
 
 
 def cost_table(model, classifier="auto"):
@@ -388,29 +460,36 @@ def cost_table(model, classifier="auto"):
     names = {walk.inner(l).name for l in walk.flatten_layers(model)}
     if classifier is not None and classifier not in names:
         raise ValueError(f"classifier {classifier!r} is not a layer of the model.")
-    rows = []
+    rows, objects = [], {}
     # How often the model's graph calls each layer (nested graphs inlined, KerasHub backbones
     # included). A layer it never calls sits inside a nested model with a call of its own (a
     # subclassed model): not a node of the graph, so not selectable here.
     calls_of = steps.call_counts(steps.graph_steps(model))
-    for layer in walk.flatten_layers(model):
+    called = [l for l in walk.flatten_layers(model) if calls_of.get(id(l), 0)]
+    # Selectable layers inside custom layers (attention projections, feed-forward layers of
+    # transformer blocks), in the place of their parent.
+    parents = {id(l): p for l in called if (p := sublayer_parent(l)) is not None}
+    inside, objects = _sublayer_rows(model, [parents[k] for k in parents])
+    for layer in called:
         inner = walk.inner(layer)
-        if inner.name == classifier or not is_selectable(inner):
+        calls = calls_of[id(layer)]
+        if id(layer) in parents and calls == 1:
+            rows.extend(inside.get(id(parents[id(layer)]), []))
             continue
-        calls = calls_of.get(id(layer), 0)
-        if calls == 0:
+        if inner.name == classifier or not is_selectable(inner):
             continue
         if calls != 1:
             raise ValueError(
                 f"Layer {inner.name!r} is called {calls} times; shared layers are not supported."
             )
         rows.append(layer_cost(layer))
+        objects[inner.name] = inner
     if not rows:
         raise ValueError(
             "The model has no selectable layer ("
             f"{', '.join(kinds.names_of(lambda k: k.selectable))}) besides the classifier."
         )
-    return CostTable(rows, classifier=classifier)
+    return CostTable(rows, classifier=classifier, layers=objects)
 
 
 _BYTES = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(b|kb|kib|mb|mib|units?)?\s*$", re.I)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tf_tradyx import _batches, _losses
 from tf_tradyx._graph import walk
-from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+from tf_tradyx.sparse_update.wrapper import wrappers_of
 
 
 def channel_norms_tf(gradient, kind, in_channels=None):
@@ -29,7 +29,7 @@ def channel_norms_tf(gradient, kind, in_channels=None):
 @contextlib.contextmanager
 def dense_gradients(model):
     """Within this block (eager calls only), wrapped layers compute their ordinary full gradient."""
-    wrappers = walk.layers_of_type(model, ChannelSparseUpdate)
+    wrappers = wrappers_of(model)
     for w in wrappers:
         w.dense_gradient = True
     try:

@@ -291,8 +291,7 @@ def rank_layers(
     for layer in walk.flatten_layers(work):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    by_name = {walk.inner(l).name: walk.inner(l) for l in walk.flatten_layers(work)}
-    kernels = [by_name[r.name].kernel for r in table]
+    kernels = [table.layers[r.name].kernel for r in table]
     units = [r.units_per_channel for r in table]
     kinds = [r.kind for r in table]
     channels = [r.in_channels for r in table]

@@ -27,8 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_tradyx import _batches, _losses
-from tf_tradyx._graph import walk
-from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+from tf_tradyx.sparse_update.wrapper import wrappers_of
 
 
 @dataclasses.dataclass
@@ -101,9 +100,7 @@ def retained_tensors(model, batch_size=1, loss=None):
     backward = _depends_on(graph, {graph.inputs[n + 1].op}) & needed
     data_ops = _depends_on(graph, {t.op for t in graph.inputs[:n]})
     label_ops = _depends_on(graph, {graph.inputs[n].op})
-    selected = {
-        w.name: int(w.num_channels.numpy()) for w in walk.layers_of_type(model, ChannelSparseUpdate)
-    }
+    selected = {w.name: int(w.num_channels.numpy()) for w in wrappers_of(model)}
     out, seen = [], set()
     for op in backward:
         for t in op.inputs:

@@ -153,7 +153,9 @@ def check_kernels(optimizer, wrappers):
         )
     if getattr(optimizer, "weight_decay", None):
         decayed = [
-            w.layer.name for w in wrappers if _keras_compat.optimizer_decays(optimizer, w.kernel)
+            w.selection_name
+            for w in wrappers
+            if _keras_compat.optimizer_decays(optimizer, w.kernel)
         ]
         if decayed:
             raise ValueError(

@@ -13,10 +13,9 @@ own included) is checked against it before anything is assigned.
 import numpy as np
 
 from tf_tradyx import _keras_compat, _seeds
-from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import optimizer_state, sampling, strategies
-from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+from tf_tradyx.sparse_update.wrapper import wrappers_of
 
 _ATTRIBUTE = "_tradyx_sampler"
 
@@ -145,7 +144,7 @@ def install(model, sampler):
     """Puts `sampler` on `model` and its config into every wrapper (saved with the model)."""
     _keras_compat.set_untracked(model, _ATTRIBUTE, sampler)
     config = sampler.get_config()
-    for w in walk.layers_of_type(model, ChannelSparseUpdate):
+    for w in wrappers_of(model):
         w.sampler_config = config
 
 
@@ -215,7 +214,7 @@ def sparse_layers(model):
       >>> [w.name for w in sp.sparse_layers(sparse)]
       ['sparse_update_conv1', 'sparse_update_conv2']
     """
-    return walk.layers_of_type(model, ChannelSparseUpdate)
+    return wrappers_of(model)
 
 
 def sparse_kernels(model):
@@ -281,7 +280,7 @@ def set_selection(model, selection, optimizer="auto"):
       ...
       ValueError: ['classifier'] are not wrapped layers; wrapped: ['conv1', 'conv2'].
     """
-    by_name = {w.layer.name: w for w in sparse_layers(model)}
+    by_name = {w.selection_name: w for w in sparse_layers(model)}
     unknown = [n for n in selection if n not in by_name]
     if unknown:
         raise ValueError(f"{unknown} are not wrapped layers; wrapped: {sorted(by_name)}.")
@@ -320,7 +319,7 @@ def reserve_upcoming(model, epochs):
         for name, channels in sampler.draw(model, epoch).items():
             room[name] = max(room.get(name, 0), len(channels))
     for w in sparse_layers(model):
-        w.reserved_channels = max(w.reserved_channels, room.get(w.layer.name, 0))
+        w.reserved_channels = max(w.reserved_channels, room.get(w.selection_name, 0))
     retrace_if_needed(model)
 
 
@@ -445,7 +444,7 @@ def selection(model):
     if sampler is not None and sampler.strategy.mode == "full":
         return {r.name: np.arange(r.in_channels) for r in sampler.costs}
     return {
-        w.layer.name: w.get_channels()
+        w.selection_name: w.get_channels()
         for w in sparse_layers(model)
         if int(np.asarray(w.num_channels)) > 0
     }

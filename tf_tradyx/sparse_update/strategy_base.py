@@ -74,7 +74,7 @@ class Strategy(abc.ABC):
       ...     def select(self, context):
       ...         name = context.layers[0]
       ...         wrapper = next(w for w in sp.sparse_layers(context.model)
-      ...                        if w.layer.name == name)
+      ...                        if w.selection_name == name)
       ...         row = context.costs[name]
       ...         norms = sp.channel_norms(wrapper.kernel, row.kind)
       ...         count = context.budget // row.units_per_channel

@@ -3,10 +3,9 @@ paper's static baseline, with the tiny-training schemes the paper pairs with its
 
 import numpy as np
 
-from tf_tradyx._graph import walk
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update.strategy_base import Strategy, register
-from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
+from tf_tradyx.sparse_update.wrapper import wrappers_of
 
 PAPER_SCHEMES = {
     # MCUNetV3 (tiny-training) sparse-update schemes, in its notation (conv index, ratio, biases).
@@ -131,9 +130,7 @@ class SparseUpdateScheme(Strategy):
 
     def select(self, context):
         out = {}
-        wrappers = {
-            w.layer.name: w for w in walk.layers_of_type(context.model, ChannelSparseUpdate)
-        }
+        wrappers = {w.selection_name: w for w in wrappers_of(context.model)}
         for name, fraction in self.resolved(context.costs).fractions.items():
             k = int(round(fraction * context.costs[name].in_channels))
             if k == 0:

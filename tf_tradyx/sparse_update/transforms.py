@@ -11,12 +11,13 @@ import logging
 import keras
 
 from tf_tradyx import _keras_compat
-from tf_tradyx._graph import walk
+from tf_tradyx._graph import sublayers, walk
 from tf_tradyx.pruning.masking import MaskedLayer
 from tf_tradyx.sparse_update import compact_relu, optimizer_state, strategies
 from tf_tradyx.sparse_update import costs as costs_lib
 from tf_tradyx.sparse_update import recompute as recompute_lib
 from tf_tradyx.sparse_update import sampler as sampler_lib
+from tf_tradyx.sparse_update.sparse_sublayers import SparseSublayers
 from tf_tradyx.sparse_update.wrapper import ChannelSparseUpdate
 
 _LOG = logging.getLogger("tf_tradyx")
@@ -45,7 +46,10 @@ def _set_trainability(model, sampler, update_bias, train_batchnorm):
         if isinstance(layer, ChannelSparseUpdate):
             layer.trainable = True
             if layer.layer_bias is not None:
-                layer.layer_bias.trainable = update_bias or layer.layer.name in bias_layers
+                layer.layer_bias.trainable = update_bias or layer.selection_name in bias_layers
+            continue
+        if isinstance(layer, SparseSublayers):
+            _freeze_all_but_wrappers(layer, update_bias, bias_layers)
             continue
         if isinstance(layer, keras.layers.BatchNormalization):
             if train_batchnorm is not None:
@@ -62,6 +66,50 @@ def _set_trainability(model, sampler, update_bias, train_batchnorm):
                 v.trainable = v is layer.bias
         else:
             layer.trainable = False
+
+
+def _freeze_all_but_wrappers(holder, update_bias, bias_layers):
+    """Inside a custom layer with wrapped sublayers only the wrappers train: every other sublayer
+    (LayerNormalization, the projections not selected) is frozen, and so are the variables the
+    custom layers on the way hold themselves (position biases, class tokens)."""
+    holder.trainable = True  # Keras sets every sublayer trainable too
+    inside = _keras_compat.all_sublayers(holder.layer)
+    wrappers = [s for s in inside if isinstance(s, ChannelSparseUpdate)]
+    above = set()  # the layers on the way from the holder to a wrapper
+    for w in wrappers:
+        for s in inside:
+            if w in _keras_compat.all_sublayers(s):
+                above.add(id(s))
+    for s in [holder.layer, *inside]:
+        if isinstance(s, ChannelSparseUpdate) or any(
+            s in _keras_compat.all_sublayers(w) for w in wrappers
+        ):
+            continue
+        if s is holder.layer or id(s) in above:
+            for v in _keras_compat.layer_own_variables(s):
+                v.trainable = False
+        else:
+            s.trainable = False
+    for w in wrappers:
+        if w.layer_bias is not None:
+            w.layer_bias.trainable = update_bias or w.selection_name in bias_layers
+
+
+def _sublayer_paths(model, wanted):
+    """{id(graph layer): [attribute path, ...]} of the wanted sublayers of custom layers."""
+    out = {}
+    for layer in walk.flatten_layers(model):
+        parent = costs_lib.sublayer_parent(layer)
+        if parent is None:
+            continue
+        paths = [
+            path
+            for path, _ in sublayers.selectable_sublayers(parent)
+            if sublayers.qualified_name(parent, path) in wanted
+        ]
+        if paths:
+            out[id(layer)] = paths
+    return out
 
 
 def _set_input_gradients(model):
@@ -206,11 +254,23 @@ def wrap(
     )
     wanted = set(candidates)
     compact = bool(compact_activations) and not simulate
+    inside = _sublayer_paths(model, wanted)
+    wrapper_config = {
+        "update_bias": update_bias,
+        "simulate": simulate,
+        "compact_activation": compact,
+        "channel_axis": strat.channel_axis,
+    }
 
     def clone_layer(layer):
         if compact and compact_relu.replaceable_relu(layer) is not False:
             return compact_relu.CompactReLU(compact_relu.replaceable_relu(layer), name=layer.name)
         inner = walk.inner(layer)
+        if id(layer) in inside:  # a custom layer: its wanted sublayers get wrappers in place
+            fresh = walk.fresh_copy(inner)
+            fresh.build_from_config(inner.get_build_config())
+            paths = inside[id(layer)]
+            return SparseSublayers(fresh, paths, [dict(wrapper_config) for _ in paths])
         if inner.name in wanted:
             fresh = walk.fresh_copy(inner)
             return ChannelSparseUpdate(
@@ -225,11 +285,13 @@ def wrap(
 
     def changes(layer):
         relu = compact and compact_relu.replaceable_relu(layer) is not False
-        return relu or walk.inner(layer).name in wanted
+        return relu or walk.inner(layer).name in wanted or id(layer) in inside
 
     clone = walk.clone(model, clone_layer, changes)
     for original, cloned in walk.layer_pairs(model, clone):
-        if isinstance(cloned, ChannelSparseUpdate):
+        if isinstance(cloned, SparseSublayers):
+            cloned.set_plain_weights(walk.inner(original).get_weights())
+        elif isinstance(cloned, ChannelSparseUpdate):
             source = walk.inner(original)
             cloned.layer.set_weights(source.get_weights())
             if isinstance(original, MaskedLayer):
@@ -311,7 +373,7 @@ def attach(
     optimizer_state.check_optimizer(model, getattr(model, "optimizer", None))
     saved = next((w.sampler_config for w in wrappers if w.sampler_config), None) or {}
     table = costs_lib.cost_table(model, classifier=classifier)
-    names = [w.layer.name for w in wrappers]
+    names = [w.selection_name for w in wrappers]
     if strategy is None:
         if "strategy" not in saved:
             raise ValueError(
@@ -329,7 +391,7 @@ def attach(
     if strat.mode == "channels" and not wrappers:
         raise ValueError("The model has no sparse-update wrappers; use tx.sparse_update.wrap.")
     mismatched = [
-        w.layer.name
+        w.selection_name
         for w in wrappers
         if w.selects_outputs != (strat.channel_axis == "output") and w.kind != "depthwise"
     ]
@@ -399,6 +461,10 @@ def strip(model):
     def clone_layer(layer):
         if isinstance(layer, compact_relu.CompactReLU):
             return layer.to_keras()
+        if isinstance(layer, SparseSublayers):
+            fresh = walk.fresh_copy(layer.layer)
+            fresh.build_from_config(layer.layer.get_build_config())
+            return fresh
         if isinstance(layer, ChannelSparseUpdate):
             fresh = walk.fresh_copy(layer.layer)
             # A pruned layer goes back into its pruning mask (tx.pruning.strip bakes it in).
@@ -408,10 +474,14 @@ def strip(model):
     clone = walk.clone(
         model,
         clone_layer,
-        lambda layer: isinstance(layer, (compact_relu.CompactReLU, ChannelSparseUpdate)),
+        lambda layer: isinstance(
+            layer, (compact_relu.CompactReLU, ChannelSparseUpdate, SparseSublayers)
+        ),
     )
     for original, cloned in walk.layer_pairs(model, clone):
-        if isinstance(original, ChannelSparseUpdate):
+        if isinstance(original, SparseSublayers):
+            cloned.set_weights([v.numpy() for v in original.plain_weights()])
+        elif isinstance(original, ChannelSparseUpdate):
             target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
             target.set_weights(original.layer.get_weights())
             if isinstance(cloned, MaskedLayer):

@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import layers
 
 from tf_tradyx import _keras_compat
-from tf_tradyx._graph import kinds
+from tf_tradyx._graph import kinds, walk
 from tf_tradyx.sparse_update import (
     channel_grads,
     compact_relu,
@@ -56,6 +56,8 @@ class ChannelSparseUpdate(layers.Wrapper):
         kernel derivative needs the layer's whole input, so a layer keeps its input when any of
         its outputs is selected, and nothing otherwise (outside XLA; under XLA it always keeps it).
         For a depthwise conv (depth multiplier 1) output c is input channel c, so the two agree.
+      selection_name: the name cost tables and selections use for this layer (default: the
+        layer's own name; `SparseSublayers` gives sublayers their path).
       **kwargs: `keras.layers.Wrapper` arguments; the name defaults to "sparse_update_<layer>".
 
     Raises:
@@ -94,6 +96,7 @@ class ChannelSparseUpdate(layers.Wrapper):
         kernel_mask=False,
         sampler=None,
         channel_axis="input",
+        selection_name=None,
         **kwargs,
     ):
         if channel_axis not in ("input", "output"):
@@ -137,6 +140,10 @@ class ChannelSparseUpdate(layers.Wrapper):
         # resample without re-typed arguments (`attach`). Set by `wrap`; the same in every wrapper.
         self.sampler_config = sampler
         self.channel_axis = channel_axis
+        # The name cost tables, rankings and selections know this layer by: its own name for a
+        # node of the model's graph, a path such as "transformer_layer_0/self_attention_layer/query"
+        # for a sublayer of a custom layer (`SparseSublayers`), where names repeat across blocks.
+        self._selection_name = selection_name
         self._traces = 0  # Python executions of `call`: counts graph traces in fit.
         self.dense_gradient = False  # Set (eagerly) by gradients.dense_gradients.
         # Under XLA (static shapes) the backward pass gathers a fixed number of channel slots,
@@ -194,6 +201,11 @@ class ChannelSparseUpdate(layers.Wrapper):
     @property
     def kernel(self):
         return self.layer.kernel
+
+    @property
+    def selection_name(self):
+        """The name cost tables, rankings and selections know this layer by."""
+        return self._selection_name or self.layer.name
 
     @property
     def layer_bias(self):
@@ -427,4 +439,18 @@ class ChannelSparseUpdate(layers.Wrapper):
         config["kernel_mask"] = self.has_kernel_mask
         config["sampler"] = self.sampler_config
         config["channel_axis"] = self.channel_axis
+        if self._selection_name is not None:
+            config["selection_name"] = self._selection_name
         return config
+
+
+def wrappers_of(model):
+    """Every `ChannelSparseUpdate` of `model` in graph order: the nodes of its graph (nested
+    models expanded) and those inside the custom layers a `SparseSublayers` holds."""
+    out = []
+    for layer in walk.flatten_layers(model):
+        if isinstance(layer, ChannelSparseUpdate):
+            out.append(layer)
+        elif getattr(type(layer), "_tradyx_sparse_sublayers", False):
+            out.extend(layer.wrappers)
+    return out
