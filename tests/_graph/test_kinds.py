@@ -46,7 +46,11 @@ def test_no_layer_class_is_listed_under_two_kinds():
         (layers.GaussianNoise(0.1), ("noise", "identity", None)),
         (layers.Add(), ("linear", "linear", None)),
         (layers.Flatten(), ("reshape", "linear", None)),
-        (layers.LSTM(2), ("unknown", None, None)),
+        (layers.LSTM(2), ("recurrent", None, None)),
+        (layers.Bidirectional(layers.GRU(2)), ("recurrent", None, None)),
+        (layers.SimpleRNNCell(2), ("recurrent_cell", None, None)),
+        (layers.MultiHeadAttention(2, 4), ("multi_head_attention", "attention", None)),
+        (layers.Lambda(lambda x: x), ("unknown", None, None)),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, layers.Layer) else "",
 )
@@ -107,6 +111,41 @@ def test_a_prunable_layer_is_known_by_its_protocol_and_a_subclassed_dense_stays_
     assert kinds.kind_of(MyDense(2)).name == "prunable_layer"
     assert kinds.selectable_kind(MyDense(2)) == "dense"
     assert kinds.prunable_kernel_names(MyDense(2)) == ("kernel",)
+
+
+def test_layers_holding_weighted_sublayers_are_maskable_through_them():
+    class Block(layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.mlp = [layers.Dense(4, name="up"), layers.Dense(2, name="down")]
+            self.attention = layers.MultiHeadAttention(1, 2, name="att")
+            self.norm = layers.LayerNormalization(name="norm")
+
+        def call(self, x):
+            return self.mlp[1](self.mlp[0](self.norm(x + self.attention(x, x))))
+
+    block = Block(name="block")
+    block(np.zeros((1, 3, 2), "float32"))
+    paths = [(names, type(s).__name__) for names, s in kinds.maskable_sublayer_paths(block)]
+    assert paths == [
+        (("up",), "Dense"),
+        (("down",), "Dense"),
+        (("att", "query"), "EinsumDense"),
+        (("att", "key"), "EinsumDense"),
+        (("att", "value"), "EinsumDense"),
+        (("att", "attention_output"), "EinsumDense"),
+    ]
+    assert kinds.kind_of(block).name == "custom_with_weighted_sublayers"
+    assert kinds.is_maskable(block) and masking.is_prunable(block)
+    kind, why = path_ops.kind_of(block)
+    assert kind is None and "custom layer" in why
+    lstm = layers.LSTM(3)
+    lstm(np.zeros((1, 4, 2), "float32"))
+    assert [s.name for s in kinds.maskable_sublayers(lstm)] == [lstm.cell.name]
+    assert kinds.maskable_sublayers(layers.Dense(2)) == []  # holds its kernel itself
+    assert not kinds.is_maskable(layers.LayerNormalization())
+    inputs = keras.Input((3,))
+    assert kinds.maskable_sublayers(keras.Model(inputs, layers.Dense(2)(inputs))) == []
 
 
 def test_selectable_convolutions_must_be_channels_last():

@@ -12,8 +12,10 @@ search for a classifier head agree on what a layer is. A kind says:
     "identity"    dropout, noise, stochastic depth: the identity at inference
     "arithmetic"  a `keras.ops` op-layer (x / 127.5, x - mean, or a sum of two branches)
     None          not supported (`unsupported` says why)
-- `kernels`: the attributes of its prunable kernels (weighted layers; `PrunableLayer`s declare
-  theirs with `get_prunable_weights`).
+- `kernels`: the attributes of its prunable kernels (weighted layers and recurrent cells;
+  `PrunableLayer`s declare theirs with `get_prunable_weights`). A layer of another kind that holds
+  weighted sublayers (attention, recurrent layers, a KerasHub block) is maskable through them
+  (`maskable_sublayers`).
 - `selectable`: how TraDy selects its input channels ("conv", "depthwise", "dense", "conv1d",
   "depthwise1d", "einsum"; `tf_tradyx.sparse_update.layer_views`), or None.
 - `random_in_training`: draws randomness in training: the path networks pass through it, and
@@ -34,6 +36,7 @@ Adding a kind is one `LayerKind` entry in `KINDS` plus its tests (CONTRIBUTING.m
 import dataclasses
 import re
 
+import keras
 from keras import layers
 
 from tf_tradyx import _keras_compat
@@ -102,6 +105,23 @@ _NOISE = (
 )
 _KERNEL = ("kernel",)
 _SEPARABLE = ("depthwise_kernel", "pointwise_kernel")
+_RECURRENT_WHY = (
+    "a recurrent layer: its paths run through every time step, which the path networks do not "
+    "unroll; SNIPPruner, IterSNIPPruner, GraSPPruner, magnitude and random prune its kernel and "
+    "recurrent_kernel"
+)
+
+
+def _attention_problem(op):
+    """Why a MultiHeadAttention is outside the path networks' treatment, or None."""
+    if op.attention_axes is not None and tuple(op.attention_axes) not in ((1,), (-2,)):
+        return f"attention over the axes {tuple(op.attention_axes)}"
+    return None
+
+
+def _holds_weighted_sublayers(op):
+    return isinstance(op, layers.Layer) and bool(maskable_sublayers(op))
+
 
 KINDS = (
     # Weighted layers: prunable kernels; the path networks compute their own linear map.
@@ -153,6 +173,23 @@ KINDS = (
         (layers.SeparableConv1D, layers.SeparableConv2D),
         path="weighted",
         kernels=_SEPARABLE,
+    ),
+    # Recurrent cells hold the kernels; the recurrent layers around them are maskable through
+    # them (`maskable_sublayers`) and refused by the path networks.
+    LayerKind(
+        "recurrent_cell",
+        (layers.LSTMCell, layers.GRUCell, layers.SimpleRNNCell),
+        kernels=("kernel", "recurrent_kernel"),
+        unsupported_why=_RECURRENT_WHY,
+    ),
+    LayerKind("recurrent", (layers.RNN, layers.Bidirectional), unsupported_why=_RECURRENT_WHY),
+    # Attention as one node: maskable through its four EinsumDense projections.
+    LayerKind(
+        "multi_head_attention",
+        (layers.MultiHeadAttention,),
+        path="attention",
+        backward="always",
+        path_problem=_attention_problem,
     ),
     # Normalization and per-channel affine layers.
     LayerKind(
@@ -242,6 +279,8 @@ KINDS = (
     ),
     # Op-layers Keras creates for `keras.ops` calls on symbolic tensors, by class name.
     LayerKind("ops_product", op_names=("Multiply",), path="arithmetic", backward="always"),
+    LayerKind("ops_bilinear", op_names=("Matmul", "Einsum"), path="bilinear", backward="always"),
+    LayerKind("ops_softmax", op_names=("Softmax",), path="activation", backward="always"),
     LayerKind(
         "ops_arithmetic",
         op_names=("Add", "Subtract", "TrueDivide", "Divide", "Negative"),
@@ -266,6 +305,17 @@ KINDS = (
         "sparse_update_wrapper",
         test=_is_sparse_update_wrapper,
         unsupported_why="a TraDy wrapper (score the model before sp.wrap, or sp.strip it first)",
+    ),
+    # Last: any other layer that holds weighted sublayers (a KerasHub TransformerEncoder, a ViT
+    # block, a user's block): maskable through them, not a graph the path networks can read.
+    LayerKind(
+        "custom_with_weighted_sublayers",
+        test=_holds_weighted_sublayers,
+        unsupported_why=(
+            "a custom layer whose own call the path networks cannot read (its weighted "
+            "sublayers are masked, and SNIPPruner, IterSNIPPruner, GraSPPruner, magnitude and "
+            "random prune them)"
+        ),
     ),
 )
 
@@ -294,11 +344,78 @@ def kind_of(op):
     return UNKNOWN
 
 
+def _own_kernels(layer):
+    """Whether `layer` itself holds prunable kernels (a weighted kind or a `PrunableLayer`); the
+    last kind, which looks into sublayers, is not asked (it asks this)."""
+    kind = next((k for k in KINDS[:-1] if k.matches(layer)), UNKNOWN)
+    return kind.name == "prunable_layer" or bool(kind.kernels)
+
+
+def _sublayer_children(layer):
+    """The layers held in `layer`'s attributes (directly, or in a list, tuple or dict attribute),
+    in attribute order, Keras' own list of every tracked sublayer left out."""
+    for name, value in vars(layer).items():
+        if name == "_layers" or name.startswith("__"):
+            continue
+        items = value.values() if isinstance(value, dict) else value
+        if isinstance(value, layers.Layer):
+            yield value
+        elif isinstance(value, (list, tuple, dict)):
+            yield from (v for v in items if isinstance(v, layers.Layer))
+
+
+def maskable_sublayers(layer):
+    """The sublayers inside `layer` that hold prunable kernels, found recursively through its
+    attributes, each once, in attribute order: a `MultiHeadAttention`'s four projections, a
+    recurrent layer's cell, a KerasHub block's attention projections and feed-forward layers.
+    Empty for a layer that holds kernels itself, a model (its graph is walked instead), and a
+    tf_tradyx wrapper.
+
+    Example:
+
+    >>> import numpy as np
+    >>> mha = layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    >>> [s.name for s in maskable_sublayers(mha)]  # the projections exist once it is built
+    []
+    >>> _ = mha(np.zeros((1, 3, 8)), np.zeros((1, 3, 8)))
+    >>> [s.name for s in maskable_sublayers(mha)]
+    ['query', 'key', 'value', 'attention_output']
+    """
+    return [sub for _, sub in maskable_sublayer_paths(layer)]
+
+
+def maskable_sublayer_paths(layer):
+    """(names, sublayer) for each of `maskable_sublayers(layer)`: `names` are the names of the
+    layers from `layer` (excluded) down to the sublayer (included), which tell apart the
+    projections of different blocks (every MultiHeadAttention names its own "query")."""
+    if isinstance(layer, keras.Model):
+        return []
+    if getattr(type(layer), "_tradyx_wrapper", False) or _own_kernels(layer):
+        return []
+    out, seen = [], {id(layer)}
+
+    def visit(parent, prefix):
+        for child in _sublayer_children(parent):
+            if id(child) in seen or isinstance(child, keras.Model):
+                continue
+            seen.add(id(child))
+            names = (*prefix, child.name)
+            if _own_kernels(child):
+                out.append((names, child))
+            elif not getattr(type(child), "_tradyx_wrapper", False):
+                visit(child, names)
+
+    visit(layer, ())
+    return out
+
+
 def is_maskable(op):
     """Whether `op` has prunable kernels: built-in weighted layers (Conv, Dense, EinsumDense,
-    Embedding...) and `PrunableLayer`s."""
-    kind = kind_of(op)
-    return kind.name == "prunable_layer" or bool(kind.kernels)
+    Embedding, recurrent cells...), `PrunableLayer`s, and layers holding such sublayers
+    (`maskable_sublayers`)."""
+    if not isinstance(op, layers.Layer):
+        return False
+    return _own_kernels(op) or bool(maskable_sublayers(op))
 
 
 def prunable_kernel_names(layer):

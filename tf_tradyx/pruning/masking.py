@@ -7,6 +7,7 @@ value. The mask is a non-trainable variable created in `build`, so it is saved w
 """
 
 import abc
+import warnings
 
 import keras
 import numpy as np
@@ -71,12 +72,13 @@ class PrunableLayer(abc.ABC):
 
 def is_prunable(layer):
     """True for the built-in weighted layers of the layer-kind registry (Conv1D/2D/3D,
-    DepthwiseConv, SeparableConv, Dense) and `PrunableLayer`s."""
+    DepthwiseConv, SeparableConv, Dense, EinsumDense, Embedding, recurrent cells),
+    `PrunableLayer`s, and layers that hold such sublayers (attention, recurrent layers, custom
+    blocks: `kinds.maskable_sublayers`)."""
     return kinds.is_maskable(layer) and not isinstance(layer, MaskedLayer)
 
 
-def prunable_variables(layer):
-    """The prunable kernel variables of a built layer, in a fixed order."""
+def _own_prunable_variables(layer):
     if isinstance(layer, PrunableLayer):
         return list(layer.get_prunable_weights())
     if getattr(layer, "lora_enabled", False):
@@ -86,7 +88,28 @@ def prunable_variables(layer):
     names = kinds.prunable_kernel_names(layer)
     if names:
         return [getattr(layer, n) for n in names]
-    raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) has no prunable kernel.")
+    return []
+
+
+def prunable_kernels(layer):
+    """(owner, variable, prefix) of every prunable kernel of a built layer, in a fixed order: its
+    own kernels (owner: the layer, prefix "<layer>"), or those of the weighted sublayers it holds
+    (owner: the sublayer; prefix "<layer>/<sublayer>/.../<weighted sublayer>")."""
+    own = _own_prunable_variables(layer)
+    if own or kinds.kind_of(layer).name == "prunable_layer":
+        return [(layer, v, layer.name) for v in own]
+    out = []
+    for names, sub in kinds.maskable_sublayer_paths(layer):
+        out.extend((sub, v, "/".join((layer.name, *names))) for v in _own_prunable_variables(sub))
+    if not out:
+        raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) has no prunable kernel.")
+    return out
+
+
+def prunable_variables(layer):
+    """The prunable kernel variables of a built layer (its own, or its weighted sublayers'), in a
+    fixed order."""
+    return [v for _, v, _ in prunable_kernels(layer)]
 
 
 def _attribute_of(layer, variable):
@@ -109,6 +132,11 @@ _NON_FINITE = (
 
 def _weighted(kind):
     return bool(kind.kernels)
+
+
+def _own_kernels(layer):
+    """Whether `layer` holds its prunable kernels itself (not through sublayers)."""
+    return kinds.kind_of(layer).name == "prunable_layer" or bool(kinds.prunable_kernel_names(layer))
 
 
 class MaskProjection:
@@ -176,25 +204,61 @@ class MaskedLayer(layers.Wrapper):
         if not is_prunable(layer):
             raise ValueError(
                 f"Cannot mask layer {layer.name!r} ({type(layer).__name__}): it has no "
-                f"prunable kernel. Maskable: {', '.join(kinds.names_of(_weighted))}, or a layer "
+                f"prunable kernel. Maskable: {', '.join(kinds.names_of(_weighted))}, layers "
+                "holding such sublayers (attention, recurrent layers, custom blocks), or a layer "
                 "implementing tf_tradyx.pruning.PrunableLayer."
             )
         kwargs.setdefault("name", f"masked_{layer.name}")
         super().__init__(layer, **kwargs)
+        # A layer masked through its sublayers is called with its own arguments (attention takes
+        # query, value, masks...), and built before it is wrapped: its build takes the shapes of
+        # all of them, which a wrapper cannot pass on.
+        _keras_compat.set_untracked(self, "_through_sublayers", not _own_kernels(layer))
+        if self._through_sublayers and layer.built:
+            self._make_masks()
+            self.built = True
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        self.kernels = prunable_variables(self.layer)
-        self.kernel_attributes = [_attribute_of(self.layer, v) for v in self.kernels]
+        self._make_masks()
+
+    def get_build_config(self):
+        if self._through_sublayers:
+            return {"layer": self.layer.get_build_config()}
+        return super().get_build_config()
+
+    def build_from_config(self, config):
+        if self._through_sublayers and "layer" in config:
+            if not self.layer.built:
+                self.layer.build_from_config(config["layer"])
+            if not self.built:
+                self._make_masks()
+                self.built = True
+            return
+        super().build_from_config(config)
+
+    def _make_masks(self):
+        found = prunable_kernels(self.layer)
+        self.kernels = [v for _, v, _ in found]
+        _keras_compat.set_untracked(self, "kernel_owners", [owner for owner, _, _ in found])
+        self.kernel_attributes = [_attribute_of(owner, v) for owner, v, _ in found]
+        _keras_compat.set_untracked(
+            self,
+            "_kernel_names",
+            [
+                f"{prefix}/{a.lstrip('_')}"
+                for (_, _, prefix), a in zip(found, self.kernel_attributes)
+            ],
+        )
         self.masks = [
             self.add_weight(
-                name=f"{attr.lstrip('_')}_mask",
+                name=(f"{n.split('/', 1)[1].replace('/', '_')}_mask"),
                 shape=v.shape,
                 initializer="ones",
                 trainable=False,
                 dtype=v.dtype,
             )
-            for attr, v in zip(self.kernel_attributes, self.kernels)
+            for n, v in zip(self._kernel_names, self.kernels)
         ]
         # The optimizer applies a variable's constraint after every update: projecting the raw
         # kernel onto its mask keeps pruned entries exactly zero under any optimizer (Muon's
@@ -224,22 +288,31 @@ class MaskedLayer(layers.Wrapper):
 
     @property
     def kernel_names(self):
-        """Readable names of the masked kernels, "<layer>/<kernel attribute>"."""
-        return [f"{self.layer.name}/{a.lstrip('_')}" for a in self.kernel_attributes]
+        """Readable names of the masked kernels: "<layer>/<kernel attribute>", or
+        "<layer>/<sublayer>/.../<kernel attribute>" for the kernels of its sublayers."""
+        return list(self._kernel_names)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs=None, *args, training=None, **kwargs):
         saved = []
-        for attr, var, mask in zip(self.kernel_attributes, self.kernels, self.masks):
+        for owner, attr, var, mask in zip(
+            self.kernel_owners, self.kernel_attributes, self.kernels, self.masks
+        ):
             masked = tf.convert_to_tensor(var) * tf.convert_to_tensor(mask)
-            saved.append((attr, getattr(self.layer, attr)))
-            _keras_compat.set_untracked(self.layer, attr, tf.cast(masked, self.layer.compute_dtype))
+            saved.append((owner, attr, getattr(owner, attr)))
+            _keras_compat.set_untracked(owner, attr, tf.cast(masked, owner.compute_dtype))
         try:
+            if self._through_sublayers:  # the layer's own call, with its own arguments
+                if _keras_compat.call_has_training_arg(self.layer):
+                    kwargs["training"] = training
+                if inputs is not None:
+                    args = (inputs, *args)
+                return self.layer(*args, **kwargs)
             if _keras_compat.call_has_training_arg(self.layer):
                 return self.layer.call(inputs, training=training)
             return self.layer.call(inputs)
         finally:
-            for attr, value in saved:
-                _keras_compat.set_untracked(self.layer, attr, value)
+            for owner, attr, value in saved:
+                _keras_compat.set_untracked(owner, attr, value)
 
     def apply_masks(self):
         """Writes zeros into the kernels where the masks are 0."""
@@ -260,9 +333,12 @@ def matches_skip(layer, skip):
 def wrap(model, skip=()):
     """A clone of `model` with a `MaskedLayer` (all-ones mask) around every prunable layer.
 
-    Prunable layers are convolutions (depthwise and separable included), dense layers and layers
-    that implement `PrunableLayer`. A pruner then sets the masks; through `fit`, pruned weights
-    stay exactly zero, also in the raw kernels.
+    Prunable layers are convolutions (depthwise and separable included), dense and EinsumDense
+    layers, embeddings, and layers that implement `PrunableLayer`; a layer holding such sublayers
+    (`MultiHeadAttention`, LSTM/GRU/SimpleRNN, a KerasHub transformer block, a user's block) gets
+    one `MaskedLayer` that masks the kernels of all of them (the recurrent ones included). A
+    pruner then sets the masks; through `fit`, pruned weights stay exactly zero, also in the raw
+    kernels. A layer whose config does not re-create it is left unmasked, with a warning.
 
     Args:
       model (keras.Model): a built Functional or Sequential model (nested ones too). It is not
@@ -305,26 +381,126 @@ def wrap(model, skip=()):
             "sparse-update wrappers first: tx.pruning.wrap(tx.sparse_update.strip(model))."
         )
 
-    def clone_layer(layer):
-        fresh = walk.fresh_copy(layer)
-        if is_prunable(layer) and not matches_skip(layer, skip):
-            # The wrapper computes in the layer's own precision: a default-policy wrapper would
-            # cast a float64 layer's inputs to float32 on the way in.
-            return MaskedLayer(fresh, dtype=fresh.dtype_policy)
-        return fresh
+    def masks_it(layer):
+        return is_prunable(layer) and not matches_skip(layer, skip)
 
-    clone = walk.clone(
-        model, clone_layer, lambda layer: is_prunable(layer) and not matches_skip(layer, skip)
-    )
+    def wrap_copy(copy, original):
+        """`copy` (a new layer like `original`) in a MaskedLayer, or as it is."""
+        if not masks_it(original):
+            return copy
+        if not _own_kernels(original):  # masked through its sublayers: built first
+            copy = _built_like(copy, original)
+            if copy is None or not is_prunable(copy):
+                return copy if copy is not None else walk.fresh_copy(original)
+        # The wrapper computes in the layer's own precision: a default-policy wrapper would
+        # cast a float64 layer's inputs to float32 on the way in.
+        return MaskedLayer(copy, dtype=copy.dtype_policy)
+
+    def clone_layer(layer):
+        try:
+            copy = walk.fresh_copy(layer)
+        except Exception as e:  # noqa: BLE001 - a config that does not round-trip
+            warnings.warn(
+                f"Layer {layer.name!r} ({type(layer).__name__}) cannot be re-created from its "
+                f"config ({type(e).__name__}); it is left unmasked, and the masked model shares "
+                "it with the original one.",
+                stacklevel=5,
+            )
+            return layer
+        return wrap_copy(copy, layer)
+
+    clone = _clone(model, clone_layer, wrap_copy, masks_it)
     for original, cloned in layer_pairs(model, clone):
         target = cloned.layer if isinstance(cloned, MaskedLayer) else cloned
-        target.set_weights(original.get_weights())
+        if target is not original:
+            target.set_weights(original.get_weights())
     if not any(isinstance(l, MaskedLayer) for l in flatten_layers(clone)):
         raise ValueError(
-            "The model has no prunable layer (Conv, DepthwiseConv, SeparableConv, "
-            "Dense) outside `skip`."
+            "The model has no prunable layer (Conv, DepthwiseConv, SeparableConv, Dense, "
+            "EinsumDense, Embedding, or a layer holding them) outside `skip`."
         )
     return clone
+
+
+def _weight_shapes(layer):
+    return [tuple(v.shape) for v in layer.weights]
+
+
+def _call_like_first_call(copy, original):
+    """Calls `copy` on new symbolic tensors shaped like the arguments of `original`'s first call
+    (a custom layer without its own `build` creates its sublayers' weights only when called)."""
+    nodes = _keras_compat.inbound_nodes(original)
+    if not nodes:
+        return
+    fresh = lambda t: keras.KerasTensor(t.shape, t.dtype) if isinstance(t, keras.KerasTensor) else t  # noqa: E731
+    args = keras.tree.map_structure(fresh, nodes[0].arguments.args)
+    kwargs = keras.tree.map_structure(fresh, nodes[0].arguments.kwargs)
+    copy(*args, **kwargs)
+
+
+def _built_like(copy, original):
+    """`copy` built like `original` (by a symbolic call like its first, else from its build
+    config), or None with a warning when its weights then differ from the original's (a config
+    that does not re-create the layer)."""
+    why = "its weights differ from the original's"
+    try:
+        if not copy.built:
+            _call_like_first_call(copy, original)
+        if not copy.built:
+            copy.build_from_config(original.get_build_config())
+    except Exception as e:  # noqa: BLE001 - any failure of a third-party build: left unmasked
+        why = f"{type(e).__name__}: {e}"
+    if _weight_shapes(copy) == _weight_shapes(original):
+        return copy
+    warnings.warn(
+        f"Layer {original.name!r} ({type(original).__name__}) is left unmasked: rebuilt from its "
+        f"config, {why}.",
+        stacklevel=4,
+    )
+    return None
+
+
+def _same_layers(a, b):
+    """Whether two models hold layers of the same types with weights of the same shapes."""
+    la, lb = flatten_layers(a), flatten_layers(b)
+    return [type(l) for l in la] == [type(l) for l in lb] and [
+        tuple(v.shape) for v in a.weights
+    ] == [tuple(v.shape) for v in b.weights]
+
+
+def _clone(model, clone_layer, wrap_copy, changes):
+    """`keras.models.clone_model(model, clone_function=clone_layer)`, nested models included,
+    without re-creating a layer from its own config where that is not needed.
+
+    A nested model none of whose layers `changes` is rebuilt whole from its own config. One that
+    changes is rebuilt whole too when that gives the same layers (a library's backbone, made by its
+    constructor), and its new layers are then reused as they are (`wrap_copy(new, original)`), not
+    rebuilt one by one from their configs, which need not round-trip (KerasHub 0.32's ViT
+    patching layer). Otherwise its layers are cloned one by one like the model's own.
+    """
+
+    def clone_one(layer):
+        if not isinstance(layer, keras.Model):
+            return clone_layer(layer)
+        if not any(changes(inner) for inner in flatten_layers(layer)):
+            return walk.fresh_copy(layer)
+        try:
+            base = walk.fresh_copy(layer)
+        except Exception:  # noqa: BLE001 - a config that does not round-trip: layer by layer
+            base = None
+        if base is None or not _same_layers(layer, base):
+            return keras.models.clone_model(layer, clone_function=clone_one)
+        originals = dict(zip(map(id, flatten_layers(base)), flatten_layers(layer)))
+
+        def reuse(new):
+            if isinstance(new, keras.Model):
+                return keras.models.clone_model(new, clone_function=reuse)
+            original = originals.get(id(new))  # None for an op-layer (x[:, 0])
+            return new if original is None else wrap_copy(new, original)
+
+        return keras.models.clone_model(base, clone_function=reuse)
+
+    return keras.models.clone_model(model, clone_function=clone_one)
 
 
 def masked_layers(model):
@@ -376,7 +552,16 @@ def strip(model):
 
     def clone_layer(layer):
         inner = layer.layer if isinstance(layer, MaskedLayer) else layer
-        return walk.fresh_copy(inner)
+        try:
+            return walk.fresh_copy(inner)
+        except Exception as e:  # noqa: BLE001 - a config that does not round-trip
+            warnings.warn(
+                f"Layer {inner.name!r} ({type(inner).__name__}) cannot be re-created from its "
+                f"config ({type(e).__name__}); the stripped model shares it with the masked "
+                "one, its masks baked into its kernels.",
+                stacklevel=4,
+            )
+            return inner
 
     clone = walk.clone(model, clone_layer, lambda layer: isinstance(layer, MaskedLayer))
     for original, cloned in layer_pairs(model, clone):
