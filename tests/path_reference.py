@@ -24,6 +24,7 @@ class UnitNet:
         self.smooth = {}  # tensor -> activation name (SMOOTH), applied after the bias
         self.layer_norm = {}  # tensor -> layer: tensor = LayerNorm(its single source), over units
         self.product = {}  # tensor -> (a, b): tensor = a * b, unit by unit
+        self.softmax = {}  # tensor -> groups of units: a softmax over each group, after the sum
 
     def add_tensor(self, name, size):
         self.sizes[name] = size
@@ -136,6 +137,9 @@ def real_forward(net, x, params):
         if t in net.smooth:
             net.pre[t] = out
             out = SMOOTH[net.smooth[t]][0](out)
+        for group in net.softmax.get(t, ()):
+            e = np.exp(out[:, group] - out[:, group].max(axis=1, keepdims=True))
+            out[:, group] = e / e.sum(axis=1, keepdims=True)
         vals[t] = out
     return vals
 
@@ -155,6 +159,8 @@ def px_scores(net, x, params, masks):
         }
     )
     gates.update({t: SMOOTH[name][1](net.pre[t]) ** 2 for t, name in net.smooth.items()})
+    # A softmax inside the network: the diagonal of its Jacobian, p (1 - p), squared.
+    gates.update({t: (vals[t] * (1 - vals[t])) ** 2 for t in net.softmax})
     for t, layer in net.layer_norm.items():  # 1 / sigma^2 of the real input, per sample
         ((src, _, _, _), *_) = net.edges[t]
         eps = params[(layer, "ln")][2]
@@ -281,3 +287,48 @@ def synflow_scores(net, params, masks):
             s[idx] = w[idx] * (synflow_objective(net, p1, ones) - synflow_objective(net, p0, ones))
         scores[layer] = s
     return scores
+
+
+def token_dense(net, src, dst, tokens, nin, nout, layer):
+    """A Dense layer applied to every token: units (token, channel), kernel (nin, nout)."""
+    net.add_tensor(dst, tokens * nout)
+    for t, i, o in itertools.product(range(tokens), range(nin), range(nout)):
+        net.connect(src, t * nin + i, dst, t * nout + o, ("w", layer, (i, o)))
+    net.bias[dst] = (layer, [u % nout for u in range(tokens * nout)])
+
+
+def matmul(net, a, b, dst, n, m, k, name):
+    """dst (n x k) = a (n x m) @ b (m x k), row-major units, written as what it is: a sum over m of
+    elementwise products of copies of a's and b's entries (each copy an edge of weight 1)."""
+    net.add_tensor(f"{name}_a", n * m * k)
+    net.add_tensor(f"{name}_b", n * m * k)
+    for i, j, l in itertools.product(range(n), range(m), range(k)):
+        u = (i * m + j) * k + l
+        net.connect(a, i * m + j, f"{name}_a", u, ("c", 1.0))
+        net.connect(b, j * k + l, f"{name}_b", u, ("c", 1.0))
+    product(net, f"{name}_a", f"{name}_b", f"{name}_ab")
+    net.add_tensor(dst, n * k)
+    for i, j, l in itertools.product(range(n), range(m), range(k)):
+        net.connect(f"{name}_ab", (i * m + j) * k + l, dst, i * k + l, ("c", 1.0))
+
+
+def transpose(net, src, dst, n, m):
+    """dst (m x n) = src (n x m) transposed: edges of weight 1."""
+    net.add_tensor(dst, n * m)
+    for i, j in itertools.product(range(n), range(m)):
+        net.connect(src, i * m + j, dst, j * n + i, ("c", 1.0))
+
+
+def scale(net, src, dst, c):
+    """dst = c * src: an affine edge (a path weight, squared in z2)."""
+    net.add_tensor(dst, net.sizes[src])
+    for u in range(net.sizes[src]):
+        net.connect(src, u, dst, u, ("a", c, 0.0))
+
+
+def softmax_rows(net, src, dst, n, m):
+    """dst = softmax of each row of src (n x m)."""
+    net.add_tensor(dst, n * m)
+    for u in range(n * m):
+        net.connect(src, u, dst, u, ("c", 1.0))
+    net.softmax[dst] = [list(range(i * m, (i + 1) * m)) for i in range(n)]

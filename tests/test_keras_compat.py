@@ -368,3 +368,21 @@ def test_the_multi_worker_fit_fix_refuses_internals_it_was_not_written_for(
     monkeypatch.delattr(tf_trainer, "_collective_all_reduce_multi_worker")
     with pytest.raises(compat.KerasInternalsChanged, match="no such function"):
         compat.fix_multi_worker_fit()
+
+
+def test_a_layer_is_bound_with_the_call_signature_set_on_it():
+    class PassOn(keras.layers.Layer):
+        def __init__(self, inner, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = inner
+            compat.set_call_signature(self, inspect.signature(inner.call))
+
+        def call(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    inputs = keras.Input((3, 4))
+    inner = keras.layers.MultiHeadAttention(1, 2)
+    outputs = PassOn(inner)(inputs, inputs, key=inputs, use_causal_mask=True)
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")
+    expected = inner(x, x, key=x, use_causal_mask=True)
+    np.testing.assert_allclose(keras.Model(inputs, outputs)(x), expected, rtol=1e-6)

@@ -473,3 +473,15 @@ def fix_multi_worker_fit():
     if not getattr(reduce, "tf_tradyx_multi_worker_fix", False):
         # Looked up as a module global by the train, test and predict functions at each trace.
         tf_trainer.reduce_per_replica = _mean_of_scalars_over_replicas(reduce)
+
+
+def set_call_signature(layer, signature):
+    """Makes Keras read `signature` as `layer.call`'s (`Layer._call_signature`, read once in
+    `Layer.__init__`): a wrapper whose `call(*args, **kwargs)` passes everything on to the layer
+    it wraps is then bound like that layer (Keras refuses a `**kwargs` argument that mixes
+    tensors and flags, e.g. MultiHeadAttention's `key=` and `use_causal_mask=`)."""
+    if not isinstance(getattr(layer, "_call_signature", None), inspect.Signature):
+        raise KerasInternalsChanged(
+            "keras.layers.Layer no longer keeps its call signature in `_call_signature`."
+        )
+    layer._call_signature = signature

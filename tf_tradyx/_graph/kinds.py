@@ -280,6 +280,24 @@ KINDS = (
     # Op-layers Keras creates for `keras.ops` calls on symbolic tensors, by class name.
     LayerKind("ops_product", op_names=("Multiply",), path="arithmetic", backward="always"),
     LayerKind("ops_bilinear", op_names=("Matmul", "Einsum"), path="bilinear", backward="always"),
+    # Masks computed from the input (comparisons, logical operations, casts): constants of the
+    # real pass, which MultiHeadAttention's attention_mask takes (tf_tradyx.pruning.paths).
+    LayerKind(
+        "ops_mask",
+        op_names=(
+            "Greater",
+            "GreaterEqual",
+            "Less",
+            "LessEqual",
+            "Equal",
+            "NotEqual",
+            "LogicalAnd",
+            "LogicalOr",
+            "LogicalNot",
+            "Cast",
+        ),
+        path="mask",
+    ),
     LayerKind("ops_softmax", op_names=("Softmax",), path="activation", backward="always"),
     LayerKind(
         "ops_arithmetic",

@@ -7,6 +7,7 @@ value. The mask is a non-trainable variable created in `build`, so it is saved w
 """
 
 import abc
+import inspect
 import warnings
 
 import keras
@@ -130,6 +131,17 @@ _NON_FINITE = (
 )
 
 
+def _call_signature_with_training(layer):
+    """The signature of `layer.call`, with a `training` keyword if it has none."""
+    signature = inspect.signature(layer.call)
+    params = list(signature.parameters.values())
+    if "training" not in signature.parameters:
+        position = next((i for i, p in enumerate(params) if p.kind == p.VAR_KEYWORD), len(params))
+        training = inspect.Parameter("training", inspect.Parameter.KEYWORD_ONLY, default=None)
+        params.insert(position, training)
+    return signature.replace(parameters=params)
+
+
 def _weighted(kind):
     return bool(kind.kernels)
 
@@ -214,6 +226,8 @@ class MaskedLayer(layers.Wrapper):
         # query, value, masks...), and built before it is wrapped: its build takes the shapes of
         # all of them, which a wrapper cannot pass on.
         _keras_compat.set_untracked(self, "_through_sublayers", not _own_kernels(layer))
+        if self._through_sublayers:  # bound like the layer: its tensors, flags and masks
+            _keras_compat.set_call_signature(self, _call_signature_with_training(layer))
         if self._through_sublayers and layer.built:
             self._make_masks()
             self.built = True

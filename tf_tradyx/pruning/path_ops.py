@@ -20,6 +20,9 @@ the layer-kind registry, `tf_tradyx._graph.kinds`) and computes it with the func
                 factors' paths (each factor passes the other's paths with unit gain): multiplying
                 them would square path magnitudes at every squeeze-excite block (float64 overflows
                 within a few blocks) and no longer be a sum over paths.
+  "bilinear"    a matmul or einsum of two graph tensors (attention written with `keras.ops`): the
+                product rule of "product", summed over the contracted index (`apply_bilinear`)
+  "attention"   `keras.layers.MultiHeadAttention`: `tf_tradyx.pruning.attention_paths`
   "max_pool"    channels_last max pooling
   "linear"      sums, concatenation, reshapes, slicing, padding, average pooling: unchanged
   "identity"    dropout, noise, stochastic depth: the identity at inference
@@ -170,9 +173,18 @@ def layer_activation_spec(op):
         return ("smooth", op.call)
     if isinstance(op, layers.Activation):
         return activation_spec(op.activation)
-    if isinstance(op, layers.Softmax):
+    if isinstance(op, layers.Softmax) or (
+        type(op).__name__ == "Softmax" and not isinstance(op, layers.Layer)  # keras.ops.softmax
+    ):
         return ("softmax",)
     return None
+
+
+def softmax_gate(p):
+    """(p (1 - p))^2 read off a softmax's output: the squared diagonal of its Jacobian (the
+    -p_i p_j terms between positions are left out, as LayerNormalization's centering terms)."""
+    p = tf.cast(tf.stop_gradient(p), tf.float32)
+    return tf.square(p * (1.0 - p))
 
 
 def squared_gate(y, spec, dtype):
@@ -377,6 +389,19 @@ def apply_product(factors, mode, real_squares=None):
                 term = term * tf.cast(sq, f.dtype)
         terms.append(term)
     return tf.add_n(_broadcast_all(terms))
+
+
+def apply_bilinear(fn, factors, mode, real_squares=None):
+    """A bilinear map `fn(a, b)` of two graph tensors (a matmul or an einsum: attention's q.k^T and
+    p.v) in an auxiliary mode: the product rule summed over the contracted index. z1: each
+    factor's paths times the other factor's squared real values, `fn(z1_a, b^2) + fn(a^2, z1_b)`;
+    z2, SynFlow and connect: each factor passes the other's paths with unit gain,
+    `fn(a, 1) + fn(1, b)`, as for an elementwise product."""
+    a, b = factors
+    if mode == "z1":
+        sq_a, sq_b = (tf.cast(sq, a.dtype) for sq in real_squares)
+        return fn(a, sq_b) + fn(sq_a, b)
+    return fn(a, tf.ones_like(b)) + fn(tf.ones_like(a), b)
 
 
 def _broadcast_all(tensors):

@@ -43,8 +43,10 @@ from keras import layers
 from tf_tradyx import _keras_compat
 from tf_tradyx._graph import steps as graph_steps
 from tf_tradyx._graph import walk
-from tf_tradyx.pruning import masking, path_ops
+from tf_tradyx.pruning import attention_paths, masking, path_ops
 from tf_tradyx.pruning.path_ops import DTYPE, UnsupportedLayerError, linear_call  # noqa: F401 - re-exported
+
+_MASKS = ("bool", "int8", "int16", "int32", "int64", "uint8")  # dtypes a cast keeps a mask in
 
 
 class GateMismatchError(RuntimeError):
@@ -136,6 +138,15 @@ def _kernel_pairs(op):
     return op, [(v, None) for v in masking.prunable_variables(op)]
 
 
+def _sublayer_pairs(op, sublayer):
+    """The (kernel variable, mask or None) pairs of one weighted sublayer of `op` (a layer masked
+    through its sublayers, or such a layer left unmasked)."""
+    if isinstance(op, masking.MaskedLayer):
+        found = zip(op.kernel_owners, op.kernels, op.masks)
+        return [(v, m) for owner, v, m in found if owner is sublayer]
+    return [(v, None) for owner, v, _ in masking.prunable_kernels(op) if owner is sublayer]
+
+
 def _with_bias(layer, y, transform):
     """y plus transform(bias) per channel, when the layer has a bias."""
     if isinstance(layer, layers.EinsumDense):  # no use_bias; its bias spans trailing output axes
@@ -185,7 +196,9 @@ class _Pass:
 
     def _traced_call(self, op, *args, **kwargs):
         y = self.call(op, args, kwargs)
-        self.graph.update(id(t) for t in tf.nest.flatten(y))
+        # A mask, and what is computed from masks alone, are constants, not tensors of paths.
+        if path_ops.kind_of(op)[0] != "mask" and self.graph_args(args):
+            self.graph.update(id(t) for t in tf.nest.flatten(y))
         return y
 
     def graph_args(self, args):
@@ -197,11 +210,15 @@ class _Pass:
         the one rule both the recording and the replaying pass follow."""
         if kind == "max_pool" or kind == "layer_norm":
             return kind
+        if kind == "bilinear":
+            return "product"
         if kind == "product" or (kind == "arithmetic" and len(self.graph_args(args)) > 1):
             is_product = isinstance(op, layers.Multiply) or type(op).__name__ == "Multiply"
             return "product" if is_product else None
         spec = _activation_spec(op, kind)
         if spec is not None and spec[0] in ("relu", "smooth"):
+            return "activation"
+        if spec == ("softmax",) and not self.net.is_output(op):
             return "activation"
         return None
 
@@ -211,6 +228,12 @@ class _Pass:
         kwargs.pop("mask", None)
         if kind == "weighted":
             return self.weighted(op, args[0])
+        if kind == "attention":
+            return attention_paths.attention(self, op, walk.inner(op), args, kwargs)
+        if kind == "bilinear":
+            return self.bilinear(op, op.call, self.graph_args(args))
+        if kind == "mask":
+            return op.call(*args, **kwargs)
         if kind == "batch_norm":
             return path_ops.apply_batch_norm(op, args[0], self.mode)
         if kind == "max_pool":
@@ -255,7 +278,28 @@ class _Pass:
         raise path_ops.unsupported(op, f"{name} of two tensors of the network")
 
     def activation(self, op, y, spec):
-        """Every activation is the identity (linearised network); softmax only at the output."""
+        """Every activation is the identity (linearised network), softmax included."""
+        return y
+
+    def bilinear(self, op, fn, factors):
+        """`fn(a, b)` bilinear in two graph tensors (path_ops.apply_bilinear)."""
+        return path_ops.apply_bilinear(fn, factors, self.mode, self.gate(op, "product"))
+
+    def attention_softmax(self, op, scores, mask):
+        """The softmax of an attention node (`attention_paths`): the identity here."""
+        return scores
+
+    def constant_scale(self, x, scale):
+        """x times a constant: a path weight (1 in z1, squared in z2, absolute in SynFlow)."""
+        return path_ops.apply_affine(x, tf.constant(scale, DTYPE), tf.zeros((), DTYPE), self.mode)
+
+    def sub_weighted(self, op, sublayer, x):
+        """A weighted sublayer of the node `op` (an attention projection) in this pass."""
+        kernels = [self.kernel(v, m) for v, m in _sublayer_pairs(op, sublayer)]
+        y = self.after_linear(sublayer, linear_call(sublayer, tf.cast(x, self.dtype), kernels))
+        spec = path_ops.activation_spec(getattr(sublayer, "activation", None))
+        if spec is None or spec[0] != "linear":
+            raise path_ops.unsupported(sublayer, "an attention projection with an activation")
         return y
 
     def kernel(self, var, mask):
@@ -305,6 +349,10 @@ class RealPass(_Pass):
 
     def call(self, op, args, kwargs):
         kind, _ = path_ops.kind_of(op)
+        if kind == "attention":
+            kwargs.pop("training", None)
+            kwargs.pop("mask", None)
+            return attention_paths.attention(self, op, walk.inner(op), args, kwargs)
         if "training" in _keras_compat.call_context_args(op):
             kwargs["training"] = False
         gate = self.gate_for(op, kind, args)
@@ -327,9 +375,28 @@ class RealPass(_Pass):
             self.gates.record(op, gate, slope)
             return y
         y = op(*args, **kwargs)
-        if spec is not None:  # the ReLU family: the gate is read off the output
+        if spec == ("softmax",):  # inside the network: the diagonal of its Jacobian
+            self.gates.record(op, gate, path_ops.softmax_gate(y))
+        elif spec is not None:  # the ReLU family: the gate is read off the output
             self.gates.record(op, gate, path_ops.squared_gate(y, spec, tf.float32))
         return y
+
+    def bilinear(self, op, fn, factors):
+        self.gates.record(op, "product", [tf.stop_gradient(tf.square(f)) for f in factors])
+        return fn(*factors)
+
+    def attention_softmax(self, op, scores, mask):
+        p = attention_paths.masked_softmax(scores, mask)
+        self.gates.record(op, "activation", path_ops.softmax_gate(p))
+        return p
+
+    def constant_scale(self, x, scale):
+        return x * tf.cast(scale, x.dtype)
+
+    def sub_weighted(self, op, sublayer, x):
+        kernels = [self.kernel(v, m) for v, m in _sublayer_pairs(op, sublayer)]
+        y = _with_bias(sublayer, path_ops.linear_call(sublayer, x, kernels), lambda b: b)
+        return getattr(sublayer, "activation", lambda t: t)(y)
 
     def _pre_activation(self, op, kind, x):
         """The input of a smooth activation: the layer's input, or a weighted layer's output
@@ -363,9 +430,12 @@ class DataTermPass(_Pass):
         return mask if mask is not None else tf.ones_like(theta)
 
     def activation(self, op, y, spec):
-        if spec[0] == "linear" or spec[0] == "softmax":
-            return y  # Softmax only at the output: paths end at the logits.
+        if spec[0] == "linear" or (spec[0] == "softmax" and self.net.is_output(op)):
+            return y  # A softmax at the output: paths end at the logits.
         return y * tf.cast(self.gate(op, "activation"), y.dtype)
+
+    def attention_softmax(self, op, scores, mask):
+        return scores * tf.cast(self.gate(op, "activation"), scores.dtype)
 
     def max_pool(self, op, x):
         argmax = self.gate(op, "max_pool")
@@ -397,6 +467,8 @@ class ScaledDataTermPass(DataTermPass):
         flat = tf.nest.flatten(args)
         tensors = [t for t in flat if tf.is_tensor(t) and id(t) in self.scales]
         in_scales = [self.scales[id(t)][1] for t in tensors]
+        if not in_scales:  # a mask: a constant
+            return super().call(op, args, kwargs)
         if len(in_scales) > 1:
             common = tf.reduce_max(tf.stack(in_scales))
             factors = {
@@ -509,9 +581,21 @@ class PathNetwork:
 
     def _problems(self):
         """(layer, why) for every layer of the graph (nested models included) not supported."""
+        masks = set()  # ids of the symbolic tensors that are masks
         for step in graph_steps.op_steps(self._steps):
             op = step.op
             kind, why = path_ops.kind_of(op)
+            ins = step.node.input_tensors
+            reads_mask = bool(ins) and all(id(t) in masks for t in ins)
+            if kind == "mask" or (kind == "linear" and reads_mask):
+                masks.update(step.outputs)
+                if type(op).__name__ == "Cast" and not reads_mask and ins[0].dtype not in _MASKS:
+                    yield walk.inner(op), "a cast of a real-valued tensor"
+                continue
+            if any(id(t) in masks for t in ins) and kind != "attention":
+                why = "it reads a mask (only MultiHeadAttention's attention_mask takes one)"
+                yield walk.inner(op), why
+                continue
             if kind is None:
                 yield walk.inner(op), why  # named as the user named it
                 continue
@@ -519,8 +603,12 @@ class PathNetwork:
             inner = walk.inner(op)
             if kind == "weighted" and spec is None:  # named as the user named it
                 yield inner, f"activation {inner.activation.__name__!r}"
-            elif spec == ("softmax",) and id(op) not in self._output_ops:
-                yield inner, "softmax inside the network"
+            elif kind == "bilinear" and len(step.node.input_tensors) != 2:
+                yield inner, "a matmul or einsum with a constant (not of two network tensors)"
+
+    def is_output(self, op):
+        """Whether `op` makes the model's output (a softmax there ends the paths at the logits)."""
+        return id(op) in self._output_ops
 
     def run_graph(self, x, call_fn):
         """The model's graph run on `x` with `call_fn(op, *args, **kwargs)` for every operation."""
