@@ -9,6 +9,7 @@ an internal fails there, loudly and by name, not deep inside a pruning round. Th
 is `keras>=3.15,<4` (setup.cfg).
 """
 
+import contextlib
 import functools
 import inspect
 
@@ -16,7 +17,9 @@ import keras
 import tensorflow as tf
 from keras.src.applications import convnext  # ConvNeXt's own layers have no public name.
 from keras.src.backend.common import global_state  # Call context and name scopes.
+from keras.src.backend.tensorflow import random as tf_random  # Dropout from a drawn seed.
 from keras.src.backend.tensorflow import trainer as tf_trainer  # model.fit under MWMS, below.
+from keras.src.layers import layer as keras_layer  # CallContext, to call a layer in training.
 from keras.src.models.functional import Functional  # No public class for "plain Functional".
 from keras.src.utils import io_utils  # print_msg honours interactive logging; not exported.
 from tensorflow.python.ops import control_flow_util  # No public "am I traced for XLA?".
@@ -75,6 +78,13 @@ def producer(tensor):
 def inbound_nodes(layer):
     """The layer's call nodes in the graphs it belongs to (`Operation._inbound_nodes`)."""
     return list(layer._inbound_nodes)
+
+
+def first_call_arguments(layer):
+    """(args, kwargs) of the layer's first call in a graph, symbolic tensors included
+    (`Node.arguments`): what a copy of the layer must be called on to be built the same way."""
+    arguments = layer._inbound_nodes[0].arguments
+    return tuple(arguments.args), dict(arguments.kwargs)
 
 
 def outbound_nodes(layer):
@@ -144,6 +154,43 @@ def swap_sublayer(parent, attribute, index, new):
     else:
         list.__setitem__(holder, index, new)  # a TrackedList: no second tracking
     return old
+
+
+def training_in_call_context():
+    """The `training` value Keras resolved for the layer call in progress (None outside one):
+    a layer's own `call` may not take `training=` while its sublayers do, and Keras keeps the
+    resolved value only in its private call context."""
+    context = global_state.get_global_attribute("current_call_ctx", None)
+    return getattr(context, "training", None)
+
+
+@contextlib.contextmanager
+def call_context(layer, training):
+    """Runs the block inside as if `layer` had been called with `training=`: its sublayers read
+    the mode from Keras' private call context, which a recomputation in the backward pass (outside
+    any call of the model) does not have."""
+    previous = global_state.get_global_attribute("current_call_ctx", None)
+    context = keras_layer.CallContext(entry_layer=layer)
+    context.set_value("training", training)
+    global_state.set_global_attribute("current_call_ctx", context)
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("current_call_ctx", previous)
+
+
+def dropout_with_seed(layer, inputs, seed):
+    """What `keras.layers.Dropout.call(inputs, training=True)` computes, from a seed drawn
+    beforehand (`layer.seed_generator.next()`) instead of one it draws itself: the same mask,
+    and the same again when the call is recomputed in the backward pass. Keras' backend takes
+    only integers or seed generators as seeds; its TensorFlow dropout is reproduced with its own
+    helpers for the seed's dtype and the noise shape."""
+    if layer.rate == 1.0:
+        return tf.zeros_like(inputs)
+    noise_shape = tf_random._get_concrete_noise_shape(inputs, layer.noise_shape)
+    return tf.nn.experimental.stateless_dropout(
+        inputs, rate=layer.rate, noise_shape=noise_shape, seed=tf_random._cast_seed(seed)
+    )
 
 
 # ---- optimizers ----------------------------------------------------------------------------------

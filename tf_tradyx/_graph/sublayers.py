@@ -44,7 +44,7 @@ def enters(layer):
     return type(layer).__module__.startswith("keras_hub.")
 
 
-def _children(layer):
+def children(layer):
     """(path step, sublayer) for every sublayer held in an attribute or a list attribute."""
     for name, value in vars(layer).items():
         if name in _SKIP or name.startswith("__"):
@@ -59,7 +59,7 @@ def _children(layer):
 
 def _find(layer, target, seen):
     """The path from `layer` to the sublayer object `target`, or None."""
-    for step, child in _children(layer):
+    for step, child in children(layer):
         if child is target:
             return (step,)
         if id(child) in seen:
@@ -96,7 +96,7 @@ def _collect(layer, prefix, out, seen):
                     f"{layer.name}.{PROTOCOL}() returned {getattr(sub, 'name', sub)!r}, which is "
                     "not held in one of its attributes; return the sublayers its call() calls."
                 )
-            if kinds.selectable_kind(sub) is None:
+            if kinds.selectable_kind(walk.inner(sub)) is None:  # wrapped ones too
                 raise ValueError(
                     f"{layer.name}.{PROTOCOL}() returned {sub.name!r} "
                     f"({type(sub).__name__}), which TraDy cannot select; selectable are "
@@ -106,7 +106,7 @@ def _collect(layer, prefix, out, seen):
                 seen.add(id(sub))
                 out.append(((*prefix, *path), sub))
         return
-    for step, child in _children(layer):
+    for step, child in children(layer):
         if id(child) in seen:
             continue
         seen.add(id(child))

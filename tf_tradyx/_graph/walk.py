@@ -87,14 +87,38 @@ def clone(model, clone_layer, changes):
       The clone (weights to be copied by the caller, e.g. through `layer_pairs`).
     """
 
-    def clone_one(layer):
+    def clone_one(layer, twin=None):
         if isinstance(layer, keras.Model):
             if any(changes(inner) for inner in flatten_layers(layer)):
-                return keras.models.clone_model(layer, clone_function=clone_one)
+                twins = _Twin(layer)
+                return keras.models.clone_model(
+                    layer, clone_function=lambda inner: clone_one(inner, twins)
+                )
             return fresh_copy(layer)
-        return clone_layer(layer)
+        if twin is None or changes(layer):
+            return clone_layer(layer)
+        try:
+            return clone_layer(layer)
+        except Exception:  # noqa: BLE001 - a config that does not round-trip (see _Twin)
+            return twin.layer_for(layer)
 
     return keras.models.clone_model(model, clone_function=clone_one)
+
+
+class _Twin:
+    """A nested model made again whole from its own config, made only when needed: the source of
+    a fresh copy of an unchanged layer whose own config does not round-trip (KerasHub 0.32's Swin
+    layers serialize a class where a config belongs) while the model's does (a KerasHub backbone
+    serializes its constructor arguments). The caller copies the weights, as for any clone."""
+
+    def __init__(self, model):
+        self.model, self._twin = model, None
+
+    def layer_for(self, layer):
+        if self._twin is None:
+            self._twin = self.model.__class__.from_config(self.model.get_config())
+        index = next(i for i, l in enumerate(self.model.layers) if l is layer)
+        return self._twin.layers[index]
 
 
 def layers_of_type(model, cls):

@@ -35,6 +35,7 @@ from tf_tradyx.sparse_update.sampler import (
     sparse_kernels,
     sparse_layers,
 )
+from tf_tradyx.sparse_update.sparse_sublayers import SparseSublayers, SparseUpdatableLayer
 from tf_tradyx.sparse_update.strategies import NAMES as STRATEGIES
 from tf_tradyx.sparse_update.strategies import (
     PAPER_SCHEMES,
@@ -56,6 +57,9 @@ __all__ = [
     "wrap",
     "attach",
     "strip",
+    # layers inside custom layers (transformer blocks)
+    "SparseSublayers",
+    "SparseUpdatableLayer",
     # strategies
     "Strategy",
     "TraDy",

@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras import layers
 
 from tf_tradyx import _keras_compat
-from tf_tradyx._graph import kinds, walk
+from tf_tradyx._graph import kinds, sublayers, walk
 from tf_tradyx._graph import steps as graph_steps
 from tf_tradyx.sparse_update import compact_relu
 
@@ -50,9 +50,10 @@ def wanted(model, candidates):
     candidates, seen = set(candidates), False
     for step in graph_steps.op_steps(graph_steps.graph_steps(model)):
         inner = walk.inner(step.op)
-        if inner.name in candidates:
+        holds = any(c.startswith(inner.name + "/") for c in candidates)  # its sublayers
+        if inner.name in candidates or holds:
             seen = True
-        if seen and _keeps_float_maps(inner, inner.name in candidates):
+        if seen and (holds or _keeps_float_maps(inner, inner.name in candidates)):
             return True
     return False
 
@@ -77,8 +78,13 @@ def _keeps_float_maps(layer, wrapped):
 
 
 def _alone(step):
-    """A step that must run exactly once per forward pass (randomness, or state it updates)."""
-    return isinstance(step, graph_steps.OpStep) and kinds.runs_once(step.op)
+    """A step that must run exactly once per forward pass (randomness, or state it updates), or
+    a custom layer with wrapped sublayers, which recomputes its own blocks (`BlockRecompute`)."""
+    return isinstance(step, graph_steps.OpStep) and (kinds.runs_once(step.op) or _holds(step.op))
+
+
+def _holds(op):
+    return bool(getattr(type(op), "_tradyx_sparse_sublayers", False))
 
 
 def _nbytes(kt):
@@ -159,7 +165,10 @@ class SegmentedForward:
                     outputs=[
                         t for t in dict.fromkeys(w for _, ws in rw[j:k] for w in ws) if t in later
                     ],
-                    recompute=not alone[j],
+                    recompute=not alone[j]
+                    and not (
+                        isinstance(self.steps[j], graph_steps.OpStep) and _holds(self.steps[j].op)
+                    ),
                 )
             )
         return segments
@@ -183,10 +192,86 @@ class SegmentedForward:
         return tensors[self.output]
 
 
+def blocks(layer):
+    """The layers inside a custom layer with wrapped sublayers that are recomputed one by one:
+    the repeated blocks (a list of layers of one class, as a ViT encoder or a Swin stage holds
+    them) that contain wrappers, searched down to the innermost repetition; else the layer itself
+    (a BERT `TransformerEncoder` is one block)."""
+    inside = [
+        child
+        for _, child in sublayers.children(layer)
+        if not walk.is_sparse_update_wrapper(child) and _has_wrapper(child)
+    ]
+    classes = [type(child) for child in inside]
+    repeated = [child for child in inside if classes.count(type(child)) > 1]
+    if not repeated:
+        return [layer]
+    return [block for child in repeated for block in blocks(child)]
+
+
+def _has_wrapper(layer):
+    return any(walk.is_sparse_update_wrapper(s) for s in _keras_compat.all_sublayers(layer))
+
+
+class BlockRecompute:
+    """A block's `call` under `tf.recompute_grad` in training: its forward pass keeps only its
+    inputs, and the backward pass runs it again. Its dropout layers take their seeds drawn once
+    per forward pass, outside the recomputation, so the second run draws the same masks; a block
+    with another random layer (noise, stochastic depth) is not recomputed."""
+
+    def __init__(self, block):
+        self.block = block
+        self.call = block.call  # the bound method of the class (no replacement yet)
+        inside = _keras_compat.all_sublayers(block)
+        self.dropouts = [s for s in inside if isinstance(s, layers.Dropout) and s.rate > 0]
+        self.replayable = not any(
+            kinds.runs_once(s) for s in inside if not isinstance(s, layers.Dropout)
+        )
+
+    def __call__(self, *args, **kwargs):
+        if not (self.replayable and _keras_compat.training_in_call_context()):
+            return self.call(*args, **kwargs)
+        leaves = tf.nest.flatten((args, kwargs))
+        where = [i for i, v in enumerate(leaves) if tf.is_tensor(v)]
+        seeds = [d.seed_generator.next() for d in self.dropouts]
+
+        def run(*values):
+            filled = list(leaves)
+            for i, v in zip(where, values[: len(where)]):
+                filled[i] = v
+            a, k = tf.nest.pack_sequence_as((args, kwargs), filled)
+            for d, seed in zip(self.dropouts, values[len(where) :]):
+                _keras_compat.replace_call(d, _seeded_dropout(d, seed))
+            try:
+                # The backward pass runs this again outside the model's call: in training mode.
+                with _keras_compat.call_context(self.block, training=True):
+                    return self.call(*a, **k)
+            finally:
+                for d in self.dropouts:
+                    _keras_compat.restore_call(d)
+
+        return tf.recompute_grad(run)(*[leaves[i] for i in where], *seeds)
+
+
+def _seeded_dropout(layer, seed):
+    def call(inputs, training=False):
+        if training and layer.rate > 0:
+            return _keras_compat.dropout_with_seed(layer, inputs, seed)
+        return inputs
+
+    return call
+
+
 def install(model, max_steps=MAX_STEPS):
-    """Makes `model` (a wrapped model) run its forward pass in recomputed segments."""
+    """Makes `model` (a wrapped model) run its forward pass in recomputed segments, and the
+    blocks of its custom layers with wrapped sublayers one by one (`blocks`)."""
     forward = SegmentedForward(model, max_steps)
     _keras_compat.replace_call(model, forward)
+    for layer in walk.flatten_layers(model):
+        if _holds(layer):
+            for block in blocks(layer.layer):
+                if not isinstance(_keras_compat.replaced_call(block), BlockRecompute):
+                    _keras_compat.replace_call(block, BlockRecompute(block))
     return forward
 
 

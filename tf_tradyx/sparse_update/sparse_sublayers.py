@@ -52,6 +52,29 @@ class SparseUpdatableLayer(metaclass=abc.ABCMeta):
         """The selectable sublayers (Dense, EinsumDense, Conv...) that TraDy may train sparsely."""
 
 
+def _spec(value):
+    if isinstance(value, keras.KerasTensor):
+        return {"__tensor__": [list(value.shape), str(value.dtype)]}
+    return value if isinstance(value, (int, float, str, bool, type(None))) else None
+
+
+def _placeholders(call):
+    """(args, kwargs) of symbolic tensors from recorded specs (`SparseSublayers.get_build_config`)."""
+
+    def make(value):
+        if isinstance(value, dict) and "__tensor__" in value:
+            shape, dtype = value["__tensor__"]
+            return keras.Input(batch_shape=tuple(shape), dtype=dtype)
+        if isinstance(value, dict):
+            return {k: make(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [make(v) for v in value]
+        return value
+
+    args, kwargs = call
+    return make(args), make(kwargs)
+
+
 def _wrapper_config(wrapper):
     config = wrapper.get_config()
     config.pop("layer", None)
@@ -109,13 +132,12 @@ class SparseSublayers(layers.Wrapper):
             )
         _keras_compat.set_untracked(self, "_pending", configs)
         _keras_compat.set_untracked(self, "wrappers", [])
-        if layer.built:
-            self._install()
+        self._install()
 
-    def _install(self):
+    def _install(self, strict=False):
         """Puts a `ChannelSparseUpdate` at every path (once the layer is built: its sublayers
         exist only then)."""
-        if self.wrappers:
+        if self.wrappers or not self._ready(strict):
             return
         made = []
         for path, config in zip(self.sublayer_paths, self._pending):
@@ -135,26 +157,40 @@ class SparseSublayers(layers.Wrapper):
         self.wrappers[:] = made
         self.built = True
 
+    def _ready(self, strict=False):
+        """Whether every sublayer to wrap exists and is built (some layers make or build their
+        sublayers only in their first call); `strict`: a path that leads nowhere raises."""
+        try:
+            found = [sublayers.resolve(self.layer, p) for p in self.sublayer_paths]
+        except ValueError:
+            if strict:
+                raise
+            return False
+        return all(s.built for s in found)
+
     def build(self, input_shape=None):
         # The inner layer builds with its own arguments (several inputs, a mask) on its first
-        # call, or from its build config when loaded; the wrappers go in once it is built.
-        if self.layer.built:
-            self._install()
+        # call, or from the recorded call when loaded; the wrappers go in once it is built.
+        self._install()
         self.built = True
 
     def get_build_config(self):
-        return {"layer": self.layer.get_build_config()}
+        """The specs of the first call's tensors: a layer that makes its sublayers in its first
+        call (or builds them lazily) is built again by a symbolic call on them when loaded."""
+        args, kwargs = _keras_compat.first_call_arguments(self)
+        return {"call": keras.tree.map_structure(_spec, [list(args), kwargs])}
 
     def build_from_config(self, config):
-        inner = (config or {}).get("layer")
-        if inner and not self.layer.built:
-            self.layer.build_from_config(inner)
+        call = (config or {}).get("call")
+        if call is not None and not self.wrappers:
+            args, kwargs = _placeholders(call)
+            self.layer(*args, **kwargs)
         self.build()
 
     def call(self, *args, **kwargs):
         outputs = self.layer(*args, **kwargs)
-        if not self.wrappers and self.layer.built:
-            self._install()
+        if not self.wrappers:  # after a first call every sublayer must exist
+            self._install(strict=True)
         return outputs
 
     def compute_output_spec(self, *args, **kwargs):

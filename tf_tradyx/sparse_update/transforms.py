@@ -95,6 +95,25 @@ def _freeze_all_but_wrappers(holder, update_bias, bias_layers):
             w.layer_bias.trainable = update_bias or w.selection_name in bias_layers
 
 
+def _built_copy(layer, node_of=None):
+    """A fresh copy of a custom layer, built through a symbolic call like the one the model makes
+    (`node_of`'s first call, default `layer`'s): layers that create sublayers in their first
+    call (KerasHub's Swin attention) have them all only then."""
+    fresh = walk.fresh_copy(layer)
+    args, kwargs = _keras_compat.first_call_arguments(node_of or layer)
+
+    def placeholder(value):
+        if isinstance(value, keras.KerasTensor):
+            return keras.Input(batch_shape=value.shape, dtype=value.dtype)
+        return value
+
+    fresh(
+        *keras.tree.map_structure(placeholder, args),
+        **keras.tree.map_structure(placeholder, kwargs),
+    )
+    return fresh
+
+
 def _sublayer_paths(model, wanted):
     """{id(graph layer): [attribute path, ...]} of the wanted sublayers of custom layers."""
     out = {}
@@ -267,8 +286,7 @@ def wrap(
             return compact_relu.CompactReLU(compact_relu.replaceable_relu(layer), name=layer.name)
         inner = walk.inner(layer)
         if id(layer) in inside:  # a custom layer: its wanted sublayers get wrappers in place
-            fresh = walk.fresh_copy(inner)
-            fresh.build_from_config(inner.get_build_config())
+            fresh = _built_copy(inner)
             paths = inside[id(layer)]
             return SparseSublayers(fresh, paths, [dict(wrapper_config) for _ in paths])
         if inner.name in wanted:
@@ -462,9 +480,7 @@ def strip(model):
         if isinstance(layer, compact_relu.CompactReLU):
             return layer.to_keras()
         if isinstance(layer, SparseSublayers):
-            fresh = walk.fresh_copy(layer.layer)
-            fresh.build_from_config(layer.layer.get_build_config())
-            return fresh
+            return _built_copy(layer.layer, node_of=layer)
         if isinstance(layer, ChannelSparseUpdate):
             fresh = walk.fresh_copy(layer.layer)
             # A pruned layer goes back into its pruning mask (tx.pruning.strip bakes it in).
