@@ -4,12 +4,16 @@ script does, and prints one JSON line: the whole call's time and the process's p
 Run by `benchmarks/peers.py` with an interpreter that has torch, never imported by tf_tradyx:
 
     python benchmarks/_peer_px_ntk.py --checkout=DIR --method=px --data=pruning.npz \
-        --rounds=100 --density=0.018 --threads=2
+        --rounds=100 --density=0.018 --threads=2 [--arch=resnet50 --batch_size=32]
 
 The pruning loop is the one of the checkout's `train_classification.Experiment.__init__`: the
 pruner of `lib/pruners.py` over `masked_parameters(model)`, model in eval mode for SynFlow and PX,
 `rounds` rounds at density ** ((round + 1) / rounds), global masking. (`Experiment` itself also
 loads a dataset, wandb and torchmetrics, so the loop is restated here around the same calls.)
+`--arch=resnet20` is their CIFAR-10 setting (`lottery_resnet.resnet20`, PX on `examples_per_class`
+images per class, SNIP on `batch_limit` 2 batches of 128); `--arch=resnet50` their ImageNet one
+(`imagenet_resnet.resnet50`, 1,000 classes, dataset "ImageNet": PX reads every batch of the loader
+and SNIP `batch_limit` batches, set here to all of them).
 """
 
 import time
@@ -40,6 +44,8 @@ def main():
     parser.add_argument("--density", type=float, default=0.018)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default="resnet20", choices=["resnet20", "resnet50"])
+    parser.add_argument("--batch_size", type=int, default=128)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -48,7 +54,10 @@ def main():
     config = importlib.import_module("globals").CONFIG
     pruners = importlib.import_module("lib.pruners")
     masked_parameters = importlib.import_module("lib.generator").masked_parameters
-    resnet20 = importlib.import_module("lib.models.lottery_resnet").resnet20
+    if args.arch == "resnet20":
+        network = importlib.import_module("lib.models.lottery_resnet").resnet20
+    else:
+        network = importlib.import_module("lib.models.imagenet_resnet").resnet50
 
     arrays = np.load(args.data)
     x = torch.from_numpy(np.ascontiguousarray(arrays["x"].transpose(0, 3, 1, 2)))
@@ -57,34 +66,37 @@ def main():
     class Images(torch.utils.data.TensorDataset):
         targets = y.tolist()  # PX's balanced subset reads the labels here
 
-    loader = torch.utils.data.DataLoader(Images(x, y), batch_size=128, shuffle=False)
+    loader = torch.utils.data.DataLoader(Images(x, y), batch_size=args.batch_size, shuffle=False)
+    cifar = args.arch == "resnet20"
     config.update(
         {
             "device": "cpu",
-            "dataset": "CIFAR10",
-            "batch_size": 128,
+            "dataset": "CIFAR10" if cifar else "ImageNet",
+            "batch_size": args.batch_size,
             "experiment_args": {
                 "weight_remaining_ratio": args.density,
                 "rounds": args.rounds,
-                "batch_limit": 2,
+                "batch_limit": 2 if cifar else len(loader),
                 "examples_per_class": len(x) // 10,
             },
         }
     )
-    model = resnet20(num_classes=10)
+    model = network(num_classes=10 if cifar else 1000)
     loss_fn = torch.nn.CrossEntropyLoss()
     name = {"px": "PX", "synflow": "SynFlow", "snip": "SNIP"}[args.method]
-    ready = time.perf_counter()
+    ready, ready_cpu = time.perf_counter(), time.process_time()
     pruner = getattr(pruners, name)(masked_parameters(model))
     if name in ("SynFlow", "PX"):
         model.eval()
-    round_times = []
+    round_times, round_cpu = [], []
     for r in range(args.rounds):
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         pruner.score(model, loss_fn, loader, "cpu")
         pruner.mask(args.density ** ((r + 1) / args.rounds), "global")
         round_times.append(time.perf_counter() - begin)
+        round_cpu.append(time.process_time() - begin_cpu)
     prune_seconds = time.perf_counter() - ready
+    prune_cpu_seconds = time.process_time() - ready_cpu
     remaining, total = pruner.stats()
     print(
         json.dumps(
@@ -93,12 +105,17 @@ def main():
                 "method": args.method,
                 "rounds": args.rounds,
                 "prune_seconds": prune_seconds,
+                "prune_cpu_seconds": prune_cpu_seconds,
                 "process_seconds": time.perf_counter() - _STARTED,
                 "first_round_seconds": round_times[0],
                 "later_round_ms": 1000 * float(np.median(round_times[1:]))
                 if args.rounds > 1
                 else None,
+                "later_round_cpu_ms": 1000 * float(np.median(round_cpu[1:]))
+                if args.rounds > 1
+                else None,
                 "density": float(remaining / total),
+                "weights": int(total),
                 "peak_rss_mb": _peak_mb(),
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,

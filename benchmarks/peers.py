@@ -1,6 +1,7 @@
 """tf_tradyx's pruners side by side with the PX authors' PyTorch code, one fresh process per run.
 
     python benchmarks/peers.py --peer_checkout=DIR --torch_python=PYTHON [--repeats=3]
+    python benchmarks/peers.py --scale=imagenet --images=200 --peer_checkout=DIR --torch_python=PYTHON
     python benchmarks/peers.py --tradi --torch_python=PYTHON      # TraDy vs a PyTorch simulation
 
 `--peer_checkout` is a local checkout of https://github.com/iurada/px-ntk-pruning (measured at
@@ -14,6 +15,18 @@ slows both alike; medians of `--repeats`. Reported per method: the whole pruning
 pruner, every round, the masks; the masked model is built before, on both sides), the whole process (imports included), the first round and the
 median later round, and the process's peak RSS. Torch uses `--threads` threads (2 = this machine's
 cores); TensorFlow its defaults.
+
+With `--scale=imagenet`: the paper's ImageNet network, ResNet-50 at 224 px with 1,000 classes
+(their `imagenet_resnet.resnet50`, ours `resnet50_torchvision` below: the same torchvision-style
+network, stride in the 3x3 convs, no conv biases), on `--images` CIFAR-10 training images resized
+to 224 px (the same arrays on both sides), read in batches of `--prune_batch` on both sides; PX and
+SynFlow in `--imagenet_rounds` rounds R to the density the paper's 100-round schedule reaches
+after R rounds (0.018 ** (R / 100): 2 rounds to 7.7 % sparsity; 2 rounds to 98.2 % would empty
+whole layers of ResNet-50, which our pruners refuse), SNIP in one to 98.2 %. Besides the whole call,
+each side reports its first round and its median later round; the PX round at
+`--extrapolate_images` images is estimated from them (a round's cost not spent on images, the
+ranking and masking of 25.6 M weights, taken as the same side's SynFlow round; the rest scales with
+the images, linear on both sides). Writes benchmarks/results/peers_imagenet.json.
 
 With `--tradi`: a TraDy training step of tf_tradyx (MobileNetV2-w0.35 at 128 px, batch 64,
 27,946 units, the RGN top-k layers, Keras' default compile) against TraDy as the paper ran it in
@@ -41,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import tf_tradyx as tx  # noqa: E402
@@ -58,6 +72,13 @@ flags.DEFINE_bool("tradi", False, "Compare a TraDy step with a PyTorch simulatio
 flags.DEFINE_string("tradi_child", None, "(internal) time our TraDy step: batch,steps")
 flags.DEFINE_integer("batch", 64, "TraDy comparison: batch size.")
 flags.DEFINE_integer("steps", 12, "TraDy comparison: training steps per process.")
+flags.DEFINE_enum(
+    "scale", "cifar", ["cifar", "imagenet"], "ResNet-20 at 32 px or ResNet-50 at 224."
+)
+flags.DEFINE_integer("images", 1000, "--scale=imagenet: pruning images (a multiple of 10).")
+flags.DEFINE_integer("prune_batch", 32, "--scale=imagenet: batch size of the pruning data.")
+flags.DEFINE_integer("imagenet_rounds", 2, "--scale=imagenet: rounds of PX and SynFlow.")
+flags.DEFINE_integer("extrapolate_images", 1000, "--scale=imagenet: images of the PX estimate.")
 
 ROUNDS = {"px": 100, "synflow": 100, "snip": 1}
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_peer_px_ntk.py")
@@ -208,24 +229,80 @@ def _peak_mb():
         return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
 
 
-def ours(method, data_path, rounds, density):
+def resnet50_torchvision(input_shape=(224, 224, 3), classes=1000):
+    """The px-ntk-pruning authors' ImageNet ResNet-50 (torchvision's, "v1.5") in Keras: the stride
+    of a downsampling bottleneck in its 3x3 conv, convolutions without biases, torch's explicit
+    paddings and BatchNormalization epsilon, He-normal (fan-out) kernels. keras.applications'
+    ResNet50 is the original v1 (stride in the first 1x1 conv, conv biases): 4 % fewer multiply-
+    adds, another network."""
+    he = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=0)
+
+    def conv(x, filters, kernel, stride, name):
+        if kernel > 1:
+            x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+        x = keras.layers.Conv2D(
+            filters, kernel, stride, use_bias=False, kernel_initializer=he, name=name
+        )(x)
+        return keras.layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.ReLU()(conv(inputs, 64, 7, 2, "conv1"))
+    x = keras.layers.ZeroPadding2D(1)(x)  # after a ReLU: zeros never win the max
+    x = keras.layers.MaxPooling2D(3, 2)(x)
+    channels = 64
+    for stage, (width, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
+        for b in range(blocks):
+            stride = 2 if b == 0 and stage > 1 else 1
+            name = f"layer{stage}_{b}"
+            y = keras.layers.ReLU()(conv(x, width, 1, 1, f"{name}_conv1"))
+            y = keras.layers.ReLU()(conv(y, width, 3, stride, f"{name}_conv2"))
+            y = conv(y, 4 * width, 1, 1, f"{name}_conv3")
+            if stride != 1 or channels != 4 * width:
+                x = conv(x, 4 * width, 1, stride, f"{name}_downsample")
+            x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+            channels = 4 * width
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, name="fc")(x)
+    return keras.Model(inputs, outputs, name="resnet50_torchvision")
+
+
+def ours(method, data_path, rounds, density, network="resnet20", batch=None):
     """One pruning call of tf_tradyx, timed as the peer's is."""
     arrays = np.load(data_path)
     data = (arrays["x"], arrays["y"])
+    if batch:  # the peer's batches (arrays alone would be read in the pruner's batches of 256)
+        data = tf.data.Dataset.from_tensor_slices(data).batch(batch)
     keras.utils.set_random_seed(0)
     # The peer's model is built with its masks (lib.layers), before its clock starts: so is ours.
-    masked = tx.pruning.wrap(tx.models.resnet20())
-    ready = time.perf_counter()
+    model = tx.models.resnet20() if network == "resnet20" else resnet50_torchvision()
+    masked = tx.pruning.wrap(model)
+    ready, ready_cpu = time.perf_counter(), time.process_time()
     pruner = tx.pruning.get_pruner(method, rounds=rounds, verbose=False)
+    starts, starts_cpu = [], []
+    scores = pruner._checked_scores  # each round begins with its scores: the rounds' clock
+
+    def timed(session):
+        starts.append(time.perf_counter())
+        starts_cpu.append(time.process_time())
+        return scores(session)
+
+    pruner._checked_scores = timed
     report = pruner.prune(masked, 1 - density, data)
-    prune_seconds = time.perf_counter() - ready
+    end, end_cpu = time.perf_counter(), time.process_time()
+    rounds_s = np.diff(starts + [end])
+    rounds_cpu = np.diff(starts_cpu + [end_cpu])
     return {
         "code": "tf_tradyx",
         "method": method,
         "rounds": rounds,
-        "prune_seconds": prune_seconds,
+        "prune_seconds": end - ready,
+        "prune_cpu_seconds": end_cpu - ready_cpu,
         "process_seconds": time.perf_counter() - _STARTED,
+        "first_round_seconds": float(starts[0] - ready + rounds_s[0]),
+        "later_round_ms": 1000 * float(np.median(rounds_s[1:])) if rounds > 1 else None,
+        "later_round_cpu_ms": 1000 * float(np.median(rounds_cpu[1:])) if rounds > 1 else None,
         "density": float(report.density),
+        "weights": int(report.total),
         "peak_rss_mb": _peak_mb(),
     }
 
@@ -237,8 +314,8 @@ def _run(argv):
 def main(argv):
     del argv
     if FLAGS.child:
-        method, path, rounds = FLAGS.child.split(",")
-        print(json.dumps(ours(method, path, int(rounds), FLAGS.density)))
+        method, path, rounds, network, batch = FLAGS.child.split(",")
+        print(json.dumps(ours(method, path, int(rounds), FLAGS.density, network, int(batch))))
         return
     if FLAGS.tradi_child:
         batch, steps = map(int, FLAGS.tradi_child.split(","))
@@ -258,7 +335,16 @@ def main(argv):
         )
     if not FLAGS.torch_python:
         raise app.UsageError("--torch_python must name a Python interpreter with torch installed.")
-    data, source = _common.pruning_batch()
+    imagenet = FLAGS.scale == "imagenet"
+    if imagenet:
+        if FLAGS.images % 10:
+            raise app.UsageError("--images must be a multiple of 10 (images per class).")
+        data, source = imagenet_batch(FLAGS.images // 10)
+        network, batch = "resnet50", FLAGS.prune_batch
+        rounds_of = {"px": FLAGS.imagenet_rounds, "synflow": FLAGS.imagenet_rounds, "snip": 1}
+    else:
+        data, source = _common.pruning_batch()
+        network, batch, rounds_of = "resnet20", 0, ROUNDS
     commit = subprocess.run(
         ["git", "-C", FLAGS.peer_checkout, "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -269,7 +355,10 @@ def main(argv):
         path = os.path.join(tmp, "pruning.npz")
         np.savez(path, x=data[0], y=data[1])
         for method in FLAGS.methods:
-            rounds = ROUNDS[method]
+            rounds = rounds_of[method]
+            density = FLAGS.density
+            if imagenet and rounds > 1:  # the first rounds of the 100-round schedule
+                density = FLAGS.density ** (rounds / 100)
             runs = {"tf_tradyx": [], "px-ntk-pruning": []}
             for _ in range(FLAGS.repeats):
                 runs["tf_tradyx"].append(
@@ -277,8 +366,8 @@ def main(argv):
                         [
                             sys.executable,
                             __file__,
-                            f"--child={method},{path},{rounds}",
-                            f"--density={FLAGS.density}",
+                            f"--child={method},{path},{rounds},{network},{batch}",
+                            f"--density={density}",
                         ]
                     )
                 )
@@ -291,19 +380,41 @@ def main(argv):
                             f"--method={method}",
                             f"--data={path}",
                             f"--rounds={rounds}",
-                            f"--density={FLAGS.density}",
+                            f"--density={density}",
                             f"--threads={FLAGS.threads}",
+                            f"--arch={network}",
+                            f"--batch_size={batch or 128}",
                         ]
                     )
                 )
-            row = {"method": method, "rounds": rounds}
+            row = {"method": method, "rounds": rounds, "target_density": density}
             for code, results in runs.items():
                 key = "ours" if code == "tf_tradyx" else "theirs"
-                for field in ("prune_seconds", "process_seconds", "peak_rss_mb"):
-                    row[f"{key}_{field}"] = float(np.median([r[field] for r in results]))
+                for field in (
+                    "prune_seconds",
+                    "prune_cpu_seconds",
+                    "process_seconds",
+                    "peak_rss_mb",
+                    "first_round_seconds",
+                    "later_round_ms",
+                    "later_round_cpu_ms",
+                ):
+                    values = [r.get(field) for r in results]
+                    if None not in values:
+                        row[f"{key}_{field}"] = float(np.median(values))
                 row[f"{key}_density"] = results[0]["density"]
+                row[f"{key}_weights"] = results[0].get("weights")
             row["prune_ratio"] = row["ours_prune_seconds"] / row["theirs_prune_seconds"]
             row["process_ratio"] = row["ours_process_seconds"] / row["theirs_process_seconds"]
+            if "ours_later_round_ms" in row and "theirs_later_round_ms" in row:
+                row["round_ratio"] = row["ours_later_round_ms"] / row["theirs_later_round_ms"]
+                row["round_cpu_ratio"] = (
+                    row["ours_later_round_cpu_ms"] / row["theirs_later_round_cpu_ms"]
+                )
+            if "ours_prune_cpu_seconds" in row and "theirs_prune_cpu_seconds" in row:
+                row["prune_cpu_ratio"] = (
+                    row["ours_prune_cpu_seconds"] / row["theirs_prune_cpu_seconds"]
+                )
             row["runs"] = runs
             rows.append(row)
             print(
@@ -311,34 +422,103 @@ def main(argv):
                 f"{row['theirs_prune_seconds']:.2f} s ({row['prune_ratio']:.2f} x)",
                 flush=True,
             )
-    print(
-        f"\nResNet-20, {len(data[0])} CIFAR-10 images ({source}), {100 * (1 - FLAGS.density):.1f} % "
-        f"sparsity; px-ntk-pruning at {commit}, torch {FLAGS.threads} threads; medians of "
-        f"{FLAGS.repeats} fresh processes\n"
-    )
-    print(
-        f"{'method':<9}{'rounds':>7}{'prune s ours':>14}{'theirs':>9}{'x':>7}"
-        f"{'process s ours':>16}{'theirs':>9}{'x':>7}{'peak RSS MB ours':>18}{'theirs':>9}"
-    )
-    for r in rows:
-        print(
-            f"{r['method']:<9}{r['rounds']:>7}{r['ours_prune_seconds']:>14.2f}"
-            f"{r['theirs_prune_seconds']:>9.2f}{r['prune_ratio']:>7.2f}"
-            f"{r['ours_process_seconds']:>16.2f}{r['theirs_process_seconds']:>9.2f}"
-            f"{r['process_ratio']:>7.2f}{r['ours_peak_rss_mb']:>18.0f}{r['theirs_peak_rss_mb']:>9.0f}"
+    if imagenet:
+        what = (
+            f"ResNet-50 at 224 px, 1,000 classes, {len(data[0])} CIFAR-10 images resized to 224 px "
+            f"({source}), batches of {batch}"
         )
-    out = _common.write_json(
-        "peers.json",
-        {
-            "peer": {"repository": "iurada/px-ntk-pruning", "commit": commit},
-            "data": source,
-            "density": FLAGS.density,
-            "repeats": FLAGS.repeats,
-            "torch_threads": FLAGS.threads,
-            "rows": rows,
-        },
+    else:
+        what = f"ResNet-20, {len(data[0])} CIFAR-10 images ({source})"
+    sparsity = f"{100 * (1 - FLAGS.density):.1f} % sparsity"
+    if imagenet:
+        r = FLAGS.imagenet_rounds
+        sparsity = (
+            f"PX and SynFlow to {100 * (1 - FLAGS.density ** (r / 100)):.1f} % sparsity in {r} "
+            f"rounds (the first {r} of the paper's 100 to {sparsity}), SNIP to {sparsity}"
+        )
+    print(
+        f"\n{what}; {sparsity}; px-ntk-pruning at {commit}, torch {FLAGS.threads} threads; "
+        f"medians of {FLAGS.repeats} fresh processes\n"
     )
+    table = []
+    for r in rows:
+        entry = {
+            "method": r["method"],
+            "rounds": r["rounds"],
+            "prune s ours": f"{r['ours_prune_seconds']:.2f}",
+            "theirs": f"{r['theirs_prune_seconds']:.2f}",
+            "x": f"{r['prune_ratio']:.2f}",
+            "later round s ours": "",
+            "theirs ": "",
+            "x ": "",
+            "round CPU s x": "",
+            "prune CPU s x": f"{r['prune_cpu_ratio']:.2f}" if "prune_cpu_ratio" in r else "",
+            "process s ours": f"{r['ours_process_seconds']:.2f}",
+            "theirs  ": f"{r['theirs_process_seconds']:.2f}",
+            "peak RSS MB ours": f"{r['ours_peak_rss_mb']:.0f}",
+            "theirs   ": f"{r['theirs_peak_rss_mb']:.0f}",
+        }
+        if "round_ratio" in r:
+            entry["later round s ours"] = f"{r['ours_later_round_ms'] / 1000:.2f}"
+            entry["theirs "] = f"{r['theirs_later_round_ms'] / 1000:.2f}"
+            entry["x "] = f"{r['round_ratio']:.2f}"
+            entry["round CPU s x"] = f"{r['round_cpu_ratio']:.2f}"
+        table.append(entry)
+    print(_common.table(table, list(table[0])))
+    payload = {
+        "peer": {"repository": "iurada/px-ntk-pruning", "commit": commit},
+        "data": source,
+        "density": FLAGS.density,
+        "repeats": FLAGS.repeats,
+        "torch_threads": FLAGS.threads,
+    }
+    if imagenet:
+        payload.update(
+            network="ResNet-50 (torchvision layout), 224 px, 1,000 classes",
+            images=len(data[0]),
+            batch=batch,
+            extrapolated=extrapolate(rows, len(data[0]), FLAGS.extrapolate_images),
+        )
+    payload["rows"] = rows
+    out = _common.write_json("peers_imagenet.json" if imagenet else "peers.json", payload)
     print(f"\nwrote {out}")
+
+
+def imagenet_batch(per_class):
+    """`per_class` CIFAR-10 training images of each class, normalized and resized to 224 x 224 (the
+    same float32 arrays for both sides); and the data source."""
+    (x, y), source = _common.pruning_batch(per_class)
+    x = np.concatenate(
+        [tf.image.resize(x[i : i + 50], (224, 224)).numpy() for i in range(0, len(x), 50)]
+    )
+    return (x.astype("float32"), y), source
+
+
+def extrapolate(rows, images, target):
+    """PX's later round at `target` images, per side, from wall and from CPU time: the part of a
+    round not spent on images (ranking and masking, one path pass), taken as that side's SynFlow
+    round, plus the rest of the measured PX round scaled from `images` to `target` (both sides
+    read every image once per round)."""
+    by = {r["method"]: r for r in rows}
+    if "px" not in by or "synflow" not in by or "round_ratio" not in by["px"]:
+        return None
+    out = {"images": target}
+    for clock, field in (("wall", "later_round_ms"), ("cpu", "later_round_cpu_ms")):
+        for side in ("ours", "theirs"):
+            fixed = by["synflow"][f"{side}_{field}"] / 1000
+            per_image = (by["px"][f"{side}_{field}"] / 1000 - fixed) / images
+            out[f"{side}_{clock}_round_s"] = fixed + per_image * target
+            out[f"{side}_{clock}_ms_per_image"] = 1000 * per_image
+            out[f"{side}_{clock}_100_rounds_h"] = 100 * out[f"{side}_{clock}_round_s"] / 3600
+        out[f"{clock}_round_ratio"] = out[f"ours_{clock}_round_s"] / out[f"theirs_{clock}_round_s"]
+        print(
+            f"\nPX at {target:,} images, estimated from {images} ({clock} time): a round "
+            f"{out[f'ours_{clock}_round_s']:.0f} s ours, {out[f'theirs_{clock}_round_s']:.0f} s "
+            f"theirs ({out[f'{clock}_round_ratio']:.2f} x); 100 rounds "
+            f"{out[f'ours_{clock}_100_rounds_h']:.1f} h ours, "
+            f"{out[f'theirs_{clock}_100_rounds_h']:.1f} h theirs"
+        )
+    return out
 
 
 if __name__ == "__main__":
