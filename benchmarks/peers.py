@@ -1,7 +1,8 @@
 """tf_tradyx's pruners side by side with the PX authors' PyTorch code, one fresh process per run.
 
     python benchmarks/peers.py --peer_checkout=DIR --torch_python=PYTHON [--repeats=3]
-    python benchmarks/peers.py --scale=imagenet --images=200 --peer_checkout=DIR --torch_python=PYTHON
+    python benchmarks/peers.py --scale=imagenet --images=100 --prune_batch=25 --peer_checkout=DIR \
+        --torch_python=PYTHON
     python benchmarks/peers.py --tradi --torch_python=PYTHON      # TraDy vs a PyTorch simulation
 
 `--peer_checkout` is a local checkout of https://github.com/iurada/px-ntk-pruning (measured at
