@@ -47,14 +47,16 @@ def _data(n=16):
 def test_a_bert_backbone_is_walked_costed_ranked_and_fine_tuned_under_xla():
     model = _bert_classifier()
     table = sp.cost_table(model)
-    # The backbone's graph is walked: its pooler is a layer called once (not "called 0 times").
-    assert [r.name for r in table] == ["pooled_dense"]
+    # The backbone's graph is walked: its pooler is a layer called once (not "called 0 times"),
+    # and the block's projections and feed-forward layers are rows named by their path.
+    assert table.names[-1] == "pooled_dense"
+    assert "transformer_layer_0/self_attention_layer/query" in table
     assert table["pooled_dense"].units_per_channel == 8 + 1  # 8 outputs, one (CLS) position
     x, y = _data()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     ranking = sp.rank_layers(model, ds, epochs=1, verbose=0)
-    assert set(ranking.scores) == {"pooled_dense"} and ranking.scores["pooled_dense"] > 0
-    wrapped = sp.wrap(model, strategy="static_full_random", budget=40, seed=0)
+    assert set(ranking.scores) == set(table.names) and ranking.scores["pooled_dense"] > 0
+    wrapped = sp.wrap(model, layers=["pooled_dense"], budget=40, seed=0)
     wrapped.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -47,18 +47,26 @@ def fresh_copy(layer):
 
     A config that also reports derived attributes its constructor refuses (KerasHub 0.32's ViT
     patching layer reports `num_patches`) is retried without them: they follow from the others.
+    While `clone` descends into a nested model, a layer whose config cannot re-create it at all
+    (KerasHub 0.32's Swin layers serialize a class) is taken from a twin of that whole model.
     """
     if isinstance(layer, keras.layers.Lambda):
         return _keras_compat.copy_lambda(layer)
-    config = layer.get_config()
     try:
-        return layer.__class__.from_config(config)
-    except TypeError:
-        accepted = _constructor_arguments(layer.__class__)
-        kept = {k: v for k, v in config.items() if k in accepted}
-        if len(kept) == len(config):
+        config = layer.get_config()
+        try:
+            return layer.__class__.from_config(config)
+        except TypeError:
+            accepted = _constructor_arguments(layer.__class__)
+            kept = {k: v for k, v in config.items() if k in accepted}
+            if len(kept) == len(config):
+                raise
+            return layer.__class__.from_config(kept)
+    except Exception:
+        twin = next((t for t in reversed(_ACTIVE_TWINS) if t.holds(layer)), None)
+        if twin is None:
             raise
-        return layer.__class__.from_config(kept)
+        return twin.layer_for(layer)
 
 
 def _constructor_arguments(cls):
@@ -87,22 +95,21 @@ def clone(model, clone_layer, changes):
       The clone (weights to be copied by the caller, e.g. through `layer_pairs`).
     """
 
-    def clone_one(layer, twin=None):
+    def clone_one(layer):
         if isinstance(layer, keras.Model):
             if any(changes(inner) for inner in flatten_layers(layer)):
-                twins = _Twin(layer)
-                return keras.models.clone_model(
-                    layer, clone_function=lambda inner: clone_one(inner, twins)
-                )
+                _ACTIVE_TWINS.append(_Twin(layer))
+                try:
+                    return keras.models.clone_model(layer, clone_function=clone_one)
+                finally:
+                    _ACTIVE_TWINS.pop()
             return fresh_copy(layer)
-        if twin is None or changes(layer):
-            return clone_layer(layer)
-        try:
-            return clone_layer(layer)
-        except Exception:  # noqa: BLE001 - a config that does not round-trip (see _Twin)
-            return twin.layer_for(layer)
+        return clone_layer(layer)
 
     return keras.models.clone_model(model, clone_function=clone_one)
+
+
+_ACTIVE_TWINS = []  # the nested models `clone` is descending into, innermost last
 
 
 class _Twin:
@@ -113,6 +120,9 @@ class _Twin:
 
     def __init__(self, model):
         self.model, self._twin = model, None
+
+    def holds(self, layer):
+        return any(l is layer for l in self.model.layers)
 
     def layer_for(self, layer):
         if self._twin is None:

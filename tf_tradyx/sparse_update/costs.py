@@ -17,6 +17,7 @@ import dataclasses
 import math
 import re
 
+import keras
 import numpy as np
 from keras import layers
 
@@ -361,14 +362,21 @@ def _cost(name, inner, input_shape, output_shape, in_hw=None, alive=None):
     )
 
 
-def sublayer_parent(layer):
-    """The custom layer whose sublayers may be selectable: a `SparseSublayers`' inner layer, or
-    a layer TraDy enters (`tf_tradyx._graph.sublayers`) that can be rebuilt from its config."""
-    if getattr(type(layer), "_tradyx_sparse_sublayers", False):
-        return layer.layer
-    if sublayers.enters(layer) and sublayers.round_trips(layer):
-        return layer
-    return None
+def sublayer_parents(model):
+    """{id(graph layer): custom layer} of the layers whose sublayers may be selectable: a
+    `SparseSublayers`' inner layer, or a layer TraDy enters (`tf_tradyx._graph.sublayers`) that
+    `wrap` can make again: from its config, or, inside a nested model (a KerasHub backbone), from
+    a copy of that whole model (`walk.clone`)."""
+    nested = {
+        id(l) for m in model.layers if isinstance(m, keras.Model) for l in walk.flatten_layers(m)
+    }
+    out = {}
+    for layer in walk.flatten_layers(model):
+        if getattr(type(layer), "_tradyx_sparse_sublayers", False):
+            out[id(layer)] = layer.layer
+        elif sublayers.enters(layer) and (id(layer) in nested or sublayers.round_trips(layer)):
+            out[id(layer)] = layer
+    return out
 
 
 def probe_calls(model, targets):
@@ -468,7 +476,8 @@ def cost_table(model, classifier="auto"):
     called = [l for l in walk.flatten_layers(model) if calls_of.get(id(l), 0)]
     # Selectable layers inside custom layers (attention projections, feed-forward layers of
     # transformer blocks), in the place of their parent.
-    parents = {id(l): p for l in called if (p := sublayer_parent(l)) is not None}
+    every = sublayer_parents(model)
+    parents = {id(l): every[id(l)] for l in called if id(l) in every}
     inside, objects = _sublayer_rows(model, [parents[k] for k in parents])
     for layer in called:
         inner = walk.inner(layer)

@@ -209,6 +209,16 @@ def blocks(layer):
     return [block for child in repeated for block in blocks(child)]
 
 
+def _block_keeps_float_maps(block):
+    """Whether anything inside a block keeps a float map for its backward pass (LayerNorm, GELU,
+    softmax, dropout, a product...): only then does recomputing it from its input pay."""
+    return any(
+        _keeps_float_maps(s, walk.is_sparse_update_wrapper(s))
+        or isinstance(s, (layers.Dropout, layers.MultiHeadAttention))
+        for s in _keras_compat.all_sublayers(block)
+    )
+
+
 def _has_wrapper(layer):
     return any(walk.is_sparse_update_wrapper(s) for s in _keras_compat.all_sublayers(layer))
 
@@ -270,6 +280,8 @@ def install(model, max_steps=MAX_STEPS):
     for layer in walk.flatten_layers(model):
         if _holds(layer):
             for block in blocks(layer.layer):
+                if not _block_keeps_float_maps(block):
+                    continue  # a patch embedding: its input is all it would keep
                 if not isinstance(_keras_compat.replaced_call(block), BlockRecompute):
                     _keras_compat.replace_call(block, BlockRecompute(block))
     return forward

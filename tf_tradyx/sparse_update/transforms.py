@@ -9,6 +9,7 @@ the wrappers, so `attach` gives a model loaded from a `.keras` file its sampler 
 import logging
 
 import keras
+import numpy as np
 
 from tf_tradyx import _keras_compat
 from tf_tradyx._graph import sublayers, walk
@@ -116,9 +117,9 @@ def _built_copy(layer, node_of=None):
 
 def _sublayer_paths(model, wanted):
     """{id(graph layer): [attribute path, ...]} of the wanted sublayers of custom layers."""
-    out = {}
+    out, parents = {}, costs_lib.sublayer_parents(model)
     for layer in walk.flatten_layers(model):
-        parent = costs_lib.sublayer_parent(layer)
+        parent = parents.get(id(layer))
         if parent is None:
             continue
         paths = [
@@ -447,18 +448,26 @@ def attach(
     return model
 
 
-def strip(model):
+def strip(model, into=None):
     """An ordinary Keras model: every wrapper replaced by its layer, all layers trainable again.
 
     Args:
       model (keras.Model): a model from `wrap` (or `attach`); not modified.
+      into (keras.Model | None): a model of the architecture that was wrapped (the model you
+        passed to `wrap`, or a fresh one built the same way) to receive the trained weights
+        instead of a clone. For models whose layers cannot be re-created from their configs
+        (KerasHub 0.32's ViT and Swin backbones): the original model keeps its own classes and
+        saves as its library made it.
 
     Returns:
-      keras.Model: a clone with the trained weights and no wrappers; it saves and loads without
-        this package. A pruned model keeps its masks: `tx.pruning.strip` removes those next.
+      keras.Model: a clone with the trained weights and no wrappers (it saves and loads without
+        this package), or `into` holding them. A pruned model keeps its masks:
+        `tx.pruning.strip` removes those next.
 
     Raises:
-      ValueError: for a model with no sparse-update wrappers.
+      ValueError: for a model with no sparse-update wrappers; an `into` whose layers do not
+        match (nothing is assigned then); a layer that cannot be re-created from its config
+        (pass `into=`).
 
     Examples:
       >>> model = keras.Sequential([
@@ -475,6 +484,8 @@ def strip(model):
     walk.check_cloneable(model)
     if not sampler_lib.sparse_layers(model) and sampler_lib.sampler_of(model, False) is None:
         raise ValueError("The model has no sparse-update wrappers; there is nothing to strip.")
+    if into is not None:
+        return _copy_into(model, into)
 
     def clone_layer(layer):
         if isinstance(layer, compact_relu.CompactReLU):
@@ -487,13 +498,20 @@ def strip(model):
             return MaskedLayer(fresh) if layer.kernel_mask is not None else fresh
         return walk.fresh_copy(layer)
 
-    clone = walk.clone(
-        model,
-        clone_layer,
-        lambda layer: isinstance(
-            layer, (compact_relu.CompactReLU, ChannelSparseUpdate, SparseSublayers)
-        ),
-    )
+    try:
+        clone = walk.clone(
+            model,
+            clone_layer,
+            lambda layer: isinstance(
+                layer, (compact_relu.CompactReLU, ChannelSparseUpdate, SparseSublayers)
+            ),
+        )
+    except TypeError as e:
+        raise ValueError(
+            f"A layer of this model cannot be re-created from its config ({e}), so strip cannot "
+            "clone it. Pass the model you wrapped (or one built the same way) to receive the "
+            "trained weights: tx.sparse_update.strip(model, into=original)."
+        ) from e
     for original, cloned in walk.layer_pairs(model, clone):
         if isinstance(original, SparseSublayers):
             cloned.set_weights([v.numpy() for v in original.plain_weights()])
@@ -507,3 +525,38 @@ def strip(model):
     for layer in walk.flatten_layers(clone):
         layer.trainable = True
     return clone
+
+
+def _plain_values(layer):
+    """The weights of a wrapped model's layer as the plain layer holds them."""
+    if isinstance(layer, SparseSublayers):
+        return [v.numpy() for v in layer.plain_weights()]
+    if isinstance(layer, ChannelSparseUpdate):
+        return layer.layer.get_weights()
+    return layer.get_weights()
+
+
+def _copy_into(model, into):
+    """`strip(model, into=...)`: every value checked against `into` before any is assigned."""
+    pairs = list(walk.layer_pairs(model, into))
+    if len(walk.flatten_layers(model)) != len(walk.flatten_layers(into)):
+        raise ValueError(
+            "into= has a different number of layers than the wrapped model; pass the model "
+            "that was wrapped, or one built the same way."
+        )
+    plan = []
+    for a, b in pairs:
+        values = _plain_values(a)
+        target = b.layer if isinstance(b, MaskedLayer) and isinstance(a, ChannelSparseUpdate) else b
+        shapes = [tuple(v.shape) for v in target.weights]
+        if [tuple(np.shape(v)) for v in values] != shapes:
+            raise ValueError(
+                f"into= does not match the wrapped model at layer {b.name!r} "
+                f"(weights {shapes} vs {[tuple(np.shape(v)) for v in values]}); nothing was "
+                "assigned."
+            )
+        plan.append((target, values))
+    for target, values in plan:
+        if values:
+            target.set_weights(values)
+    return into
