@@ -177,5 +177,20 @@ def test_a_kerashub_transformer_is_fine_tuned_inside_its_blocks_under_two_percen
     np.testing.assert_allclose(model(probe), wrapped(probe), rtol=1e-4, atol=1e-5)
 
 
+def test_a_kerashub_task_is_refused_with_the_one_line_recipe_that_works():
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+    )
+    task = keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=3)
+    with pytest.raises(TypeError, match=r"keras.Model\(model.inputs, model.outputs\)"):
+        sp.cost_table(task)
+    functional = keras.Model(task.inputs, task.outputs)
+    table = sp.cost_table(functional)
+    assert table.classifier == "predictions" and len(table) == 7  # patch conv, 4 projections, 2 MLP
+    x, _ = _image_data(2)
+    np.testing.assert_array_equal(functional(x), task(x))
+
+
 if __name__ == "__main__":  # runnable as a script (Bazel's py_test runs it so)
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))

@@ -15,6 +15,14 @@ def check_cloneable(model):
         raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
     if _keras_compat.is_graph_model(model):
         return
+    if _keras_compat.runs_its_graph(model):  # a KerasHub Task, say: its own class, Keras' graph
+        raise TypeError(
+            f"{type(model).__name__} is a subclass of Keras' Functional model, which tf_tradyx "
+            "does not clone as it is; its graph is an ordinary one: pass "
+            "keras.Model(model.inputs, model.outputs), a plain Functional model of the same "
+            "layers and weights (a KerasHub Task's preprocessor stays outside: apply it to "
+            "your data, e.g. dataset.map(task.preprocessor))."
+        )
     raise TypeError(
         f"{type(model).__name__} is a subclassed Keras model; its layers cannot be cloned with "
         "wrappers. Build it with the Functional or Sequential API, or put the tf_tradyx wrapper "
