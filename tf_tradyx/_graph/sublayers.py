@@ -158,12 +158,8 @@ def qualified_name(layer, path):
     names, node = [layer.name], layer
     for i in range(len(path)):
         node = resolve(layer, path[: i + 1])
-        names.append(getattr(node, "layer", node).name if _is_wrapper(node) else node.name)
+        names.append(walk.inner(node).name)
     return "/".join(names)
-
-
-def _is_wrapper(layer):
-    return bool(getattr(type(layer), "_tradyx_wrapper", False))
 
 
 def round_trips(layer):
